@@ -1,0 +1,62 @@
+"""Decide which values are secret, by Airflow's own rules, and keep them out of reprs."""
+
+from __future__ import annotations
+
+import re
+
+#: Airflow's secrets_masker DEFAULT_SENSITIVE_FIELDS (3.3.2), matched as substrings.
+SENSITIVE_NAMES: tuple[str, ...] = (
+    "access_key",
+    "access_token",
+    "api_key",
+    "apikey",
+    "auth_header",
+    "authorization",
+    "bearer",
+    "connection_string",
+    "dsn",
+    "passphrase",
+    "passwd",
+    "password",
+    "private_key",
+    "proxy",
+    "proxies",
+    "secret",
+    "service_account",
+    "service_key",
+    "token",
+    "keyfile_dict",
+    "webhook_url",
+)
+
+_NON_WORD = re.compile(r"\W+")
+
+
+def is_sensitive_key(name: str) -> bool:
+    """Tell whether an extra key names a secret, as Airflow's masker decides it."""
+    normalized = _NON_WORD.sub("_", name.lower())
+    return any(word in normalized for word in SENSITIVE_NAMES)
+
+
+class Sensitive:
+    """Hold a secret string whose ``repr`` and ``str`` never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret itself; call only where the value is written to its destination."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Sensitive('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sensitive) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Sensitive", self._value))
