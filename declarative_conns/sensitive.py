@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 #: Airflow's secrets_masker DEFAULT_SENSITIVE_FIELDS (3.3.2), matched as substrings.
 SENSITIVE_NAMES: tuple[str, ...] = (
@@ -60,3 +61,49 @@ class Sensitive:
 
     def __hash__(self) -> int:
         return hash(("Sensitive", self._value))
+
+
+class _Hidden:
+    """Stand in for a secret inside a redacted value."""
+
+    def __repr__(self) -> str:
+        return "(sensitive value)"
+
+
+#: The marker `redact` puts where a secret was.
+HIDDEN = _Hidden()
+
+PathItem = str | int
+
+
+def is_sensitive_path(
+    path: tuple[PathItem, ...], secret_paths: frozenset[tuple[PathItem, ...]] = frozenset()
+) -> bool:
+    """Tell whether the value at a field path is secret: password, referenced, or a secret key."""
+    if not path:
+        return False
+    if path[0] == "password":
+        return True
+    if any(path[:n] in secret_paths for n in range(1, len(path) + 1)):
+        return True
+    if path[0] != "extra":
+        return False
+    return any(isinstance(p, str) and is_sensitive_key(p) for p in path[1:])
+
+
+def redact(
+    value: object,
+    path: tuple[PathItem, ...],
+    secret_paths: frozenset[tuple[PathItem, ...]] = frozenset(),
+    replace: Callable[[object], object] = lambda _: HIDDEN,
+) -> object:
+    """Return the value with every secret inside it replaced (by `HIDDEN` unless told)."""
+    if value is None:
+        return None
+    if is_sensitive_path(path, secret_paths):
+        return replace(value)
+    if isinstance(value, dict):
+        return {k: redact(v, (*path, k), secret_paths, replace) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, (*path, i), secret_paths, replace) for i, v in enumerate(value)]
+    return value

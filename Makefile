@@ -1,0 +1,37 @@
+# Two commands work on a fresh clone with only Python >= 3.10 and make: `make demo`, `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint unit bench compat clean
+
+$(BIN)/dconn: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(BIN)/dconn
+
+demo: $(BIN)/dconn
+	DCONN=$(CURDIR)/$(BIN)/dconn PYTHON=$(CURDIR)/$(BIN)/python examples/demo/run_demo.sh
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check declarative_conns tests benchmarks examples
+	$(BIN)/ruff format --check declarative_conns tests benchmarks examples
+	$(BIN)/mypy
+
+unit: $(VENV)/.dev
+	$(BIN)/python -m pytest -q
+
+test: lint unit
+
+bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""Run dconn as `python -m declarative_conns`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,146 @@
+"""Carry out a plan in one transaction: lock, re-check, back up, delete, update, insert.
+
+Rows are re-read inside the transaction, under dconn's lock, and compared with the
+fingerprints the plan was computed against; any difference aborts with PlanIsStale.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import airflow_db, codec
+from .errors import PlanIsStale, ValidationFailed
+from .model import Action, StoredRow, Values
+from .state import atomic_write, now, save_state
+
+if TYPE_CHECKING:
+    from .api import PlannedRun
+
+Progress = Callable[[int, int], None]
+
+
+def execute(run: PlannedRun, progress: Progress | None = None) -> int:
+    """Apply the run's plan; return how many rows were written or deleted."""
+    plan, db = run.plan, run.db
+    columns = sorted(db.info.columns)
+    encoded = _encode_all(run, columns)
+    deletes = [a.row_id for a in plan.actions if a.kind == "delete" and a.row_id is not None]
+    updates = [{"id": a.row_id, **encoded[a.conn_id]} for a in plan.actions if a.kind == "update"]
+    creates = [{"conn_id": a.conn_id, **encoded[a.conn_id]} for a in plan.actions if a.kind == "create"]
+    total = len(deletes) + len(updates) + len(creates)
+    with airflow_db.transaction(db, write=True) as conn:
+        airflow_db.acquire_lock(conn, db, run.workspace.lock_timeout)
+        try:
+            current = airflow_db.read_rows(conn, db)
+            _check_fresh(run, current)
+            touched = set(deletes) | {u["id"] for u in updates}
+            if touched:
+                _write_backup(run, [r for r in current if r["id"] in touched])
+            done = 0
+            for step, batch in (("delete", deletes), ("update", updates), ("create", creates)):
+                for start in range(0, len(batch), 1000):
+                    chunk = batch[start : start + 1000]
+                    if step == "delete":
+                        airflow_db.delete_rows(conn, db, chunk)  # type: ignore[arg-type]
+                    elif step == "update":
+                        airflow_db.update_rows(conn, db, chunk)  # type: ignore[arg-type]
+                    else:
+                        airflow_db.insert_rows(conn, db, chunk)  # type: ignore[arg-type]
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+            new_ids = airflow_db.row_ids_of(conn, db, [c["conn_id"] for c in creates])
+        finally:
+            airflow_db.release_lock(conn, db)
+    _record(run, encoded, new_ids, columns)
+    return total
+
+
+def _encode_all(run: PlannedRun, columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Encode (encrypt) every create and update; refuse values too long for their column."""
+    encoded: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for action in run.plan.actions:
+        if action.kind in ("create", "update") and action.values is not None:
+            row = codec.encode_values(action.values, columns, run.keyring)
+            problems.extend(airflow_db.check_lengths(run.db, action.conn_id, row))
+            encoded[action.conn_id] = row
+    if problems:
+        raise ValidationFailed(problems)
+    return encoded
+
+
+def _check_fresh(run: PlannedRun, current: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse to go on when a row the plan depends on changed since it was computed."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    expected = run.plan.expected
+    for raw in current:
+        conn_id = raw["conn_id"] if raw["conn_id"] is not None else ""
+        if conn_id in expected:
+            found.setdefault(conn_id, []).append((int(raw["id"]), codec.fingerprint(raw, run.digester)))
+    changed = sorted(c for c, rows in expected.items() if tuple(found.get(c, ())) != tuple(rows))
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise PlanIsStale(
+            f"the plan is stale: connection rows changed since it was made ({shown}); "
+            "nothing was changed, run dconn plan again"
+        )
+
+
+def _write_backup(run: PlannedRun, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write the pre-image of every row about to change, as stored (never decrypted)."""
+    folder = run.workspace.state_path.parent / "backups"
+    stamp = now().replace(":", "").replace("+0000", "Z")
+    document = {
+        "format_version": 1,
+        "target": run.state.target,
+        "taken_at": now(),
+        "note": "Rows as stored before a dconn apply. Encrypted values are Fernet tokens; "
+        "values Airflow stored in clear (no Fernet key) are replaced by digests.",
+        "rows": [_backup_row(r, run) for r in rows],
+    }
+    text = json.dumps(document, indent=1, default=str) + "\n"
+    atomic_write(folder / f"{stamp}-serial{run.state.serial + 1}.json", text.encode("utf-8"))
+
+
+def _backup_row(raw: Mapping[str, Any], run: PlannedRun) -> dict[str, Any]:
+    """Return a stored row for a backup, keeping no secret in clear."""
+    row = dict(raw)
+    for column, flag in (("password", "is_encrypted"), ("extra", "is_extra_encrypted")):
+        if row.get(column) and not row.get(flag):
+            row[column] = {"$digest": run.digester.digest(row[column])}
+    return row
+
+
+def _record(run: PlannedRun, encoded: Mapping[str, Mapping[str, Any]], new_ids: Mapping[str, int], columns: list[str]) -> None:
+    """Update the state after the commit: what dconn manages and how it left each row."""
+    from .api import snapshot_record
+
+    rows = _rows_after(run, encoded, new_ids)
+    state = run.state
+    state.managed = sorted(run.values)
+    state.applied = {c: codec.recorded_form(v, run.digester, columns) for c, v in run.values.items()}
+    state.snapshot = snapshot_record(rows, run.digester, columns, run.db.info.shape)
+    save_state(run.workspace.state_path, state)
+
+
+def _rows_after(run: PlannedRun, encoded: Mapping[str, Mapping[str, Any]], new_ids: Mapping[str, int]) -> list[StoredRow]:
+    """Return the rows as they are after the apply, without reading the table again."""
+    by_id = {r.row_id: r for r in run.rows}
+    for action in run.plan.actions:
+        if action.kind == "delete" and action.row_id is not None:
+            by_id.pop(action.row_id, None)
+        elif action.values is not None:
+            row_id = action.row_id if action.kind == "update" else new_ids.get(action.conn_id)
+            if row_id is not None:
+                by_id[row_id] = _stored(run, row_id, action, encoded[action.conn_id])
+    return [by_id[i] for i in sorted(by_id)]
+
+
+def _stored(run: PlannedRun, row_id: int, action: Action, row: Mapping[str, Any]) -> StoredRow:
+    """Build the StoredRow of a row dconn just wrote."""
+    raw = {"id": row_id, "conn_id": action.conn_id, **row}
+    values = action.values or Values({})
+    return StoredRow(row_id, action.conn_id, values, codec.fingerprint(raw, run.digester), 0 if run.keyring.enabled else None)

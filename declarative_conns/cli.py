@@ -1,0 +1,326 @@
+"""The `dconn` command line: parse, call the library, render, map errors to exit codes.
+
+The only module that imports typer and rich. stdout carries the plan or report only;
+warnings, errors and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+
+import typer
+
+from . import __version__
+from .errors import ApplyRefused, DconnError
+
+if TYPE_CHECKING:
+    from .api import PlannedRun
+
+app = typer.Typer(
+    name="dconn",
+    help="Manage Apache Airflow connections declaratively: TOML in git -> plan -> apply.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option("-c", "--config", help="A TOML file, or a folder whose *.toml files are read (sorted)."),
+]
+DbUrlOpt = Annotated[
+    Optional[str],
+    typer.Option("--db-url", help="Airflow metadata database URL. Default: as Airflow finds it (env, airflow.cfg).", show_default=False),
+]
+KeyOpt = Annotated[
+    Optional[str],
+    typer.Option("--fernet-key", help="Fernet key (comma-separated ring). Default: as Airflow finds it.", show_default=False),
+]
+StateOpt = Annotated[Path, typer.Option("--state", help="State file.")]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print no warnings or progress.")]
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="List unmanaged and ignored connections.")]
+NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Print without colour (also: NO_COLOR).")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors (never secret values).")]
+LockOpt = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another apply's lock.")]
+
+DEFAULT_CONFIG = Path("connections.toml")
+DEFAULT_STATE = Path(".dconn/state.json")
+
+
+class _Output:
+    """Write the report to stdout and messages to stderr, coloured only on a terminal."""
+
+    def __init__(self, quiet: bool = False, no_color: bool = False) -> None:
+        self.quiet = quiet
+        self.color = not no_color and "NO_COLOR" not in os.environ
+
+    def report(self, text: str) -> None:
+        """Print the plan or report on stdout."""
+        if self.color and sys.stdout.isatty():
+            from rich.console import Console
+            from rich.text import Text
+
+            console = Console(highlight=False, soft_wrap=True)
+            for line in text.rstrip("\n").split("\n"):
+                console.print(Text(line, style=_line_style(line)))
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    def warn(self, message: str) -> None:
+        """Print a warning on stderr unless quiet."""
+        if not self.quiet:
+            sys.stderr.write(f"Warning: {message}\n")
+
+    def info(self, message: str) -> None:
+        """Print a progress message on stderr unless quiet."""
+        if not self.quiet:
+            sys.stderr.write(f"{message}\n")
+
+
+def _line_style(line: str) -> str:
+    """Colour plan lines as Terraform does."""
+    stripped = line.lstrip()
+    if stripped.startswith("+ "):
+        return "green"
+    if stripped.startswith("~ "):
+        return "yellow"
+    if stripped.startswith("- "):
+        return "red"
+    if stripped.startswith(("Plan:", "No changes.")):
+        return "bold"
+    return ""
+
+
+def _fail(error: BaseException, debug: bool) -> NoReturn:
+    """Print one `Error:` line (the first line of the message leads) and exit 1."""
+    if debug:
+        import traceback
+
+        traceback.print_exception(type(error), error, error.__traceback__)
+    sys.stderr.write(f"Error: {error}\n")
+    raise typer.Exit(1)
+
+
+def _guarded(debug: bool):  # type: ignore[no-untyped-def]
+    """Map DconnError (and Ctrl-C) to exit code 1 with one clear line."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def guard():  # type: ignore[no-untyped-def]
+        try:
+            yield
+        except DconnError as error:
+            _fail(error, debug)
+        except KeyboardInterrupt:
+            sys.stderr.write("Error: interrupted; nothing was changed\n")
+            raise typer.Exit(1) from None
+
+    return guard()
+
+
+def _version(value: bool) -> None:
+    """Print the version and exit."""
+    if value:
+        typer.echo(f"dconn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Manage Apache Airflow connections declaratively: TOML in git -> plan -> apply."""
+
+
+@app.command()
+def validate(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    quiet: QuietOpt = False,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Check the TOML files against the schema; no database, secrets are not resolved.
+
+    Exit codes: 0 valid, 1 invalid.
+    """
+    out = _Output(quiet, no_color)
+    with _guarded(debug):
+        from .api import load
+
+        desired = load(config)
+        for warning in desired.warnings:
+            out.warn(warning)
+        files = len(desired.files)
+        out.report(
+            f"Valid: {len(desired.connections)} connections in {files} file{'s' if files != 1 else ''}.\n"
+        )
+
+
+@app.command()
+def plan(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Save the plan to this file for `dconn apply FILE`.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Output: text, json or markdown.")] = "text",
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 0 when there are no changes, 2 when there are, 1 on error.")
+    ] = False,
+    db_url: DbUrlOpt = None,
+    fernet_key: KeyOpt = None,
+    state: StateOpt = DEFAULT_STATE,
+    lock_timeout: LockOpt = 30.0,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Snapshot the database into the state file, diff it with the TOML and print the plan.
+
+    Exit codes: 0 success; with --detailed-exitcode 0 no changes, 2 changes; 1 error.
+    """
+    output = _Output(quiet, no_color)
+    with _guarded(debug):
+        _check_format(fmt)
+        run = _plan(config, db_url, fernet_key, state, lock_timeout, verbose, output, refresh=True)
+        try:
+            output.report(run.render(fmt))
+            if out is not None:
+                from .planfile import save_plan
+
+                save_plan(out, run)
+                output.info(f"Saved the plan to {out}; apply it with: dconn apply {out}")
+        finally:
+            run.close()
+    if detailed_exitcode and run.plan.summary.has_changes:
+        raise typer.Exit(2)
+
+
+def _check_format(fmt: str) -> None:
+    """Refuse an unknown --format."""
+    from .errors import InputError
+
+    if fmt not in ("text", "json", "markdown"):
+        raise InputError(f"--format must be text, json or markdown, not {fmt!r}")
+
+
+def _plan(
+    config: Path,
+    db_url: str | None,
+    fernet_key: str | None,
+    state: Path,
+    lock_timeout: float,
+    verbose: bool,
+    output: _Output,
+    refresh: bool,
+) -> PlannedRun:
+    """Compute the plan, printing its warnings on stderr."""
+    from .api import Workspace, load
+    from .api import plan as compute
+    from .target import resolve_target
+
+    desired = load(config)
+    target = resolve_target(db_url, fernet_key)
+    run = compute(desired, Workspace(target, state, lock_timeout), verbose=verbose, refresh_state=refresh)
+    for warning in run.warnings:
+        output.warn(warning)
+    return run
+
+
+@app.command()
+def apply(
+    planfile: Annotated[Optional[Path], typer.Argument(help="A plan saved with `dconn plan --out`.", show_default=False)] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
+    db_url: DbUrlOpt = None,
+    fernet_key: KeyOpt = None,
+    state: StateOpt = DEFAULT_STATE,
+    lock_timeout: LockOpt = 30.0,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Carry out a saved plan, or plan now, show it and ask; one transaction.
+
+    Exit codes: 0 applied or nothing to do, 1 error (nothing changed).
+    """
+    output = _Output(quiet, no_color)
+    with _guarded(debug):
+        if planfile is not None:
+            from .planfile import load_plan
+
+            run = load_plan(planfile, db_url, fernet_key, state, lock_timeout)
+            for warning in run.warnings:
+                output.warn(warning)
+        else:
+            run = _plan(config, db_url, fernet_key, state, lock_timeout, verbose, output, refresh=False)
+        try:
+            _apply(run, output, ask=planfile is None and not auto_approve)
+        finally:
+            run.close()
+
+
+def _apply(run: PlannedRun, output: _Output, *, ask: bool) -> None:
+    """Show the plan, get approval, execute it and report."""
+    from .api import apply as execute
+    from .render import summary_line
+    from .state import save_state
+
+    output.report(run.render("text"))
+    summary = run.plan.summary
+    if not summary.has_changes:
+        save_state(run.workspace.state_path, run.state)
+        return
+    if ask:
+        _approve()
+    progress = _progress(output)
+    changed = execute(run, progress)
+    output.report(
+        f"Apply complete! Resources: {summary.add} added, {summary.change} changed, "
+        f"{summary.destroy} destroyed ({changed} rows).\n"
+    )
+    del summary_line
+
+
+def _approve() -> None:
+    """Ask on the terminal; only `yes` proceeds."""
+    if not sys.stdin.isatty():
+        raise ApplyRefused(
+            "no terminal to ask for approval: pass --auto-approve, or apply a plan saved with "
+            "`dconn plan --out FILE`; nothing was changed"
+        )
+    sys.stderr.write(
+        "\nDo you want to perform these actions?\n"
+        "  dconn will perform the actions described above.\n"
+        "  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+    )
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip()
+    if answer != "yes":
+        raise ApplyRefused("apply cancelled; nothing was changed")
+
+
+def _progress(output: _Output):  # type: ignore[no-untyped-def]
+    """Return a progress callback that draws on a terminal only."""
+    if output.quiet or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+
+    def show(done: int, total: int) -> None:
+        if total >= 1000:
+            console.print(f"  applied {done}/{total} rows", highlight=False)
+
+    return show
+
+
+def main() -> None:
+    """Run the dconn command line."""
+    app()

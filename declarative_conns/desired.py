@@ -1,0 +1,346 @@
+"""Load the desired state: TOML files -> validated, with secret references kept as references."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .diff import is_ignored
+from .errors import InputError, SecretError, ValidationFailed
+from .model import FIELDS, SecretRef, Settings, TableInfo, Values, normalize_fields
+from .resources import load_schema
+from .sensitive import is_sensitive_path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+_REF_KEYS = {"from_env": "env", "from_file": "file", "from_command": "command"}
+
+
+@dataclass(frozen=True, repr=False)
+class DesiredConnection:
+    """Hold one declared connection as written, with references parsed, not resolved."""
+
+    conn_id: str
+    source: Path
+    #: Declared fields; `extra` is a dict (from `extra` or `extra_json`); refs are SecretRefs.
+    fields: Mapping[str, Any]
+
+    def __repr__(self) -> str:
+        return f"DesiredConnection({self.conn_id!r}, source={str(self.source)!r})"
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Hold every declared connection and the merged settings of the loaded files."""
+
+    connections: Mapping[str, DesiredConnection]
+    settings: Settings
+    files: tuple[Path, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+
+def config_files(path: Path) -> list[Path]:
+    """Return the TOML files a -c/--config PATH names: the file, or a folder's *.toml sorted."""
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.toml") if p.is_file())
+        if not files:
+            raise InputError(f"{path}: the folder holds no *.toml files")
+        return files
+    if not path.exists():
+        raise InputError(f"{path}: no such file; pass -c/--config with a TOML file or folder")
+    return [path]
+
+
+def load_desired(path: Path) -> DesiredState:
+    """Read, validate and merge the TOML files at a path; report every problem at once."""
+    files = config_files(path)
+    problems: list[str] = []
+    connections: dict[str, DesiredConnection] = {}
+    settings_seen: dict[str, tuple[Any, Path]] = {}
+    for file in files:
+        document = _parse_toml(file)
+        file_problems = validate_document(document, file)
+        problems.extend(file_problems)
+        if file_problems:
+            continue
+        _merge_settings(document.get("settings", {}), file, settings_seen, problems)
+        for conn_id, table in document.get("connections", {}).items():
+            if conn_id in connections:
+                first = connections[conn_id].source
+                problems.append(f'{file}: connections.{conn_id}: conn_id "{conn_id}" is also declared in {first}')
+                continue
+            parsed = _parse_connection(conn_id, table, file, problems)
+            if parsed is not None:
+                connections[conn_id] = parsed
+    if problems:
+        raise ValidationFailed(problems)
+    settings = _settings(settings_seen)
+    warnings = tuple(
+        f'connection "{c}" matches an ignore pattern but is declared, so dconn manages it'
+        for c in sorted(connections)
+        if is_ignored(c, settings.ignore)
+    )
+    return DesiredState(connections, settings, tuple(files), warnings)
+
+
+def _parse_toml(file: Path) -> dict[str, Any]:
+    """Parse one TOML file; a syntax error names the file, line and column."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{file}: cannot read: {exc.strerror}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{file}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{file}: invalid TOML: {exc}") from None
+
+
+def validate_document(document: Mapping[str, Any], file: Path) -> list[str]:
+    """Return every schema problem of one document, each as `file: dotted.path: message`."""
+    from jsonschema import Draft202012Validator
+
+    validator = _validator(Draft202012Validator)
+    problems = []
+    for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.path))):
+        problems.extend(_describe(error, file))
+    return problems
+
+
+_VALIDATORS: dict[str, Any] = {}
+
+
+def _validator(cls: Any) -> Any:
+    """Compile the document schema once per process."""
+    if "doc" not in _VALIDATORS:
+        _VALIDATORS["doc"] = cls(load_schema("connections.schema.json"))
+    return _VALIDATORS["doc"]
+
+
+def _describe(error: Any, file: Path) -> list[str]:
+    """Turn one jsonschema error into lines a person can act on, never showing a secret."""
+    path = [str(p) for p in error.absolute_path]
+    where = ".".join(path) or "(document)"
+    if "propertyNames" in error.schema_path:
+        return [f"{file}: {where}.{error.instance}: {_CONN_ID_RULE}"]
+    if error.validator == "anyOf" and _offers_secret_ref(error.validator_value):
+        kind = "a string" if _is_secret_location(path) or not _printable(error.instance) else f"{error.instance!r}: expected a string"
+        if kind == "a string":
+            return [f"{file}: {where}: must be a string or a secret reference ({_REF_SPELLING})"]
+        return [f"{file}: {where}: {kind} or a secret reference ({_REF_SPELLING})"]
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        # Report the branch that got furthest, as jsonschema's best_match does.
+        from jsonschema.exceptions import best_match
+
+        return _describe(best_match(error.context), file)
+    return [f"{file}: {where}: {_message(error, _is_secret_location(path))}"]
+
+
+_CONN_ID_RULE = (
+    "invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ (Airflow's rule)"
+)
+_REF_SPELLING = "{ from_env = ... }, { from_file = ... } or { from_command = [...] }"
+
+
+def _offers_secret_ref(branches: Any) -> bool:
+    """Tell whether an anyOf is the 'string or secret reference' choice."""
+    return any(str(b.get("$ref", "")).endswith("/secret_ref") for b in branches)
+
+
+def _is_secret_location(path: list[str]) -> bool:
+    """Tell whether a document path may hold a secret value (so the value is never echoed)."""
+    if len(path) < 3 or path[0] != "connections":
+        return False
+    field_path = tuple(path[2:])
+    return field_path[0] == "extra_json" or is_sensitive_path(field_path)
+
+
+def _message(error: Any, secret: bool) -> str:
+    """Phrase a jsonschema error; echo the offending value only when it is short and not secret."""
+    kind, expected, value = error.validator, error.validator_value, error.instance
+    shown = "the value" if secret or not _printable(value) else repr(value)
+    if kind == "type":
+        names = expected if isinstance(expected, list) else [expected]
+        return f"{shown} is not of type {' or '.join(repr(n) for n in names)}"
+    if kind == "additionalProperties":
+        extras = sorted(set(value) - set(error.schema.get("properties", {})))
+        return "unknown field " + ", ".join(repr(e) for e in extras)
+    if kind == "required":
+        return error.message.replace(repr(value), "").strip() or "a required field is missing"
+    if kind in ("minimum", "maximum"):
+        return f"{shown} is {'below' if kind == 'minimum' else 'above'} the {kind} {expected}"
+    if kind == "pattern" and error.absolute_path and error.path == error.relative_path:
+        return f"{shown} does not match {expected!r}"
+    if kind in ("maxProperties", "minProperties") or error.schema.get("properties", {}).keys() & _REF_KEYS.keys():
+        return "a secret reference has exactly one of from_env, from_file, from_command"
+    if kind == "const":
+        return f"{shown} must be {expected!r}"
+    if kind in ("minLength", "maxLength", "minItems"):
+        return f"{shown} is too {'short' if kind.startswith('min') else 'long'} ({kind} {expected})"
+    return f"{shown} is not valid ({kind})"
+
+
+def _printable(value: Any) -> bool:
+    """Tell whether a value is a short scalar worth echoing in a message."""
+    return isinstance(value, (str, int, float, bool)) and len(repr(value)) <= 80
+
+
+def _merge_settings(
+    settings: Mapping[str, Any],
+    file: Path,
+    seen: dict[str, tuple[Any, Path]],
+    problems: list[str],
+) -> None:
+    """Merge one file's [settings]: `ignore` lists add up, other keys must agree across files."""
+    for key, value in settings.items():
+        if key == "ignore":
+            previous = seen.get(key, ([], file))[0]
+            seen[key] = ([*previous, *value], file)
+        elif key in seen and seen[key][0] != value:
+            problems.append(f"{file}: settings.{key}: conflicts with the value in {seen[key][1]}")
+        else:
+            seen[key] = (value, file)
+
+
+def _settings(seen: Mapping[str, tuple[Any, Path]]) -> Settings:
+    """Build Settings from merged values, relative paths resolved against their file."""
+    values = {k: v for k, (v, _) in seen.items()}
+    if "type_rules" in values:
+        values["type_rules"] = str(seen["type_rules"][1].parent / values["type_rules"])
+    if "ignore" in values:
+        values["ignore"] = tuple(values["ignore"])
+    return Settings(**values)
+
+
+def _parse_connection(
+    conn_id: str, table: Mapping[str, Any], file: Path, problems: list[str]
+) -> DesiredConnection | None:
+    """Turn one validated TOML table into a DesiredConnection with SecretRefs."""
+    base = str(file.parent)
+    fields: dict[str, Any] = {}
+    for name, value in table.items():
+        if name == "extra_json":
+            extra = _parse_extra_json(value, f"{file}: connections.{conn_id}.extra_json", problems)
+            if extra is None:
+                return None
+            fields["extra"] = _parse_refs(extra, base)
+        else:
+            fields[name] = _parse_refs(value, base)
+    return DesiredConnection(conn_id, file, fields)
+
+
+def _parse_extra_json(text: str, where: str, problems: list[str]) -> dict[str, Any] | None:
+    """Parse `extra_json`; it must be a JSON object (or null/empty, meaning no extra)."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        problems.append(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})")
+        return None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{where}: must be a JSON object")
+        return None
+    return value
+
+
+def _parse_refs(value: Any, base: str) -> Any:
+    """Replace every `{ from_... = ... }` table by a SecretRef, at any depth."""
+    if isinstance(value, dict):
+        if len(value) == 1 and next(iter(value)) in _REF_KEYS:
+            key, target = next(iter(value.items()))
+            if isinstance(target, (str, list)):
+                return SecretRef(_REF_KEYS[key], tuple(target) if isinstance(target, list) else target, base)  # type: ignore[arg-type]
+        return {k: _parse_refs(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_parse_refs(v, base) for v in value]
+    return value
+
+
+def check_against_table(desired: DesiredState, table: TableInfo) -> None:
+    """Refuse fields the target's connection table has no column for (e.g. description on 1.10)."""
+    problems = []
+    for conn_id, conn in sorted(desired.connections.items()):
+        for name in conn.fields:
+            if name in FIELDS and not table.manages(name):
+                problems.append(
+                    f"{conn.source}: connections.{conn_id}.{name}: the target's connection table "
+                    f"(Airflow {table.shape}) has no {name} column"
+                )
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def references(desired: DesiredState) -> Iterable[tuple[str, tuple[str | int, ...], SecretRef]]:
+    """Yield (conn_id, field path, reference) for every secret reference declared."""
+    for conn_id, conn in sorted(desired.connections.items()):
+        yield from ((conn_id, path, ref) for path, ref in _walk_refs(conn.fields, ()))
+
+
+def _walk_refs(value: Any, path: tuple[str | int, ...]) -> Iterable[tuple[tuple[str | int, ...], SecretRef]]:
+    """Yield (path, ref) pairs inside a value."""
+    if isinstance(value, SecretRef):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _walk_refs(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk_refs(v, (*path, i))
+
+
+Resolver = Callable[[SecretRef], str]
+
+
+def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[str, Values]:
+    """Resolve every reference (once each) and normalize; report every failing reference."""
+    cache: dict[SecretRef, str] = {}
+    problems: list[str] = []
+    resolved: dict[str, Values] = {}
+    for conn_id, conn in sorted(desired.connections.items()):
+        secret_paths: set[tuple[str | int, ...]] = set()
+        fields = _resolve_value(dict(conn.fields), (), conn_id, resolver, cache, secret_paths, problems)
+        resolved[conn_id] = Values(normalize_fields(fields), frozenset(secret_paths))
+    if problems:
+        raise SecretError(
+            "could not resolve " + ("; ".join(problems) if len(problems) < 4 else
+            "; ".join(problems[:3]) + f"; and {len(problems) - 3} more")
+        )
+    return resolved
+
+
+def _resolve_value(
+    value: Any,
+    path: tuple[str | int, ...],
+    conn_id: str,
+    resolver: Resolver,
+    cache: dict[SecretRef, str],
+    secret_paths: set[tuple[str | int, ...]],
+    problems: list[str],
+) -> Any:
+    """Return a value with its references replaced by what they point at."""
+    if isinstance(value, SecretRef):
+        secret_paths.add(path)
+        if value not in cache:
+            try:
+                cache[value] = resolver(value)
+            except SecretError as exc:
+                where = ".".join(map(str, path))
+                problems.append(f'connection "{conn_id}" field {where}: {exc}')
+                return None
+        return cache[value]
+    if isinstance(value, dict):
+        return {k: _resolve_value(v, (*path, k), conn_id, resolver, cache, secret_paths, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_value(v, (*path, i), conn_id, resolver, cache, secret_paths, problems) for i, v in enumerate(value)]
+    return value

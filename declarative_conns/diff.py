@@ -1,0 +1,271 @@
+"""Compare desired connections with the rows of the database and produce a Plan.
+
+Pure: no I/O. deepdiff explains the differences, but only for pairs that differ, so a plan
+over 100,000 unchanged connections costs one canonical comparison each.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from .model import (
+    Action,
+    Drift,
+    FieldChange,
+    Path,
+    Plan,
+    Settings,
+    StoredRow,
+    Values,
+    canonical_json,
+)
+from .sensitive import HIDDEN, is_sensitive_path, redact
+
+
+def compute_plan(
+    desired: Mapping[str, Values],
+    rows: Sequence[StoredRow],
+    settings: Settings,
+    columns: Iterable[str],
+    *,
+    managed: frozenset[str] = frozenset(),
+) -> Plan:
+    """Return the actions that make the rows match the desired connections."""
+    columns = tuple(columns)
+    by_conn = group_rows(rows)
+    actions: list[Action] = []
+    unchanged: list[str] = []
+    unmanaged: list[str] = []
+    ignored: list[str] = []
+    for conn_id in sorted(desired):
+        found = by_conn.get(conn_id, [])
+        before = len(actions)
+        actions.extend(_plan_declared(conn_id, desired[conn_id], found, columns))
+        if len(actions) == before:
+            unchanged.append(conn_id)
+    for conn_id in sorted(set(by_conn) - set(desired)):
+        found = by_conn[conn_id]
+        if is_ignored(conn_id, settings.ignore):
+            ignored.append(conn_id)
+        elif settings.prune or conn_id in managed:
+            reason = "removed" if conn_id in managed else "pruned"
+            actions.extend(Action("delete", conn_id, r.row_id, (), r.values, reason) for r in found)
+        else:
+            unmanaged.append(conn_id)
+            if settings.dedupe:
+                actions.extend(_delete_duplicates(conn_id, found))
+    considered = set(desired) | {a.conn_id for a in actions}
+    expected = {
+        c: tuple((r.row_id, r.fingerprint) for r in by_conn.get(c, [])) for c in sorted(considered)
+    }
+    old_key = sorted({r.conn_id for r in rows if r.key_index not in (None, 0)})
+    return Plan(
+        actions=tuple(actions),
+        unchanged=tuple(unchanged),
+        unmanaged=tuple(unmanaged),
+        ignored=tuple(ignored),
+        expected=expected,
+        old_key_rows=tuple(old_key),
+    )
+
+
+def group_rows(rows: Iterable[StoredRow]) -> dict[str, list[StoredRow]]:
+    """Group rows by conn_id, each group sorted by row id (the lowest is the one kept)."""
+    groups: dict[str, list[StoredRow]] = {}
+    for row in rows:
+        groups.setdefault(row.conn_id, []).append(row)
+    for group in groups.values():
+        group.sort(key=lambda r: r.row_id)
+    return groups
+
+
+def is_ignored(conn_id: str, patterns: Sequence[str]) -> bool:
+    """Tell whether a conn_id matches one of the `ignore` fnmatch patterns."""
+    return any(fnmatch.fnmatchcase(conn_id, p) for p in patterns)
+
+
+def _plan_declared(
+    conn_id: str, want: Values, found: Sequence[StoredRow], columns: Sequence[str]
+) -> list[Action]:
+    """Plan one declared connection: create it, or update its kept row and drop duplicates."""
+    if not found:
+        changes = field_changes(Values({}), want, columns)
+        return [Action("create", conn_id, None, changes, want)]
+    kept = found[0]
+    actions: list[Action] = []
+    changes = field_changes(kept.values, want, columns)
+    if changes:
+        actions.append(Action("update", conn_id, kept.row_id, changes, want))
+    actions.extend(_delete_duplicates(conn_id, found))
+    return actions
+
+
+def _delete_duplicates(conn_id: str, found: Sequence[StoredRow]) -> list[Action]:
+    """Plan the deletion of every row of a conn_id but the lowest id."""
+    kept = found[0].row_id
+    return [
+        Action("delete", conn_id, r.row_id, (), r.values, "duplicate", kept_row_id=kept)
+        for r in found[1:]
+    ]
+
+
+def field_changes(before: Values, after: Values, columns: Sequence[str]) -> tuple[FieldChange, ...]:
+    """Return the field-level differences between two connections' values."""
+    old = {c: before.fields.get(c) for c in columns if before.fields.get(c) is not None}
+    new = {c: after.fields.get(c) for c in columns if after.fields.get(c) is not None}
+    if canonical_json(old) == canonical_json(new):
+        return ()
+    secret_paths = before.secret_paths | after.secret_paths
+    return tuple(_explain(old, new, secret_paths))
+
+
+def _explain(
+    old: Mapping[str, Any], new: Mapping[str, Any], secret_paths: frozenset[Path]
+) -> list[FieldChange]:
+    """Turn deepdiff's tree report into FieldChanges, in field order."""
+    changes: list[FieldChange] = []
+    if not old or not new:
+        # deepdiff reports a whole-dict change at the root; a create or delete reads better field by field.
+        kind = "add" if new else "remove"
+        for name, value in (new or old).items():
+            before, after = (None, value) if new else (value, None)
+            changes.extend(_split_extra((name,), before, after, kind, secret_paths))
+        return sorted(changes, key=lambda c: (_field_rank(c.path), canonical_json(list(c.path))))
+    from deepdiff import DeepDiff
+
+    report = DeepDiff(dict(old), dict(new), view="tree", verbose_level=2)
+    for report_type, items in report.items():
+        for item in items:
+            path: Path = tuple(item.path(output_format="list"))
+            kind = _kind(report_type)
+            before = None if kind == "add" else item.t1
+            after = None if kind == "remove" else item.t2
+            changes.extend(_split_extra(path, before, after, kind, secret_paths))
+    return sorted(changes, key=lambda c: (_field_rank(c.path), canonical_json(list(c.path))))
+
+
+def _split_extra(
+    path: Path, before: Any, after: Any, kind: Any, secret_paths: frozenset[Path]
+) -> list[FieldChange]:
+    """Return redacted changes; a whole extra added or removed is shown key by key."""
+    whole = after if kind == "add" else before
+    if path == ("extra",) and kind != "change" and isinstance(whole, dict) and whole:
+        return [
+            c
+            for key, value in whole.items()
+            for c in _split_extra(
+                ("extra", key),
+                None if kind == "add" else value,
+                value if kind == "add" else None,
+                kind,
+                secret_paths,
+            )
+        ]
+    sensitive = is_sensitive_path(path, secret_paths)
+    return [
+        FieldChange(
+            path,
+            redact(before, path, secret_paths),
+            redact(after, path, secret_paths),
+            sensitive,
+            kind,
+        )
+    ]
+
+
+def _kind(report_type: str) -> Any:
+    """Map a deepdiff report type to add/remove/change."""
+    if report_type.endswith("_added"):
+        return "add"
+    if report_type.endswith("_removed"):
+        return "remove"
+    return "change"
+
+
+_RANK = {
+    name: i
+    for i, name in enumerate(
+        ("conn_type", "description", "host", "schema", "login", "password", "port", "extra")
+    )
+}
+
+
+def _field_rank(path: Path) -> int:
+    """Order changes as people read a connection: conn_type first, extra last."""
+    return _RANK.get(str(path[0]), len(_RANK)) if path else -1
+
+
+def detect_drift(
+    applied: Mapping[str, Mapping[str, Any]],
+    rows: Sequence[StoredRow],
+    to_recorded: Callable[[Values], Mapping[str, Any]],
+    managed: frozenset[str],
+) -> tuple[Drift, ...]:
+    """Return managed connections whose rows differ from what dconn last applied."""
+    by_conn = group_rows(rows)
+    drift: list[Drift] = []
+    for conn_id in sorted(managed & set(applied)):
+        found = by_conn.get(conn_id)
+        if not found:
+            drift.append(Drift(conn_id, None, ()))
+            continue
+        recorded = applied[conn_id]
+        current = to_recorded(found[0].values)
+        changes = _recorded_changes(recorded, current)
+        if changes:
+            drift.append(Drift(conn_id, found[0].row_id, changes))
+    return tuple(drift)
+
+
+def _recorded_changes(
+    old: Mapping[str, Any], new: Mapping[str, Any]
+) -> tuple[FieldChange, ...]:
+    """Compare two recorded (digested) forms of a connection field by field."""
+    old = {k: _flatten_digests(v) for k, v in old.items() if v is not None}
+    new = {k: _flatten_digests(v) for k, v in new.items() if v is not None}
+    if canonical_json(old) == canonical_json(new):
+        return ()
+    changes = _explain(old, new, frozenset())
+    return tuple(
+        FieldChange(
+            c.path, _hide_digests(c.before), _hide_digests(c.after), c.sensitive or _is_digest(c), c.kind
+        )
+        for c in changes
+    )
+
+
+#: Recorded secrets are {"$digest": "<hex>"}; flattened to one string so a change shows at
+#: the secret's own path, never inside the digest object.
+DIGEST_KEY = "$digest"
+_DIGEST_PREFIX = "\x00digest:"
+
+
+def _flatten_digests(value: Any) -> Any:
+    """Replace every recorded digest object by a marked string."""
+    if isinstance(value, dict):
+        if len(value) == 1 and DIGEST_KEY in value:
+            return _DIGEST_PREFIX + str(value[DIGEST_KEY])
+        return {k: _flatten_digests(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_flatten_digests(v) for v in value]
+    return value
+
+
+def _hide_digests(value: Any) -> Any:
+    """Replace flattened digests inside a shown value by the secret marker."""
+    if isinstance(value, str) and value.startswith(_DIGEST_PREFIX):
+        return HIDDEN
+    if isinstance(value, dict):
+        return {k: _hide_digests(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hide_digests(v) for v in value]
+    return value
+
+
+def _is_digest(change: FieldChange) -> bool:
+    """Tell whether either side of a change is a secret's digest rather than a value."""
+    return any(
+        isinstance(v, str) and v.startswith(_DIGEST_PREFIX) for v in (change.before, change.after)
+    )
