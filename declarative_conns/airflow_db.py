@@ -79,11 +79,15 @@ def _create_engine(url: str, lock_timeout: float) -> Engine:
     if backend == "sqlite":
         return _sqlite_engine(parsed.database or "", lock_timeout)
     if backend in ("postgres", "postgresql"):
-        driver = _driver("postgresql", parsed.get_driver_name(), {"psycopg2": "psycopg2", "psycopg": "psycopg"}, "postgres")
+        driver = _driver(
+            "postgresql", parsed.get_driver_name(), {"psycopg2": "psycopg2", "psycopg": "psycopg"}, "postgres"
+        )
         parsed = parsed.set(drivername=f"postgresql+{driver}")
         args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
     elif backend in ("mysql", "mariadb"):
-        driver = _driver("mysql", parsed.get_driver_name(), {"mysqldb": "MySQLdb", "pymysql": "pymysql"}, "mysql")
+        driver = _driver(
+            "mysql", parsed.get_driver_name(), {"mysqldb": "MySQLdb", "pymysql": "pymysql"}, "mysql"
+        )
         parsed = parsed.set(drivername=f"mysql+{driver}")
         args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "charset": "utf8mb4"}
     else:
@@ -101,9 +105,7 @@ def _driver(backend: str, asked: str, modules: Mapping[str, str], extra: str) ->
     for name, module in modules.items():
         if importlib.util.find_spec(module):
             return name
-    raise TargetError(
-        f"no {backend} driver is installed: pip install 'declarative-conns[{extra}]'"
-    )
+    raise TargetError(f"no {backend} driver is installed: pip install 'declarative-conns[{extra}]'")
 
 
 def _sqlite_engine(path: str, lock_timeout: float) -> Engine:
@@ -171,8 +173,8 @@ def read_rows(conn: Connection, db: Database) -> list[dict[str, Any]]:
 def transaction(db: Database, *, write: bool) -> Iterator[Connection]:
     """Open one transaction; for writes, take dconn's apply lock first."""
     try:
-        with db.engine.connect() as conn:
-            conn = conn.execution_options(dconn_write=write)
+        with db.engine.connect() as raw_conn:
+            conn = raw_conn.execution_options(dconn_write=write)
             with conn.begin():
                 yield conn
     except exc.SQLAlchemyError as error:
@@ -186,7 +188,9 @@ def check_lengths(db: Database, conn_id: str, row: Mapping[str, Any]) -> list[st
         column = db.table.c.get(name)
         length = getattr(getattr(column, "type", None), "length", None)
         if isinstance(value, str) and length and len(value) > length:
-            too_long.append(f'connection "{conn_id}" field {name}: {len(value)} characters, the column holds {length}')
+            too_long.append(
+                f'connection "{conn_id}" field {name}: {len(value)} characters, the column holds {length}'
+            )
     conn_len = getattr(db.table.c.conn_id.type, "length", None)
     if conn_len and len(conn_id) > conn_len:
         too_long.append(f'connection "{conn_id[:40]}...": conn_id longer than {conn_len} characters')
@@ -198,9 +202,16 @@ def acquire_lock(conn: Connection, db: Database, timeout: float) -> None:
     if db.dialect == "sqlite":
         return  # BEGIN IMMEDIATE already holds the write lock
     if db.dialect == "mysql":
-        got = conn.execute(sa.text("SELECT GET_LOCK('dconn_apply', :t)"), {"t": int(max(timeout, 0))}).scalar()
+        got = conn.execute(
+            sa.text("SELECT GET_LOCK('dconn_apply', :t)"), {"t": int(max(timeout, 0))}
+        ).scalar()
     else:
-        got = _poll(lambda: bool(conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY}).scalar()), timeout)
+        got = _poll(
+            lambda: bool(
+                conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY}).scalar()
+            ),
+            timeout,
+        )
     if not got:
         raise DatabaseError(
             f"another dconn apply holds the lock on {mask_url(db.url)}; waited {timeout:g} s "
@@ -264,6 +275,10 @@ def row_ids_of(conn: Connection, db: Database, conn_ids: Sequence[str]) -> dict[
     found: dict[str, int] = {}
     for start in range(0, len(conn_ids), _BATCH):
         chunk = conn_ids[start : start + _BATCH]
-        query = sa.select(table.c.conn_id, sa.func.min(table.c.id)).where(table.c.conn_id.in_(chunk)).group_by(table.c.conn_id)
+        query = (
+            sa.select(table.c.conn_id, sa.func.min(table.c.id))
+            .where(table.c.conn_id.in_(chunk))
+            .group_by(table.c.conn_id)
+        )
         found.update({c: int(i) for c, i in conn.execute(query)})
     return found

@@ -13,7 +13,7 @@ Nothing here prints or exits; failures are DconnError subclasses.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +107,9 @@ def plan(
         with airflow_db.transaction(db, write=False) as conn:
             raw = airflow_db.read_rows(conn, db)
         rows = [codec.decode_row(r, keyring, digester) for r in raw]
-        run = _assemble(desired, values, rows, state, db, keyring, digester, workspace, identity, same_key, verbose)
+        run = _assemble(
+            desired, values, rows, state, db, keyring, digester, workspace, identity, same_key, verbose
+        )
     except BaseException:
         db.close()
         raise
@@ -127,7 +129,7 @@ def _assemble(
     keyring: KeyRing,
     digester: Digester,
     workspace: Workspace,
-    identity: dict[str, object],
+    identity: Mapping[str, object],
     same_key: bool,
     verbose: bool,
 ) -> PlannedRun:
@@ -156,8 +158,12 @@ def _assemble(
     )
     warnings = list(desired.warnings)
     if not keyring.enabled:
-        warnings.append("no Fernet key is set: passwords and extras are stored in clear, as Airflow does without one")
-    return PlannedRun(result, context, desired, values, rows, new_state, db, keyring, digester, workspace, warnings)
+        warnings.append(
+            "no Fernet key is set: passwords and extras are stored in clear, as Airflow does without one"
+        )
+    return PlannedRun(
+        result, context, desired, values, rows, new_state, db, keyring, digester, workspace, warnings
+    )
 
 
 def _with_drift(result: Plan, drift: tuple) -> Plan:  # type: ignore[type-arg]
@@ -181,7 +187,7 @@ def _drop_digests(form: dict[str, object]) -> dict[str, object]:
     return {k: strip(v) for k, v in form.items()}
 
 
-def _check_state_target(state: State | None, identity: dict[str, object], workspace: Workspace) -> None:
+def _check_state_target(state: State | None, identity: Mapping[str, object], workspace: Workspace) -> None:
     """Refuse a state file recorded for another database."""
     if state is None or state.target.get("identity") == identity:
         return
@@ -210,7 +216,9 @@ def _digest_key_record(digester: Digester) -> dict[str, str]:
     return record
 
 
-def snapshot_record(rows: list[StoredRow], digester: Digester, columns: list[str], shape: str) -> dict[str, object]:
+def snapshot_record(
+    rows: list[StoredRow], digester: Digester, columns: list[str], shape: str
+) -> dict[str, object]:
     """Return the state's snapshot of every row: ids and fields, secrets as digests."""
     return {
         "taken_at": now(),

@@ -114,7 +114,9 @@ def _backup_row(raw: Mapping[str, Any], run: PlannedRun) -> dict[str, Any]:
     return row
 
 
-def _record(run: PlannedRun, encoded: Mapping[str, Mapping[str, Any]], new_ids: Mapping[str, int], columns: list[str]) -> None:
+def _record(
+    run: PlannedRun, encoded: Mapping[str, Mapping[str, Any]], new_ids: Mapping[str, int], columns: list[str]
+) -> None:
     """Update the state after the commit: what dconn manages and how it left each row."""
     from .api import snapshot_record
 
@@ -126,7 +128,9 @@ def _record(run: PlannedRun, encoded: Mapping[str, Mapping[str, Any]], new_ids: 
     save_state(run.workspace.state_path, state)
 
 
-def _rows_after(run: PlannedRun, encoded: Mapping[str, Mapping[str, Any]], new_ids: Mapping[str, int]) -> list[StoredRow]:
+def _rows_after(
+    run: PlannedRun, encoded: Mapping[str, Mapping[str, Any]], new_ids: Mapping[str, int]
+) -> list[StoredRow]:
     """Return the rows as they are after the apply, without reading the table again."""
     by_id = {r.row_id: r for r in run.rows}
     for action in run.plan.actions:
@@ -143,4 +147,10 @@ def _stored(run: PlannedRun, row_id: int, action: Action, row: Mapping[str, Any]
     """Build the StoredRow of a row dconn just wrote."""
     raw = {"id": row_id, "conn_id": action.conn_id, **row}
     values = action.values or Values({})
-    return StoredRow(row_id, action.conn_id, values, codec.fingerprint(raw, run.digester), 0 if run.keyring.enabled else None)
+    return StoredRow(
+        row_id,
+        action.conn_id,
+        values,
+        codec.fingerprint(raw, run.digester),
+        0 if run.keyring.enabled else None,
+    )

@@ -34,11 +34,19 @@ ConfigOpt = Annotated[
 ]
 DbUrlOpt = Annotated[
     Optional[str],
-    typer.Option("--db-url", help="Airflow metadata database URL. Default: as Airflow finds it (env, airflow.cfg).", show_default=False),
+    typer.Option(
+        "--db-url",
+        help="Airflow metadata database URL. Default: as Airflow finds it (env, airflow.cfg).",
+        show_default=False,
+    ),
 ]
 KeyOpt = Annotated[
     Optional[str],
-    typer.Option("--fernet-key", help="Fernet key (comma-separated ring). Default: as Airflow finds it.", show_default=False),
+    typer.Option(
+        "--fernet-key",
+        help="Fernet key (comma-separated ring). Default: as Airflow finds it.",
+        show_default=False,
+    ),
 ]
 StateOpt = Annotated[Path, typer.Option("--state", help="State file.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print no warnings or progress.")]
@@ -166,10 +174,15 @@ def validate(
 @app.command()
 def plan(
     config: ConfigOpt = DEFAULT_CONFIG,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Save the plan to this file for `dconn apply FILE`.")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Save the plan to this file for `dconn apply FILE`.")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="Output: text, json or markdown.")] = "text",
     detailed_exitcode: Annotated[
-        bool, typer.Option("--detailed-exitcode", help="Exit 0 when there are no changes, 2 when there are, 1 on error.")
+        bool,
+        typer.Option(
+            "--detailed-exitcode", help="Exit 0 when there are no changes, 2 when there are, 1 on error."
+        ),
     ] = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
@@ -234,7 +247,9 @@ def _plan(
 
 @app.command()
 def apply(
-    planfile: Annotated[Optional[Path], typer.Argument(help="A plan saved with `dconn plan --out`.", show_default=False)] = None,
+    planfile: Annotated[
+        Optional[Path], typer.Argument(help="A plan saved with `dconn plan --out`.", show_default=False)
+    ] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
     db_url: DbUrlOpt = None,

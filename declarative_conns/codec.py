@@ -68,8 +68,8 @@ def encode_values(values: Values, columns: Iterable[str], keyring: KeyRing) -> d
     extra_text = None if extra is None else (extra if isinstance(extra, str) else json.dumps(extra))
     row["is_encrypted"] = bool(password) and keyring.enabled
     row["is_extra_encrypted"] = bool(extra_text) and keyring.enabled
-    row["password"] = keyring.encrypt(password) if row["is_encrypted"] else password
-    row["extra"] = keyring.encrypt(extra_text) if row["is_extra_encrypted"] else extra_text
+    row["password"] = keyring.encrypt(password) if password and keyring.enabled else password
+    row["extra"] = keyring.encrypt(extra_text) if extra_text and keyring.enabled else extra_text
     return row
 
 

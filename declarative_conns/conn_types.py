@@ -14,15 +14,14 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from declarative_conns.errors import InputError
+from .errors import InputError
+from .resources import schemas_dir
 
 Severity = Literal["error", "warning", "note"]
 
@@ -144,19 +143,14 @@ def check_connection(
     for path, extra in _extras_of(base, table):
         findings.extend(_check_extra(rule, path, extra))
     if strict:
-        findings = [
-            replace(f, severity="error") if f.severity == "warning" else f
-            for f in findings
-        ]
+        findings = [replace(f, severity="error") if f.severity == "warning" else f for f in findings]
     return findings
 
 
 # -- checking -------------------------------------------------------------------------------
 
 
-def _check_fields(
-    rule: _TypeRule, base: str, table: Mapping[str, Any]
-) -> Iterator[TypeFinding]:
+def _check_fields(rule: _TypeRule, base: str, table: Mapping[str, Any]) -> Iterator[TypeFinding]:
     """Yield findings on conn_type, the top-level fields and their value types."""
     if rule.replaced_by:
         message = f"'{rule.conn_type}' is a legacy alias; use '{rule.replaced_by}'"
@@ -176,9 +170,7 @@ def _check_fields(
             yield from _check_value(key_rule, path, value)
 
 
-def _extras_of(
-    base: str, table: Mapping[str, Any]
-) -> Iterator[tuple[str, Mapping[str, Any]]]:
+def _extras_of(base: str, table: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """Yield (path, extra object) from ``extra`` and from parseable ``extra_json``."""
     extra = table.get("extra")
     if isinstance(extra, Mapping) and not _is_secret_ref(extra):
@@ -193,19 +185,13 @@ def _extras_of(
             yield f"{base}.extra_json", parsed
 
 
-def _check_extra(
-    rule: _TypeRule, base: str, extra: Mapping[str, Any]
-) -> Iterator[TypeFinding]:
+def _check_extra(rule: _TypeRule, base: str, extra: Mapping[str, Any]) -> Iterator[TypeFinding]:
     """Yield findings on the keys and value types of one extra object."""
     if rule.open_extra:
         return
     for key, value in extra.items():
         path = f"{base}.{_quote_key(key)}"
-        name = (
-            key[len(rule.prefix) :]
-            if rule.prefix and key.startswith(rule.prefix)
-            else key
-        )
+        name = key[len(rule.prefix) :] if rule.prefix and key.startswith(rule.prefix) else key
         key_rule = rule.find_extra(name)
         if key_rule is not None:
             yield from _check_value(key_rule, path, value)
@@ -217,16 +203,12 @@ def _unknown_extra(rule: _TypeRule, path: str, name: str) -> Iterator[TypeFindin
     """Yield a warning for an unknown extra key, with a suggestion when one is close."""
     close = difflib.get_close_matches(name, list(rule.extras), n=1, cutoff=0.6)
     if rule.passthrough:
-        if (
-            close
-        ):  # other keys are legitimate (e.g. HTTP headers): flag only likely typos
+        if close:  # other keys are legitimate (e.g. HTTP headers): flag only likely typos
             message = f"unknown for {rule.conn_type} ({rule.passthrough}); did you mean '{close[0]}'?"
             yield TypeFinding(path, message, "warning")
         return
     message = f"unknown for {rule.conn_type}"
-    yield TypeFinding(
-        path, f"{message}; did you mean '{close[0]}'?" if close else message, "warning"
-    )
+    yield TypeFinding(path, f"{message}; did you mean '{close[0]}'?" if close else message, "warning")
 
 
 def _check_value(key_rule: _KeyRule, path: str, value: Any) -> Iterator[TypeFinding]:
@@ -242,11 +224,7 @@ def _check_value(key_rule: _KeyRule, path: str, value: Any) -> Iterator[TypeFind
 
 def _is_secret_ref(value: Any) -> bool:
     """Tell whether a value is a secret reference: a table with one from_* key."""
-    return (
-        isinstance(value, Mapping)
-        and len(value) == 1
-        and next(iter(value)) in _SECRET_KEYS
-    )
+    return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in _SECRET_KEYS
 
 
 def _stub_secret_refs(value: Any) -> Any:
@@ -280,14 +258,9 @@ def _builtin_rules() -> TypeRules:
     return TypeRules(rules)
 
 
-def _schema_dir() -> Traversable:
+def _schema_dir() -> Path:
     """Find the conn_type schemas: package data first, then the source checkout."""
-    packaged = (
-        resources.files("declarative_conns").joinpath("schemas").joinpath("conn_types")
-    )
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "schemas" / "conn_types"
+    return schemas_dir() / "conn_types"
 
 
 def _read_user_schemas(path: Path) -> dict[str, Mapping[str, Any]]:
@@ -295,14 +268,10 @@ def _read_user_schemas(path: Path) -> dict[str, Mapping[str, Any]]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise InputError(
-            f"{path}: cannot read the connection-type schema file ({exc.strerror})"
-        ) from None
+        raise InputError(f"{path}: cannot read the connection-type schema file ({exc.strerror})") from None
     except ValueError as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
-    if isinstance(document, dict) and isinstance(
-        document.get("x-dconn-conn-type"), str
-    ):
+    if isinstance(document, dict) and isinstance(document.get("x-dconn-conn-type"), str):
         return {document["x-dconn-conn-type"]: document}
     if isinstance(document, dict) and isinstance(document.get("conn_types"), dict):
         schemas = document["conn_types"]
@@ -322,22 +291,16 @@ def _compile_rule(conn_type: str, schema: Mapping[str, Any]) -> _TypeRule:
     defs = schema.get("$defs", {})
     patterns = _mapping(extra.get("patternProperties", {}), "patternProperties")
     extra_keys = _mapping(extra.get("properties", {}), "extra.properties")
-    extras = {
-        k: _key_rule(v, defs) for k, v in extra_keys.items() if isinstance(v, dict)
-    }
+    extras = {k: _key_rule(v, defs) for k, v in extra_keys.items() if isinstance(v, dict)}
     return _TypeRule(
         conn_type=conn_type,
         schema=schema,
-        fields={
-            k: _key_rule(v, defs) for k, v in properties.items() if isinstance(v, dict)
-        },
+        fields={k: _key_rule(v, defs) for k, v in properties.items() if isinstance(v, dict)},
         extras=extras,
         folded_extras={k.lower(): v for k, v in extras.items()},
         extra_patterns=tuple(re.compile(p) for p in patterns),
         unused_fields=frozenset(_strings(schema.get("x-dconn-unused-fields", []))),
-        field_hints=_mapping(
-            schema.get("x-dconn-field-hints", {}), "x-dconn-field-hints"
-        ),
+        field_hints=_mapping(schema.get("x-dconn-field-hints", {}), "x-dconn-field-hints"),
         passthrough=_optional(schema, "x-dconn-extra-passthrough", str),
         open_extra=bool(schema.get("x-dconn-extra-open", False)),
         prefix=_optional(schema, "x-dconn-extra-prefix", str),
@@ -350,9 +313,7 @@ def _compile_rule(conn_type: str, schema: Mapping[str, Any]) -> _TypeRule:
 def _key_rule(schema: Mapping[str, Any], defs: Any) -> _KeyRule:
     """Compile the schema of one key; carry the root's $defs so local $refs resolve."""
     rooted = {"$defs": defs, **schema} if defs else dict(schema)
-    return _KeyRule(
-        Draft202012Validator(rooted), _accepts_text(schema, defs), _expected(schema)
-    )
+    return _KeyRule(Draft202012Validator(rooted), _accepts_text(schema, defs), _expected(schema))
 
 
 def _accepts_text(schema: Any, defs: Any) -> bool:
@@ -360,11 +321,7 @@ def _accepts_text(schema: Any, defs: Any) -> bool:
     if not isinstance(schema, Mapping):
         return True
     ref = schema.get("$ref")
-    if (
-        isinstance(ref, str)
-        and ref.startswith("#/$defs/")
-        and isinstance(defs, Mapping)
-    ):
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, Mapping):
         return _accepts_text(defs.get(ref.removeprefix("#/$defs/")), defs)
     for combinator in ("anyOf", "oneOf"):
         if combinator in schema:

@@ -74,7 +74,9 @@ def load_desired(path: Path) -> DesiredState:
         for conn_id, table in document.get("connections", {}).items():
             if conn_id in connections:
                 first = connections[conn_id].source
-                problems.append(f'{file}: connections.{conn_id}: conn_id "{conn_id}" is also declared in {first}')
+                problems.append(
+                    f'{file}: connections.{conn_id}: conn_id "{conn_id}" is also declared in {first}'
+                )
                 continue
             parsed = _parse_connection(conn_id, table, file, problems)
             if parsed is not None:
@@ -97,7 +99,8 @@ def _parse_toml(file: Path) -> dict[str, Any]:
     except OSError as exc:
         raise InputError(f"{file}: cannot read: {exc.strerror}") from None
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+        return document
     except UnicodeDecodeError:
         raise InputError(f"{file}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
@@ -132,7 +135,11 @@ def _describe(error: Any, file: Path) -> list[str]:
     if "propertyNames" in error.schema_path:
         return [f"{file}: {where}.{error.instance}: {_CONN_ID_RULE}"]
     if error.validator == "anyOf" and _offers_secret_ref(error.validator_value):
-        kind = "a string" if _is_secret_location(path) or not _printable(error.instance) else f"{error.instance!r}: expected a string"
+        kind = (
+            "a string"
+            if _is_secret_location(path) or not _printable(error.instance)
+            else f"{error.instance!r}: expected a string"
+        )
         if kind == "a string":
             return [f"{file}: {where}: must be a string or a secret reference ({_REF_SPELLING})"]
         return [f"{file}: {where}: {kind} or a secret reference ({_REF_SPELLING})"]
@@ -144,9 +151,7 @@ def _describe(error: Any, file: Path) -> list[str]:
     return [f"{file}: {where}: {_message(error, _is_secret_location(path))}"]
 
 
-_CONN_ID_RULE = (
-    "invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ (Airflow's rule)"
-)
+_CONN_ID_RULE = "invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ (Airflow's rule)"
 _REF_SPELLING = "{ from_env = ... }, { from_file = ... } or { from_command = [...] }"
 
 
@@ -179,7 +184,10 @@ def _message(error: Any, secret: bool) -> str:
         return f"{shown} is {'below' if kind == 'minimum' else 'above'} the {kind} {expected}"
     if kind == "pattern" and error.absolute_path and error.path == error.relative_path:
         return f"{shown} does not match {expected!r}"
-    if kind in ("maxProperties", "minProperties") or error.schema.get("properties", {}).keys() & _REF_KEYS.keys():
+    if (
+        kind in ("maxProperties", "minProperties")
+        or error.schema.get("properties", {}).keys() & _REF_KEYS.keys()
+    ):
         return "a secret reference has exactly one of from_env, from_file, from_command"
     if kind == "const":
         return f"{shown} must be {expected!r}"
@@ -313,8 +321,12 @@ def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[str, Valu
         resolved[conn_id] = Values(normalize_fields(fields), frozenset(secret_paths))
     if problems:
         raise SecretError(
-            "could not resolve " + ("; ".join(problems) if len(problems) < 4 else
-            "; ".join(problems[:3]) + f"; and {len(problems) - 3} more")
+            "could not resolve "
+            + (
+                "; ".join(problems)
+                if len(problems) < 4
+                else "; ".join(problems[:3]) + f"; and {len(problems) - 3} more"
+            )
         )
     return resolved
 
@@ -340,7 +352,13 @@ def _resolve_value(
                 return None
         return cache[value]
     if isinstance(value, dict):
-        return {k: _resolve_value(v, (*path, k), conn_id, resolver, cache, secret_paths, problems) for k, v in value.items()}
+        return {
+            k: _resolve_value(v, (*path, k), conn_id, resolver, cache, secret_paths, problems)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_resolve_value(v, (*path, i), conn_id, resolver, cache, secret_paths, problems) for i, v in enumerate(value)]
+        return [
+            _resolve_value(v, (*path, i), conn_id, resolver, cache, secret_paths, problems)
+            for i, v in enumerate(value)
+        ]
     return value

@@ -57,9 +57,7 @@ def compute_plan(
             if settings.dedupe:
                 actions.extend(_delete_duplicates(conn_id, found))
     considered = set(desired) | {a.conn_id for a in actions}
-    expected = {
-        c: tuple((r.row_id, r.fingerprint) for r in by_conn.get(c, [])) for c in sorted(considered)
-    }
+    expected = {c: tuple((r.row_id, r.fingerprint) for r in by_conn.get(c, [])) for c in sorted(considered)}
     old_key = sorted({r.conn_id for r in rows if r.key_index not in (None, 0)})
     return Plan(
         actions=tuple(actions),
@@ -106,8 +104,7 @@ def _delete_duplicates(conn_id: str, found: Sequence[StoredRow]) -> list[Action]
     """Plan the deletion of every row of a conn_id but the lowest id."""
     kept = found[0].row_id
     return [
-        Action("delete", conn_id, r.row_id, (), r.values, "duplicate", kept_row_id=kept)
-        for r in found[1:]
+        Action("delete", conn_id, r.row_id, (), r.values, "duplicate", kept_row_id=kept) for r in found[1:]
     ]
 
 
@@ -219,9 +216,7 @@ def detect_drift(
     return tuple(drift)
 
 
-def _recorded_changes(
-    old: Mapping[str, Any], new: Mapping[str, Any]
-) -> tuple[FieldChange, ...]:
+def _recorded_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[FieldChange, ...]:
     """Compare two recorded (digested) forms of a connection field by field."""
     old = {k: _flatten_digests(v) for k, v in old.items() if v is not None}
     new = {k: _flatten_digests(v) for k, v in new.items() if v is not None}
@@ -266,6 +261,4 @@ def _hide_digests(value: Any) -> Any:
 
 def _is_digest(change: FieldChange) -> bool:
     """Tell whether either side of a change is a secret's digest rather than a value."""
-    return any(
-        isinstance(v, str) and v.startswith(_DIGEST_PREFIX) for v in (change.before, change.after)
-    )
+    return any(isinstance(v, str) and v.startswith(_DIGEST_PREFIX) for v in (change.before, change.after))

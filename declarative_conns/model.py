@@ -213,7 +213,7 @@ def normalize_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
         elif name == "port":
             value = _normalize_port(value)
         elif name == "extra":
-            value = None if value is None or value == {} or value == "" else value
+            value = None if value is None or value in ({}, "") else value
         if name == "conn_type":
             value = canonical_conn_type(value)
         out[name] = value

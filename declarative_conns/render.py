@@ -39,7 +39,7 @@ def render_text(plan: Plan, context: PlanContext) -> str:
     if plan.drift:
         lines += ["Note: objects have changed outside dconn since the last apply", ""]
         for drift in plan.drift:
-            lines += _drift_block(drift) + [""]
+            lines += [*_drift_block(drift), ""]
     if plan.old_key_rows:
         lines += [
             f"Note: {_count(len(plan.old_key_rows), 'connection')} encrypted with an older "
@@ -50,7 +50,7 @@ def render_text(plan: Plan, context: PlanContext) -> str:
     if summary.has_changes:
         lines += ["dconn will perform the following actions:", ""]
         for block in _action_blocks(plan.actions):
-            lines += block + [""]
+            lines += [*block, ""]
     lines += _tail(plan, context)
     return "\n".join(lines) + "\n"
 

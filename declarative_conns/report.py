@@ -23,7 +23,12 @@ def plan_document(plan: Plan, context: PlanContext) -> dict[str, Any]:
             "connections": context.connections,
         },
         "changes_outside": [
-            {"conn_id": d.conn_id, "row_id": d.row_id, "deleted": d.row_id is None, "changes": _changes(d.changes)}
+            {
+                "conn_id": d.conn_id,
+                "row_id": d.row_id,
+                "deleted": d.row_id is None,
+                "changes": _changes(d.changes),
+            }
             for d in plan.drift
         ],
         "actions": [_action(a) for a in plan.actions],
@@ -108,7 +113,12 @@ def render_markdown(plan: Plan, context: PlanContext) -> str:
             lines.append(f"| `{d.conn_id}` | {fields} | {'deleted' if d.row_id is None else 'changed'} |")
         lines.append("")
     if plan.actions:
-        lines += ["#### Actions", "", "| | Connection | Action | Row | Details |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "#### Actions",
+            "",
+            "| | Connection | Action | Row | Details |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         lines += [_markdown_row(a) for a in plan.actions]
         lines.append("")
     lines += [
@@ -131,7 +141,9 @@ def _markdown_row(action: Action) -> str:
         details = (
             f"duplicate of row {action.kept_row_id}"
             if action.reason == "duplicate"
-            else {"removed": "no longer in the configuration", "pruned": "prune = true"}.get(action.reason, "")
+            else {"removed": "no longer in the configuration", "pruned": "prune = true"}.get(
+                action.reason, ""
+            )
         )
     else:
         details = ", ".join(

@@ -47,7 +47,7 @@ def _from_command(argv: tuple[str, ...], cwd: Path) -> str:
     """Run a command without a shell and return its stdout."""
     shown = " ".join(argv)
     try:
-        done = subprocess.run(  # noqa: S603 - argv comes from the user's own configuration
+        done = subprocess.run(
             list(argv),
             cwd=cwd,
             capture_output=True,

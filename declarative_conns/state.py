@@ -80,9 +80,9 @@ def load_state(path: Path) -> State | None:
 
 def _check_schema(document: Any, path: Path) -> None:
     """Refuse a state file that is not dconn's, or of a newer format."""
-    if isinstance(document, dict) and isinstance(document.get("format_version"), int):
-        if document["format_version"] > STATE_FORMAT_VERSION:
-            raise StateError(f"state file {path} was written by a newer dconn; upgrade dconn")
+    version = document.get("format_version") if isinstance(document, dict) else None
+    if isinstance(version, int) and version > STATE_FORMAT_VERSION:
+        raise StateError(f"state file {path} was written by a newer dconn; upgrade dconn")
     from jsonschema import Draft202012Validator
 
     error = next(Draft202012Validator(load_schema("state.schema.json")).iter_errors(document), None)

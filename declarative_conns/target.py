@@ -72,7 +72,10 @@ def resolve_target(
         ("--db-url", lambda: db_url),
         ("DCONN_DB_URL", lambda: env.get("DCONN_DB_URL")),
         ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", lambda: env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")),
-        ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD", lambda: _run_cmd(env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD")),
+        (
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD",
+            lambda: _run_cmd(env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD"),
+        ),
         ("AIRFLOW__CORE__SQL_ALCHEMY_CONN", lambda: env.get("AIRFLOW__CORE__SQL_ALCHEMY_CONN")),
         ("AIRFLOW__CORE__SQL_ALCHEMY_CONN_CMD", lambda: _run_cmd(env, "AIRFLOW__CORE__SQL_ALCHEMY_CONN_CMD")),
         ("airflow.cfg [database] sql_alchemy_conn", lambda: _cfg(cfg, "database", "sql_alchemy_conn")),
@@ -140,8 +143,13 @@ def _run_cmd(env: Mapping[str, str], name: str) -> str | None:
 def _run(command: str, where: str) -> str:
     """Run a configuration command and return its stdout, stripped."""
     try:
-        done = subprocess.run(  # noqa: S603 - the command is the user's own configuration
-            shlex.split(command), capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL
+        done = subprocess.run(
+            shlex.split(command),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
         )
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
         raise TargetError(f"{where}: the command could not run ({type(exc).__name__})") from None

@@ -25,7 +25,9 @@ def connection_table(metadata: sa.MetaData, shape: str) -> sa.Table:
     text = sa.String(5000) if is_110 else sa.Text()
     columns: list[Any] = [
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("conn_id", sa.String(250, collation=_bin(metadata)), nullable=is_110 or shape == "2.x-nounique"),
+        sa.Column(
+            "conn_id", sa.String(250, collation=_bin(metadata)), nullable=is_110 or shape == "2.x-nounique"
+        ),
         sa.Column("conn_type", sa.String(500), nullable=is_110),
     ]
     if not is_110:

@@ -18,9 +18,7 @@ from declarative_conns.conn_types import (
 from declarative_conns.errors import InputError
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "conn_types"
-BUILTIN_TYPES = sorted(
-    p.name.removesuffix(".schema.json") for p in SCHEMA_DIR.glob("*.schema.json")
-)
+BUILTIN_TYPES = sorted(p.name.removesuffix(".schema.json") for p in SCHEMA_DIR.glob("*.schema.json"))
 CANARY = "canary-7f3a9c-do-not-print"
 
 
@@ -86,16 +84,12 @@ def test_warnings_name_the_key_and_suggest(
         {"conn_type": "s3"},
     ],
 )
-def test_strict_turns_warnings_into_errors(
-    rules: TypeRules, table: dict[str, Any]
-) -> None:
+def test_strict_turns_warnings_into_errors(rules: TypeRules, table: dict[str, Any]) -> None:
     """With strict=True every warning is reported as an error, with the same message."""
     lenient = check_connection(rules, "w", table)
     strict = check_connection(rules, "w", table, strict=True)
     assert lenient and all(f.severity == "warning" for f in lenient)
-    assert [(f.path, f.message) for f in strict] == [
-        (f.path, f.message) for f in lenient
-    ]
+    assert [(f.path, f.message) for f in strict] == [(f.path, f.message) for f in lenient]
     assert all(f.severity == "error" for f in strict)
 
 
@@ -181,9 +175,7 @@ def test_wrong_value_types_are_errors(
         {"conn_type": "aws", "extra": {"verify": False, "region_name": "eu-west-1"}},
     ],
 )
-def test_valid_connections_have_no_findings(
-    rules: TypeRules, table: dict[str, Any]
-) -> None:
+def test_valid_connections_have_no_findings(rules: TypeRules, table: dict[str, Any]) -> None:
     """Connections written as the provider documents them pass without findings."""
     assert check_connection(rules, "w", table) == []
 
@@ -206,9 +198,7 @@ def test_secret_references_stand_for_text(rules: TypeRules, kind: str) -> None:
 
 def test_unknown_conn_type_is_a_note(rules: TypeRules) -> None:
     """An unknown conn_type yields one note and no checks of its fields."""
-    findings = check_connection(
-        rules, "w", {"conn_type": "my_provider", "extra": {"x": 1}}, strict=True
-    )
+    findings = check_connection(rules, "w", {"conn_type": "my_provider", "extra": {"x": 1}}, strict=True)
     assert findings == [
         TypeFinding(
             "connections.w.conn_type",
@@ -220,9 +210,7 @@ def test_unknown_conn_type_is_a_note(rules: TypeRules) -> None:
 
 def test_http_passes_other_keys_as_headers(rules: TypeRules) -> None:
     """For http, unknown keys are headers: only a near-miss of an option is flagged."""
-    findings = check_connection(
-        rules, "w", {"conn_type": "http", "extra": {"verfy": True, "X-Team": "a"}}
-    )
+    findings = check_connection(rules, "w", {"conn_type": "http", "extra": {"verfy": True, "X-Team": "a"}})
     assert [(f.path, f.message) for f in findings] == [
         (
             "connections.w.extra.verfy",
@@ -233,18 +221,13 @@ def test_http_passes_other_keys_as_headers(rules: TypeRules) -> None:
 
 def test_paths_quote_conn_ids_and_keys_that_are_not_bare(rules: TypeRules) -> None:
     """A conn_id or key with dots is quoted in the path, as TOML would write it."""
-    findings = check_connection(
-        rules, "a.b", {"conn_type": "postgres", "extra": {"x.y": 1}}
-    )
+    findings = check_connection(rules, "a.b", {"conn_type": "postgres", "extra": {"x.y": 1}})
     assert [f.path for f in findings] == ['connections."a.b".extra."x.y"']
 
 
 def test_invalid_extra_json_is_left_to_the_document_layer(rules: TypeRules) -> None:
     """extra_json that is not JSON is skipped here, not reported twice."""
-    assert (
-        check_connection(rules, "w", {"conn_type": "postgres", "extra_json": "{nope"})
-        == []
-    )
+    assert check_connection(rules, "w", {"conn_type": "postgres", "extra_json": "{nope"}) == []
 
 
 @pytest.mark.parametrize(
@@ -271,9 +254,7 @@ def test_invalid_extra_json_is_left_to_the_document_layer(rules: TypeRules) -> N
     ],
 )
 @pytest.mark.parametrize("strict", [False, True])
-def test_messages_never_contain_values(
-    rules: TypeRules, table: dict[str, Any], strict: bool
-) -> None:
+def test_messages_never_contain_values(rules: TypeRules, table: dict[str, Any], strict: bool) -> None:
     """No finding repeats a value, which may be a secret."""
     findings = check_connection(rules, "w", table, strict=strict)
     assert findings
@@ -302,21 +283,10 @@ def test_user_file_adds_a_type_and_overrides_a_builtin(tmp_path: Path) -> None:
         },
     )
     rules = load_type_rules(user)
-    acme = by_path(
-        check_connection(
-            rules, "w", {"conn_type": "acme", "port": 1, "extra": {"tenent": "x"}}
-        )
-    )
+    acme = by_path(check_connection(rules, "w", {"conn_type": "acme", "port": 1, "extra": {"tenent": "x"}}))
     assert acme["connections.w.port"].message == "not used by acme connections"
-    assert (
-        acme["connections.w.extra.tenent"].message
-        == "unknown for acme; did you mean 'tenant'?"
-    )
-    pg = by_path(
-        check_connection(
-            rules, "w", {"conn_type": "postgres", "extra": {"sslmode": "require"}}
-        )
-    )
+    assert acme["connections.w.extra.tenent"].message == "unknown for acme; did you mean 'tenant'?"
+    pg = by_path(check_connection(rules, "w", {"conn_type": "postgres", "extra": {"sslmode": "require"}}))
     assert pg["connections.w.extra.sslmode"].message == "unknown for postgres"
     assert "mysql" in rules.conn_types
 
@@ -329,12 +299,8 @@ def test_user_file_may_hold_one_schema_naming_its_type(tmp_path: Path) -> None:
         "properties": {"extra": {"properties": {"fast": {"$ref": "#/$defs/flag"}}}},
     }
     rules = load_type_rules(write_json(tmp_path / "acme.schema.json", schema))
-    findings = check_connection(
-        rules, "w", {"conn_type": "acme", "extra": {"fast": "yes"}}
-    )
-    assert [(f.path, f.severity) for f in findings] == [
-        ("connections.w.extra.fast", "error")
-    ]
+    findings = check_connection(rules, "w", {"conn_type": "acme", "extra": {"fast": "yes"}})
+    assert [(f.path, f.severity) for f in findings] == [("connections.w.extra.fast", "error")]
 
 
 @pytest.mark.parametrize(
@@ -348,28 +314,24 @@ def test_user_file_may_hold_one_schema_naming_its_type(tmp_path: Path) -> None:
         json.dumps({"conn_types": {"acme": {"x-dconn-default-port": "22"}}}),
     ],
 )
-def test_bad_user_file_is_an_input_error_naming_the_file(
-    tmp_path: Path, content: str
-) -> None:
+def test_bad_user_file_is_an_input_error_naming_the_file(tmp_path: Path, content: str) -> None:
     """A malformed user schema file raises InputError with the file's name."""
     path = tmp_path / "bad-types.json"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(InputError, match="bad-types.json"):
+    with pytest.raises(InputError, match=r"bad-types\.json"):
         load_type_rules(path)
 
 
 def test_missing_user_file_is_an_input_error(tmp_path: Path) -> None:
     """A user schema file that does not exist raises InputError naming it."""
-    with pytest.raises(InputError, match="absent.json"):
+    with pytest.raises(InputError, match=r"absent\.json"):
         load_type_rules(tmp_path / "absent.json")
 
 
 @pytest.mark.parametrize("name", BUILTIN_TYPES)
 def test_every_shipped_schema_is_valid_draft_2020_12(name: str) -> None:
     """Each file in schemas/conn_types is a valid Draft 2020-12 schema naming its own type."""
-    schema = json.loads(
-        (SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8")
-    )
+    schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["x-dconn-conn-type"] == name
@@ -407,8 +369,6 @@ def test_the_issue_types_are_all_shipped(rules: TypeRules) -> None:
         ("nope", None),
     ],
 )
-def test_default_ports_come_from_the_schemas(
-    rules: TypeRules, conn_type: str, port: int | None
-) -> None:
+def test_default_ports_come_from_the_schemas(rules: TypeRules, conn_type: str, port: int | None) -> None:
     """The provider's default port is exposed where the provider defines one."""
     assert rules.default_port(conn_type) == port
