@@ -189,6 +189,8 @@ def _message(error: Any, secret: bool) -> str:
         or error.schema.get("properties", {}).keys() & _REF_KEYS.keys()
     ):
         return "a secret reference has exactly one of from_env, from_file, from_command"
+    if kind == "not":
+        return "declare either extra or extra_json, not both"
     if kind == "const":
         return f"{shown} must be {expected!r}"
     if kind in ("minLength", "maxLength", "minItems"):
