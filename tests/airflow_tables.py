@@ -77,7 +77,9 @@ def insert_raw(engine: sa.Engine, table: sa.Table, rows: Iterable[Mapping[str, A
     """Insert rows exactly as given (already encrypted or not), filling Airflow's flag defaults."""
     prepared = []
     for row in rows:
-        full = {"is_encrypted": False, "is_extra_encrypted": False, **row}
+        # executemany needs the same keys in every row: unset columns are NULL.
+        full = {c.name: None for c in table.c if c.name != "id"}
+        full.update({"is_encrypted": False, "is_extra_encrypted": False, **row})
         prepared.append({k: v for k, v in full.items() if k in table.c})
     with engine.begin() as conn:
         conn.execute(table.insert(), prepared)

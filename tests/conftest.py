@@ -98,7 +98,10 @@ def make_db(tmp_path: Path) -> Iterator[object]:
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Remove every variable that could point dconn at a real deployment; return a work dir."""
     for name in list(os.environ):
-        if name.startswith(("AIRFLOW__", "DCONN_", "AIRFLOW_CONN_")) or name in ("AIRFLOW_HOME", "AIRFLOW_CONFIG"):
+        if name.startswith(("AIRFLOW__", "DCONN_", "AIRFLOW_CONN_")) or name in (
+            "AIRFLOW_HOME",
+            "AIRFLOW_CONFIG",
+        ):
             monkeypatch.delenv(name)
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow-home"))
     monkeypatch.chdir(tmp_path)

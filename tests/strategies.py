@@ -18,7 +18,8 @@ json_scalars = st.one_of(
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["k", "sslmode", "n"]), inner, max_size=3)
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["k", "sslmode", "n"]), inner, max_size=3),
     ),
     max_leaves=6,
 )

@@ -65,7 +65,9 @@ def test_every_error_is_reported(tmp_path: Path) -> None:
 def test_invalid_conn_id(tmp_path: Path) -> None:
     """A conn_id outside Airflow's character rule is refused."""
     path = write(tmp_path, "c.toml", '[connections."bad id"]\nconn_type = "x"\n')
-    assert problems(path) == [f"{path}: connections.bad id: invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ (Airflow's rule)"]
+    assert problems(path) == [
+        f"{path}: connections.bad id: invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ (Airflow's rule)"
+    ]
 
 
 def test_conn_id_in_two_files_names_both(tmp_path: Path) -> None:
@@ -98,9 +100,13 @@ def test_missing_config_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_extra_json_allows_null_and_excludes_extra(tmp_path: Path) -> None:
     """extra_json carries nulls; declaring it beside extra is an error."""
-    path = write(tmp_path, "c.toml", '[connections.a]\nconn_type = "x"\nextra_json = \'{"a": null, "b": [1, 2]}\'\n')
+    path = write(
+        tmp_path, "c.toml", '[connections.a]\nconn_type = "x"\nextra_json = \'{"a": null, "b": [1, 2]}\'\n'
+    )
     assert load_desired(path).connections["a"].fields["extra"] == {"a": None, "b": [1, 2]}
-    both = write(tmp_path, "d.toml", "[connections.a]\nconn_type = \"x\"\nextra = { a = 1 }\nextra_json = '{}'\n")
+    both = write(
+        tmp_path, "d.toml", "[connections.a]\nconn_type = \"x\"\nextra = { a = 1 }\nextra_json = '{}'\n"
+    )
     assert any("extra_json" in p for p in problems(both))
 
 
@@ -155,11 +161,17 @@ def test_resolution_reads_every_kind(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert values.secret_paths == frozenset({("password",), ("extra", "f"), ("extra", "c")})
 
 
-def test_missing_variable_names_variable_and_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_variable_names_variable_and_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An unset variable is an error naming it and the connection and field."""
     monkeypatch.delenv("DCONN_TEST_UNSET", raising=False)
-    path = write(tmp_path, "c.toml", '[connections.a]\nconn_type = "x"\npassword = { from_env = "DCONN_TEST_UNSET" }\n')
-    with pytest.raises(SecretError, match='connection "a" field password: environment variable DCONN_TEST_UNSET is not set'):
+    path = write(
+        tmp_path, "c.toml", '[connections.a]\nconn_type = "x"\npassword = { from_env = "DCONN_TEST_UNSET" }\n'
+    )
+    with pytest.raises(
+        SecretError, match='connection "a" field password: environment variable DCONN_TEST_UNSET is not set'
+    ):
         resolve_desired(load_desired(path), resolve_secret)
 
 
@@ -189,6 +201,12 @@ def test_settings_merge_across_files(tmp_path: Path) -> None:
 
 def test_declared_ignored_connection_warns(tmp_path: Path) -> None:
     """A declared conn_id matching an ignore pattern is managed, with a warning."""
-    path = write(tmp_path, "c.toml", '[settings]\nignore = ["*_default"]\n[connections.aws_default]\nconn_type = "aws"\n')
+    path = write(
+        tmp_path,
+        "c.toml",
+        '[settings]\nignore = ["*_default"]\n[connections.aws_default]\nconn_type = "aws"\n',
+    )
     desired = load_desired(path)
-    assert desired.warnings == ('connection "aws_default" matches an ignore pattern but is declared, so dconn manages it',)
+    assert desired.warnings == (
+        'connection "aws_default" matches an ignore pattern but is declared, so dconn manages it',
+    )

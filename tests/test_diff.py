@@ -64,7 +64,9 @@ def kinds(plan: Plan) -> list[tuple[str, str, int | None, str]]:
         ),
     ],
 )
-def test_plan_actions(desired: dict[str, Values], rows: list[StoredRow], settings: Settings, expected: list[Any]) -> None:
+def test_plan_actions(
+    desired: dict[str, Values], rows: list[StoredRow], settings: Settings, expected: list[Any]
+) -> None:
     """Declared, duplicate, unmanaged, pruned and ignored connections get the contract's actions."""
     assert kinds(compute_plan(desired, rows, settings, COLUMNS)) == expected
 
@@ -110,7 +112,9 @@ def test_semantic_equality(before: dict[str, Any], after: dict[str, Any]) -> Non
         ({"host": "h"}, {}, ("host",), "remove"),
     ],
 )
-def test_field_changes_paths(before: dict[str, Any], after: dict[str, Any], path: tuple[str, ...], kind: str) -> None:
+def test_field_changes_paths(
+    before: dict[str, Any], after: dict[str, Any], path: tuple[str, ...], kind: str
+) -> None:
     """deepdiff's findings become one FieldChange per path, with JSON types told apart (1 != true)."""
     changes = field_changes(v(conn_type="x", **before), v(conn_type="x", **after), COLUMNS)
     assert [(c.path, c.kind) for c in changes] == [(path, kind)]
@@ -175,7 +179,9 @@ def test_applying_the_plan_yields_the_desired_state(
 
 @settings(max_examples=200)
 @given(desired_states, row_sets(), st.booleans())
-def test_render_never_contains_a_secret(desired: dict[str, Values], rows: list[StoredRow], prune: bool) -> None:
+def test_render_never_contains_a_secret(
+    desired: dict[str, Values], rows: list[StoredRow], prune: bool
+) -> None:
     """No text, markdown or JSON rendering of any plan contains a password or secret extra."""
     from declarative_conns.render import PlanContext
     from declarative_conns.report import render_json, render_markdown
@@ -193,7 +199,10 @@ def test_values_repr_hides_everything() -> None:
 
 def test_old_key_rows_are_reported() -> None:
     """Rows decrypted by a key other than the ring's first are listed for rotation."""
-    rows = [StoredRow(1, "a", v(conn_type="x"), "f", key_index=1), StoredRow(2, "b", v(conn_type="x"), "f", key_index=0)]
+    rows = [
+        StoredRow(1, "a", v(conn_type="x"), "f", key_index=1),
+        StoredRow(2, "b", v(conn_type="x"), "f", key_index=0),
+    ]
     assert compute_plan({}, rows, Settings(), COLUMNS).old_key_rows == ("a",)
 
 
@@ -201,7 +210,12 @@ def test_created_secret_is_shown_as_sensitive() -> None:
     """A created password, token extra and nested secret render as (sensitive value), others in clear."""
     from declarative_conns.render import PlanContext
 
-    want = v(conn_type="http", host="h.example", password=CANARY, extra={"api_token": CANARY, "n": {"secret": CANARY}, "timeout": 3})
+    want = v(
+        conn_type="http",
+        host="h.example",
+        password=CANARY,
+        extra={"api_token": CANARY, "n": {"secret": CANARY}, "timeout": 3},
+    )
     text = render_text(compute_plan({"a": want}, [], Settings(), COLUMNS), PlanContext("u", "2.x", 0, 0))
     assert CANARY not in text
     assert "  + password        = (sensitive value)\n" in text

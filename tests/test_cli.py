@@ -1,0 +1,272 @@
+"""The dconn command as users run it: real subprocesses, exit codes and the lines they read."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from declarative_conns.resources import load_schema
+from tests.airflow_tables import insert_raw
+
+CANARY = "canary-cli-9d2e"
+DOC = """
+[settings]
+ignore = ["*_default"]
+
+[connections.warehouse]
+conn_type = "postgres"
+host = "wh.internal"
+password = { from_env = "WH_PASSWORD" }
+port = 5432
+
+[connections.slack]
+conn_type = "http"
+host = "hooks.slack.com"
+extra = { webhook_token = { from_env = "WH_PASSWORD" }, timeout = 5 }
+"""
+
+
+def dconn(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL
+) -> subprocess.CompletedProcess[str]:
+    """Run dconn in a subprocess with a clean environment."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DCONN_"))}
+    base.update({"AIRFLOW_HOME": str(cwd / "airflow-home"), "WH_PASSWORD": CANARY, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "declarative_conns", *args],
+        cwd=cwd,
+        env=base,
+        capture_output=True,
+        text=True,
+        stdin=stdin,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def project(make_db: Any, tmp_path: Path) -> tuple[Path, dict[str, str], Any]:
+    """A folder with connections.toml and an Airflow 2.x SQLite database holding legacy rows."""
+    db = make_db("sqlite", "2.x-nounique")
+    insert_raw(
+        db.engine,
+        db.table,
+        [
+            {"conn_id": "warehouse", "conn_type": "postgres", "host": "old.internal", "port": 5432},
+            {"conn_id": "warehouse", "conn_type": "postgres", "host": "dupe"},
+            {"conn_id": "aws_default", "conn_type": "aws"},
+            {"conn_id": "old_ftp", "conn_type": "ftp", "host": "ftp.example.com"},
+        ],
+    )
+    (tmp_path / "connections.toml").write_text(DOC)
+    return tmp_path, {"DCONN_DB_URL": db.url, "DCONN_FERNET_KEY": db.fernet_key}, db
+
+
+def assert_clean(result: subprocess.CompletedProcess[str]) -> None:
+    """No secret and no traceback in anything printed."""
+    assert CANARY not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version_and_help(tmp_path: Path) -> None:
+    """--version prints the version; every command has --help; all exit 0."""
+    result = dconn("--version", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("dconn ")
+    for command in ("validate", "plan", "apply"):
+        assert dconn(command, "--help", cwd=tmp_path).returncode == 0
+
+
+def test_plan_prints_the_plan(project: Any) -> None:
+    """plan shows target, actions with Terraform symbols, duplicates and the summary line."""
+    cwd, env, _ = project
+    result = dconn("plan", cwd=cwd, env=env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith(f"Target: sqlite:///{cwd}")
+    assert '  # connection "slack" will be created\n  + conn_type           = "http"\n' in out
+    assert "  + extra.webhook_token = (sensitive value)\n" in out
+    assert '  ~ host     = "old.internal" -> "wh.internal"\n' in out
+    assert "  + password = (sensitive value)\n" in out
+    assert (
+        '  # connection "warehouse" has 2 rows: row 1 is kept, duplicate row 2 will be destroyed\n  - row 2\n'
+        in out
+    )
+    assert "0 connections unchanged, 1 unmanaged (-v lists them), 1 ignored.\n" in out
+    assert out.endswith("Plan: 1 to add, 1 to change, 1 to destroy (1 duplicate row).\n")
+    assert_clean(result)
+    assert (cwd / ".dconn" / "state.json").exists()
+
+
+def test_detailed_exitcode_and_full_cycle(project: Any) -> None:
+    """--detailed-exitcode gives 2 with changes; after apply, 0 and 'No changes.'."""
+    cwd, env, _ = project
+    assert dconn("plan", "--detailed-exitcode", cwd=cwd, env=env).returncode == 2
+    applied = dconn("apply", "--auto-approve", cwd=cwd, env=env)
+    assert applied.returncode == 0, applied.stderr
+    assert "Apply complete! Resources: 1 added, 1 changed, 1 destroyed (3 rows).\n" in applied.stdout
+    again = dconn("plan", "--detailed-exitcode", cwd=cwd, env=env)
+    assert again.returncode == 0
+    assert again.stdout.endswith("No changes. The connections match the configuration.\n")
+    assert "Unmanaged: old_ftp\n" in dconn("plan", "-v", cwd=cwd, env=env).stdout
+    assert_clean(applied)
+
+
+def test_json_plan_is_one_valid_document(project: Any) -> None:
+    """--format json prints one JSON document, valid against schemas/plan.schema.json."""
+    cwd, env, _ = project
+    result = dconn("plan", "--format", "json", cwd=cwd, env=env)
+    document = json.loads(result.stdout)
+    Draft202012Validator(load_schema("plan.schema.json")).validate(document)
+    assert document["summary"] == {
+        "add": 1,
+        "change": 1,
+        "destroy": 1,
+        "duplicates": 1,
+        "unchanged": 0,
+        "unmanaged": 1,
+        "ignored": 1,
+        "has_changes": True,
+    }
+    assert_clean(result)
+
+
+def test_markdown_plan(project: Any) -> None:
+    """--format markdown gives a report with the summary and a table of actions."""
+    cwd, env, _ = project
+    result = dconn("plan", "--format", "markdown", cwd=cwd, env=env)
+    assert result.stdout.startswith(
+        "### dconn plan\n\n**Plan: 1 to add, 1 to change, 1 to destroy (1 duplicate row).**\n"
+    )
+    assert (
+        "| + | `slack` | create |  | `conn_type`, `host`, `extra.timeout`, `extra.webhook_token` (sensitive) |"
+        in result.stdout
+    )
+    assert_clean(result)
+
+
+def test_apply_without_terminal_refuses(project: Any) -> None:
+    """Without a terminal and without --auto-approve apply refuses, exit 1, nothing changed."""
+    cwd, env, db = project
+    before = db.rows()
+    result = dconn("apply", cwd=cwd, env=env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith(
+        "Error: no terminal to ask for approval: pass --auto-approve"
+    )
+    assert db.rows() == before
+
+
+@pytest.mark.parametrize(("answer", "code"), [("yes", 0), ("y", 1)])
+def test_apply_asks_and_only_yes_proceeds(project: Any, answer: str, code: int) -> None:
+    """On a terminal apply asks; only 'yes' applies, anything else cancels."""
+    cwd, env, db = project
+    before = db.rows()
+    leader, follower = pty.openpty()
+    os.write(leader, f"{answer}\n".encode())
+    result = dconn("apply", cwd=cwd, env=env, stdin=follower)
+    os.close(leader)
+    os.close(follower)
+    assert result.returncode == code, result.stderr
+    assert "Only 'yes' will be accepted to approve." in result.stderr
+    if code:
+        assert "Error: apply cancelled; nothing was changed" in result.stderr
+        assert db.rows() == before
+    else:
+        assert db.rows() != before
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "message"),
+    [
+        ({"connections.toml": "[connections.a\n"}, ["plan"], "Error: connections.toml: invalid TOML: "),
+        (
+            {"connections.toml": '[connections.a]\nconn_type = "http"\n'},
+            ["plan", "--db-url", "sqlite:///missing.db"],
+            "Error: database file ",
+        ),
+        (
+            {"connections.toml": '[connections.a]\nconn_type = "http"\n'},
+            ["plan", "--fernet-key", "not-a-key"],
+            "Error: Fernet key #1 is not a valid Fernet key",
+        ),
+        (
+            {
+                "connections.toml": '[connections.a]\nconn_type = "http"\npassword = { from_env = "NOPE_UNSET" }\n'
+            },
+            ["plan"],
+            'Error: could not resolve connection "a" field password: environment variable NOPE_UNSET is not set',
+        ),
+        ({}, ["validate"], "Error: connections.toml: no such file"),
+        (
+            {"connections.toml": '[connections.a]\nconn_type = "http"\n'},
+            ["plan", "--format", "yaml"],
+            "Error: --format must be text, json or markdown",
+        ),
+        (
+            {"connections.toml": '[connections.a]\nconn_type = "http"\n'},
+            ["plan", "--db-url", "postgresql://u:" + CANARY + "@127.0.0.1:1/x"],
+            "Error: cannot read postgresql://u:***@127.0.0.1:1/x: ",
+        ),
+    ],
+)
+def test_errors_are_one_line_exit_1(
+    project: Any, files: dict[str, str], args: list[str], message: str
+) -> None:
+    """Bad input of every kind: one Error line on stderr, exit 1, nothing on stdout, no traceback."""
+    cwd, env, db = project
+    (cwd / "connections.toml").unlink()
+    for name, text in files.items():
+        (cwd / name).write_text(text)
+    before = db.rows()
+    result = dconn(*args, cwd=cwd, env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith(message), result.stderr
+    assert result.stdout == ""
+    assert_clean(result)
+    assert db.rows() == before
+    assert not (cwd / ".dconn" / "state.json").exists()
+
+
+def test_validate_reports_every_problem(tmp_path: Path) -> None:
+    """validate lists each problem with file and path and exits 1; a valid file exits 0."""
+    (tmp_path / "connections.toml").write_text(
+        '[connections.a]\nport = "abc"\nconn_type = "http"\n[connections.b]\nconn_type = 1\n'
+    )
+    result = dconn("validate", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "Error: the configuration has 2 problems:",
+        "  connections.toml: connections.a.port: 'abc' is not of type 'integer'",
+        "  connections.toml: connections.b.conn_type: 1 is not of type 'string'",
+    ]
+    (tmp_path / "connections.toml").write_text(
+        '[connections.a]\nconn_type = "http"\npassword = { from_env = "UNSET_IN_PR_CI" }\n'
+    )
+    ok = dconn("validate", cwd=tmp_path)
+    assert ok.returncode == 0 and ok.stdout == "Valid: 1 connections in 1 file.\n"
+
+
+def test_debug_shows_traceback_without_secrets(project: Any) -> None:
+    """--debug adds the traceback, still without any secret."""
+    cwd, env, _ = project
+    result = dconn("plan", "--debug", "--db-url", f"postgresql://u:{CANARY}@127.0.0.1:1/x", cwd=cwd, env=env)
+    assert result.returncode == 1 and "Traceback" in result.stderr
+    assert CANARY not in result.stderr + result.stdout
+
+
+def test_core_imports_no_adapters() -> None:
+    """The pure core (model, diff, render) imports no SQLAlchemy, typer or rich."""
+    code = (
+        "import sys; import declarative_conns.model, declarative_conns.diff, declarative_conns.render;"
+        "bad = [m for m in ('sqlalchemy', 'typer', 'rich') if m in sys.modules]; print(bad)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
