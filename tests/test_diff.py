@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from declarative_conns.diff import compute_plan, field_changes
 from declarative_conns.model import Plan, Settings, StoredRow, Values, canonical_json, normalize_fields
 from declarative_conns.render import render_text
-from tests.strategies import CANARY, COLUMNS, desired_states, row_sets, values
+from tests.strategies import CANARY, COLUMNS, desired_states, row_sets
 
 
 def v(**fields: Any) -> Values:
