@@ -12,17 +12,24 @@ range or a lone surrogate anywhere is written as ``extra_json = '<compact JSON>'
 keeps it exactly.
 
 Secrets, unless ``include_secrets``: the password, and under every extra key that Airflow's masker
-calls sensitive (at any depth), a non-empty string, object or array, become ``{ from_env = "VAR" }``
-(an object or array as a whole: the variable must hold its JSON text). Booleans, numbers, nulls and
-``""`` under such keys stay as they are: they hold nothing secret, and a reference always yields a
-string, which would change them (``"false"`` is truthy to a hook). VAR is the conn_id and the field
-path, upper-cased, each run of other characters than ASCII letters and digits turned into ``_``,
-with ``_2``, ``_3``... on a collision, and a leading ``_`` if it would start with a digit.
+calls sensitive (at any depth), every non-empty string becomes ``{ from_env = "VAR" }``. An object
+or array under such a key keeps its shape and each string inside it becomes its own reference, as
+Airflow's masker hides each string inside it: a reference always yields a string, so hiding a
+whole object would turn it into its JSON text and a round trip through ``dconn plan`` would show a
+change. Booleans, numbers, nulls and ``""`` stay as they are: the masker shows them too, and a
+reference would turn them into strings (``"false"`` is truthy to a hook). VAR is the conn_id and
+the field path, upper-cased, each run of other characters than ASCII letters and digits turned into
+``_``, with ``_2``, ``_3``... on a collision, and a leading ``_`` if it would start with a digit.
 
-An extra that needs ``extra_json`` *and* holds secrets cannot keep both: ``extra_json`` is one
-string and cannot hold a reference. Secrets win: the extra is written as a table with the
-references, and each value TOML cannot hold is left out with a comment naming its path, for the
-user to restore by hand. Losing a null is the lesser harm; writing the secret is not an option.
+What dconn's document cannot express is left out with a comment at its place and a note in
+``RenderedDocument.notes`` (the CLI prints them as warnings), never silently:
+
+- An extra that needs ``extra_json`` *and* holds secrets cannot keep both: ``extra_json`` is one
+  string and cannot hold a reference. Secrets win: the extra is written as a table with the
+  references, and each value TOML cannot hold is left out, for the user to restore by hand. Losing
+  a null is the lesser harm; writing the secret is not an option.
+- A key named ``from_env``, ``from_file`` or ``from_command`` inside an extra: dconn reads such a
+  table as a secret reference, in ``extra`` and ``extra_json`` alike.
 """
 
 from __future__ import annotations
@@ -49,7 +56,10 @@ FIELD_ORDER: tuple[str, ...] = (
     "login",
     "password",
     "port",
+    "team_name",
 )
+#: Keys that make dconn read a table as a secret reference, so an extra cannot hold them as data.
+REFERENCE_KEYS = frozenset(("from_env", "from_file", "from_command"))
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]+")
 
@@ -69,14 +79,15 @@ class RenderedDocument:
 
     text: str
     placeholders: list[Placeholder]
+    #: What the document could not express and left out, one sentence each, no values.
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class _Ref:
-    """Stand in for a hidden secret inside an extra; renders as ``{ from_env = "VAR" }``."""
+    """Stand in for a hidden secret string; renders as ``{ from_env = "VAR" }``."""
 
     variable: str
-    kind: str  # the JSON type of the hidden value, to tell the user what to put in VAR
 
 
 @dataclass
@@ -86,7 +97,7 @@ class _Namer:
     placeholders: list[Placeholder] = field(default_factory=list)
     used: set[str] = field(default_factory=set)
 
-    def reference(self, conn_id: str, path: str, value: Any) -> _Ref:
+    def reference(self, conn_id: str, path: str) -> _Ref:
         """Return a reference for the secret at ``path`` of ``conn_id``, recording a placeholder."""
         base = _NOT_ALNUM.sub("_", f"{conn_id}_{path}").strip("_").upper()
         if base[:1].isdigit():
@@ -96,8 +107,7 @@ class _Namer:
             variable, number = f"{base}_{number}", number + 1
         self.used.add(variable)
         self.placeholders.append(Placeholder(variable=variable, conn_id=conn_id, field=path))
-        kind = "object" if isinstance(value, dict) else "array" if isinstance(value, list) else "string"
-        return _Ref(variable=variable, kind=kind)
+        return _Ref(variable=variable)
 
 
 def render_document(
@@ -105,22 +115,30 @@ def render_document(
     *,
     include_secrets: bool = False,
     header: str = "",
-    duplicates: Mapping[str, Sequence[int]] | None = None,
+    comments: Mapping[str, Sequence[str]] | None = None,
+    footer: str = "",
 ) -> RenderedDocument:
-    """Render specs as a dconn TOML document, secrets as placeholders unless include_secrets."""
+    """Render specs as a dconn TOML document, secrets as placeholders unless include_secrets.
+
+    ``comments`` maps a conn_id to comment lines written right above its table; ``header`` and
+    ``footer`` become comment blocks before and after the connections.
+    """
     ordered = sorted(specs, key=lambda spec: str(spec["conn_id"]))
     conn_ids = [spec["conn_id"] for spec in ordered]
     if len(set(conn_ids)) != len(conn_ids):
         raise ValueError("render_document needs one spec per conn_id")
     namer = _Namer()
-    lines = [*_header_lines(header), "version = 1"]
+    notes: list[str] = []
+    lines = [*_comment_lines(header), "version = 1"]
     if not ordered:
         lines.append("# no connections")
     for spec in ordered:
-        row_ids = (duplicates or {}).get(spec["conn_id"], ())
         lines.append("")
-        lines.extend(_connection_lines(spec, include_secrets, namer, row_ids))
-    return RenderedDocument(text="\n".join(lines) + "\n", placeholders=namer.placeholders)
+        lines.extend(_comment_lines((comments or {}).get(spec["conn_id"], ()), blank=False))
+        lines.extend(_connection_lines(spec, include_secrets, namer, notes))
+    if footer:
+        lines.extend(["", *_comment_lines(footer, blank=False)])
+    return RenderedDocument("\n".join(lines) + "\n", namer.placeholders, notes)
 
 
 def render_env_example(placeholders: Sequence[Placeholder]) -> str:
@@ -129,52 +147,52 @@ def render_env_example(placeholders: Sequence[Placeholder]) -> str:
         "# The secrets of the exported connections, read by their { from_env = ... } references.",
         "# Copy this file to .env, fill in the values, and keep that file out of version control.",
     ]
+    if not placeholders:
+        lines.append("# (none: the document holds no secret references)")
     for placeholder in placeholders:
         lines += [
             "",
-            f"# {placeholder.conn_id}: {placeholder.field}",
+            f"# {printable(placeholder.conn_id)}: {printable(placeholder.field)}",
             f"{placeholder.variable}=",
         ]
     return "\n".join(lines) + "\n"
 
 
-def _header_lines(header: str) -> list[str]:
-    """Return the header as comment lines followed by a blank line, or nothing."""
+def printable(text: str) -> str:
+    """Return text fit for one comment line: line breaks and lone surrogates escaped."""
+    escaped = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in escaped)
+
+
+def _comment_lines(text: str | Sequence[str], *, blank: bool = True) -> list[str]:
+    """Return text as comment lines (blank lines as a bare #), then a blank line if ``blank``."""
+    given = text.splitlines() if isinstance(text, str) else list(text)
     lines = []
-    for line in header.splitlines():
+    for line in given:
         if not line.strip():
             lines.append("#")
         else:
-            lines.append(line if line.startswith("#") else f"# {line}")
-    return [*lines, ""] if lines else []
+            lines.append(line if line.startswith("#") else f"# {printable(line)}")
+    return [*lines, ""] if lines and blank else lines
 
 
-def _connection_lines(
-    spec: ConnSpec, include_secrets: bool, namer: _Namer, row_ids: Sequence[int]
-) -> list[str]:
+def _connection_lines(spec: ConnSpec, include_secrets: bool, namer: _Namer, notes: list[str]) -> list[str]:
     """Return the lines of one connection's table, its extra table included."""
     conn_id = str(spec["conn_id"])
     table = f"connections.{_key(conn_id)}"
-    lines = []
-    if row_ids:
-        rows = ", ".join(str(row_id) for row_id in row_ids)
-        lines.append(
-            f"# duplicate rows {rows} of this conn_id exist in the database; "
-            "dconn plan will propose deleting them"
-        )
-    lines.append(f"[{table}]")
+    lines = [f"[{table}]"]
     for name in FIELD_ORDER:
         value = spec.get(name)
         if value is None or value == "":
             continue
         if name == "password" and not include_secrets:
-            ref = namer.reference(conn_id, name, value)
+            ref = namer.reference(conn_id, name)
             lines.append(_assignment(name, ref, [ref]))
         else:
             lines.append(_assignment(name, value, []))
     extra = spec.get("extra")
     if extra:
-        lines.extend(_extra_lines(table, conn_id, extra, include_secrets, namer))
+        lines.extend(_extra_lines(table, conn_id, extra, include_secrets, namer, notes))
     return lines
 
 
@@ -184,52 +202,68 @@ def _extra_lines(
     extra: Mapping[str, Any],
     include_secrets: bool,
     namer: _Namer,
+    notes: list[str],
 ) -> list[str]:
     """Return the lines of a non-empty extra: a table, or extra_json when TOML cannot hold it."""
+    dropped: list[tuple[str, str]] = []
+    extra = _without_reference_keys(extra, "extra", dropped)
     refs_by_key: dict[str, list[_Ref]] = {}
     hidden: dict[str, Any] = dict(extra)
     if not include_secrets:
         for key, value in extra.items():
             refs: list[_Ref] = []
-            hidden[key] = _hide(value, key, f"extra.{key}", conn_id=conn_id, namer=namer, refs=refs)
+            path = f"extra.{key}"
+            hidden[key] = _hide(value, path, is_sensitive_key(key), conn_id=conn_id, namer=namer, refs=refs)
             if refs:
                 refs_by_key[key] = refs
-    lines = []
-    if not _representable(hidden):
-        if not refs_by_key:
-            return [f"extra_json = {_json_string(extra)}"]
-        dropped: list[tuple[str, str]] = []
+    as_json = not _representable(hidden) and not refs_by_key
+    if not as_json and not _representable(hidden):
         hidden = _drop_unrepresentable(hidden, "extra", dropped)
-        lines = [
-            f"# {path} left out: {why}; extra_json cannot hold secret references" for path, why in dropped
-        ]
-    lines.insert(0, f"[{table}.extra]")
-    for key, value in hidden.items():
-        lines.append(_assignment(key, value, refs_by_key.get(key, [])))
+    lines = [f"# {path} left out: {why}" for path, why in dropped]
+    notes.extend(
+        f"connection {printable(conn_id)!r}: {path} left out ({why}); restore it by hand if it matters"
+        for path, why in dropped
+    )
+    if as_json:
+        return [*lines, f"extra_json = {_json_string(extra)}"]
+    if hidden:
+        lines.append(f"[{table}.extra]")
+        lines.extend(_assignment(key, value, refs_by_key.get(key, [])) for key, value in hidden.items())
     return lines
 
 
-def _hide(value: Any, key: str | None, path: str, *, conn_id: str, namer: _Namer, refs: list[_Ref]) -> Any:
-    """Return value with every secret under a sensitive key replaced by a reference."""
-    if key is not None and is_sensitive_key(key) and _holds_secret(value):
-        ref = namer.reference(conn_id, path, value)
+def _without_reference_keys(value: Any, path: str, dropped: list[tuple[str, str]]) -> Any:
+    """Return value without keys that dconn would read as a secret reference, recording each."""
+    if isinstance(value, dict):
+        kept = {}
+        for key, item in value.items():
+            if key in REFERENCE_KEYS:
+                dropped.append((printable(f"{path}.{key}"), "dconn reads it as a secret reference"))
+            else:
+                kept[key] = _without_reference_keys(item, f"{path}.{key}", dropped)
+        return kept
+    if isinstance(value, list):
+        return [_without_reference_keys(item, f"{path}.{i}", dropped) for i, item in enumerate(value)]
+    return value
+
+
+def _hide(value: Any, path: str, secret: bool, *, conn_id: str, namer: _Namer, refs: list[_Ref]) -> Any:
+    """Return value with every non-empty string at or under a sensitive key replaced by a reference."""
+    if secret and isinstance(value, str) and value:
+        ref = namer.reference(conn_id, path)
         refs.append(ref)
         return ref
     if isinstance(value, dict):
         return {
-            k: _hide(v, k, f"{path}.{k}", conn_id=conn_id, namer=namer, refs=refs) for k, v in value.items()
+            k: _hide(v, f"{path}.{k}", secret or is_sensitive_key(k), conn_id=conn_id, namer=namer, refs=refs)
+            for k, v in value.items()
         }
     if isinstance(value, list):
         return [
-            _hide(v, None, f"{path}.{i}", conn_id=conn_id, namer=namer, refs=refs)
+            _hide(v, f"{path}.{i}", secret, conn_id=conn_id, namer=namer, refs=refs)
             for i, v in enumerate(value)
         ]
     return value
-
-
-def _holds_secret(value: Any) -> bool:
-    """Tell whether a value under a sensitive key could hide a secret: a string, object or array."""
-    return isinstance(value, str | dict | list) and len(value) > 0
 
 
 def _representable(value: Any) -> bool:
@@ -265,7 +299,7 @@ def _drop_unrepresentable(value: Any, path: str, dropped: list[tuple[str, str]])
             if _encodable(key) and (isinstance(item, dict | list) or _representable(item)):
                 kept[key] = _drop_unrepresentable(item, item_path, dropped)
             else:
-                dropped.append((_printable(item_path), _why(item)))
+                dropped.append((printable(item_path), _why(item)))
         return kept
     if isinstance(value, list):
         kept_items = []
@@ -273,19 +307,15 @@ def _drop_unrepresentable(value: Any, path: str, dropped: list[tuple[str, str]])
             if isinstance(item, dict | list) or _representable(item):
                 kept_items.append(_drop_unrepresentable(item, f"{path}.{index}", dropped))
             else:
-                dropped.append((_printable(f"{path}.{index}"), _why(item)))
+                dropped.append((printable(f"{path}.{index}"), _why(item)))
         return kept_items
     return value
 
 
 def _why(value: Any) -> str:
     """Say why TOML cannot hold a value, without showing the value."""
-    return "TOML has no null" if value is None else "TOML cannot hold its value"
-
-
-def _printable(path: str) -> str:
-    """Return a path fit for a one-line comment."""
-    return path.encode("utf-8", "backslashreplace").decode("utf-8").replace("\n", "\\n")
+    what = "TOML has no null" if value is None else "TOML cannot hold its value"
+    return f"{what}, and extra_json cannot hold the secret references beside it"
 
 
 def _assignment(key: str, value: Any, refs: Sequence[_Ref]) -> str:
@@ -293,11 +323,7 @@ def _assignment(key: str, value: Any, refs: Sequence[_Ref]) -> str:
     line = f"{_key(key)} = {_value(value)}"
     if not refs:
         return line
-    notes = [
-        f"set ${ref.variable}" + ("" if ref.kind == "string" else f" to the JSON text of the {ref.kind}")
-        for ref in refs
-    ]
-    return f"{line}  # secret: {'; '.join(notes)}"
+    return f"{line}  # secret: {'; '.join(f'set ${ref.variable}' for ref in refs)}"
 
 
 def _key(key: str) -> str:

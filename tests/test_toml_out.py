@@ -156,10 +156,10 @@ def test_null_beside_a_secret_is_kept_with_include_secrets() -> None:
 
 
 def test_sensitive_values_by_type() -> None:
-    """Under sensitive keys strings, objects and arrays are hidden; bools, numbers, null and "" stay."""
+    """Under sensitive keys each non-empty string is hidden, objects and arrays keep their shape."""
     extra = {
-        "keyfile_dict": {"private_key": CANARY, "type": "service_account"},
-        "proxies": [CANARY],
+        "keyfile_dict": {"private_key": CANARY, "type": "service_account", "n": 2},
+        "proxies": [CANARY, ""],
         "use_proxy": True,
         "token_ttl": 3600,
         "api_key": "",
@@ -169,20 +169,43 @@ def test_sensitive_values_by_type() -> None:
     assert CANARY not in rendered.text
     loaded = tomllib.loads(rendered.text)["connections"]["gcp"]["extra"]
     assert loaded == {
-        "keyfile_dict": {"from_env": "GCP_EXTRA_KEYFILE_DICT"},
-        "proxies": {"from_env": "GCP_EXTRA_PROXIES"},
+        "keyfile_dict": {
+            "private_key": {"from_env": "GCP_EXTRA_KEYFILE_DICT_PRIVATE_KEY"},
+            "type": {"from_env": "GCP_EXTRA_KEYFILE_DICT_TYPE"},
+            "n": 2,
+        },
+        "proxies": [{"from_env": "GCP_EXTRA_PROXIES_0"}, ""],
         "use_proxy": True,
         "token_ttl": 3600,
         "api_key": "",
         "nested": {"deeper": {"client_secret": {"from_env": "GCP_EXTRA_NESTED_DEEPER_CLIENT_SECRET"}}},
     }
-    assert "set $GCP_EXTRA_KEYFILE_DICT to the JSON text of the object" in rendered.text
-    assert "set $GCP_EXTRA_PROXIES to the JSON text of the array" in rendered.text
     assert [p.field for p in rendered.placeholders] == [
-        "extra.keyfile_dict",
-        "extra.proxies",
+        "extra.keyfile_dict.private_key",
+        "extra.keyfile_dict.type",
+        "extra.proxies.0",
         "extra.nested.deeper.client_secret",
     ]
+    assert rendered.notes == []
+
+
+def test_reference_keys_inside_an_extra_are_left_out_with_a_note() -> None:
+    """An extra key named from_env/from_file/from_command is dropped (dconn would read a reference)."""
+    extra = {"cfg": {"from_env": "X", "y": 1}, "from_file": "f", "n": None}
+    rendered = render_document([conn("c", conn_type="http", extra=extra)])
+    loaded = tomllib.loads(rendered.text)["connections"]["c"]
+    assert json.loads(loaded["extra_json"]) == {"cfg": {"y": 1}, "n": None}
+    assert "# extra.cfg.from_env left out: dconn reads it as a secret reference\n" in rendered.text
+    assert [n.split(" (")[0] for n in rendered.notes] == [
+        "connection 'c': extra.cfg.from_env left out",
+        "connection 'c': extra.from_file left out",
+    ]
+
+
+def test_team_name_is_written_after_port() -> None:
+    """team_name (Airflow 3.2+) is a top-level field written before the extra table."""
+    text = render_document([conn("c", conn_type="http", port=1, team_name="data", extra={"a": 1})]).text
+    assert 'port = 1\nteam_name = "data"\n[connections.c.extra]\n' in text
 
 
 @pytest.mark.parametrize(
@@ -213,13 +236,18 @@ def test_suffix_never_collides_with_a_natural_name() -> None:
     ]
 
 
-def test_duplicate_rows_comment_sits_above_the_table() -> None:
-    """Duplicate row ids of a conn_id are named in a comment right above its table."""
-    text = render_document([conn("legacy_s3", conn_type="aws")], duplicates={"legacy_s3": [12, 31]}).text
-    assert (
-        "# duplicate rows 12, 31 of this conn_id exist in the database; "
-        "dconn plan will propose deleting them\n[connections.legacy_s3]\n"
-    ) in text
+def test_comments_sit_above_their_table() -> None:
+    """Comment lines given for a conn_id are written right above its table, escaped to one line each."""
+    text = render_document(
+        [conn("legacy_s3", conn_type="aws")], comments={"legacy_s3": ["3 rows\nhave it", "kept: row 7"]}
+    ).text
+    assert "\n# 3 rows\\nhave it\n# kept: row 7\n[connections.legacy_s3]\n" in text
+
+
+def test_footer_lines_end_the_document() -> None:
+    """A footer becomes comment lines after the last connection."""
+    text = render_document([conn("c", conn_type="http")], footer="left out: x").text
+    assert text.endswith('conn_type = "http"\n\n# left out: x\n')
 
 
 def test_header_lines_become_comments() -> None:
