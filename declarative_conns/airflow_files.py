@@ -117,8 +117,12 @@ def parse_airflow_file(path: Path) -> list[ConnSpec]:
         )
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the file ({type(exc).__name__})") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the file: {exc.strerror or type(exc).__name__}") from None
     entries: Iterable[tuple[str, Any, Any]]
     if suffix == ".env":
         entries = _env_file_entries(path, text)

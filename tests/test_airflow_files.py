@@ -534,10 +534,20 @@ def test_bad_file_names_file_and_entry_without_secret(
 
 
 def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
-    """A file that does not exist raises InputError naming it."""
+    """A file that does not exist raises InputError naming it and saying so."""
     path = tmp_path / "nope.json"
-    with pytest.raises(InputError, match="cannot read the file"):
+    with pytest.raises(InputError) as caught:
         parse_airflow_file(path)
+    assert str(caught.value) == f"{path}: no such file"
+
+
+def test_non_utf8_file_is_an_input_error(tmp_path: Path) -> None:
+    """A file that is not UTF-8 text raises InputError naming it."""
+    path = tmp_path / "latin1.env"
+    path.write_bytes(b"c=http://h/?q=caf\xe9\n")
+    with pytest.raises(InputError) as caught:
+        parse_airflow_file(path)
+    assert str(caught.value) == f"{path}: not UTF-8 text"
 
 
 def test_yaml_without_pyyaml_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
