@@ -3,7 +3,12 @@
 The rules live in JSON Schema files, one per conn_type (``schemas/conn_types/``): the
 top-level fields a type uses, the extra keys its provider hook reads and their value types.
 Unknown extra keys and unused fields are warnings with a did-you-mean suggestion; wrong value
-types of known keys are errors. Messages name keys and expected types, never values.
+types of known keys are errors; an unknown type and a legacy alias are notes. Messages name
+keys and expected types, never values.
+
+A connection can be given as its TOML table (secret references as ``{from_env = ...}``
+tables, ``extra_json`` as text) or as a loaded DesiredConnection's fields (SecretRef objects,
+``extra`` already parsed); a secret reference counts as text of unknown content.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from .errors import InputError
+from .model import SecretRef
 from .resources import schemas_dir
 
 Severity = Literal["error", "warning", "note"]
@@ -79,6 +85,15 @@ class _TypeRule:
     case_insensitive: bool = False
     replaced_by: str | None = None
     default_port: int | None = None
+    _suggestions: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
+
+    def suggest_extra(self, name: str) -> str | None:
+        """Return the known extra key closest to a name, if one is close enough."""
+        # Memoised: difflib is the costliest step, and generated configs repeat the same typo.
+        if name not in self._suggestions:
+            close = difflib.get_close_matches(name, list(self.extras), n=1, cutoff=0.6)
+            self._suggestions[name] = close[0] if close else None
+        return self._suggestions[name]
 
     def find_extra(self, key: str) -> _KeyRule | None:
         """Return the rule of an extra key, honouring the type's case rule."""
@@ -130,7 +145,7 @@ def load_type_rules(user_schema: Path | None = None) -> TypeRules:
 def check_connection(
     rules: TypeRules, conn_id: str, table: Mapping[str, Any], *, strict: bool = False
 ) -> list[TypeFinding]:
-    """Check one connection table (as parsed from TOML) against its conn_type's rules."""
+    """Check one connection (TOML table or loaded fields) against its conn_type's rules."""
     conn_type = table.get("conn_type")
     if not isinstance(conn_type, str):
         return []  # the document schema reports a missing or malformed conn_type
@@ -153,8 +168,9 @@ def check_connection(
 def _check_fields(rule: _TypeRule, base: str, table: Mapping[str, Any]) -> Iterator[TypeFinding]:
     """Yield findings on conn_type, the top-level fields and their value types."""
     if rule.replaced_by:
+        # A note, not a warning: the provider still reads such rows (it only logs a warning).
         message = f"'{rule.conn_type}' is a legacy alias; use '{rule.replaced_by}'"
-        yield TypeFinding(f"{base}.conn_type", message, "warning")
+        yield TypeFinding(f"{base}.conn_type", message, "note")
     for name, value in table.items():
         path = f"{base}.{name}"
         if name in rule.unused_fields:
@@ -201,14 +217,14 @@ def _check_extra(rule: _TypeRule, base: str, extra: Mapping[str, Any]) -> Iterat
 
 def _unknown_extra(rule: _TypeRule, path: str, name: str) -> Iterator[TypeFinding]:
     """Yield a warning for an unknown extra key, with a suggestion when one is close."""
-    close = difflib.get_close_matches(name, list(rule.extras), n=1, cutoff=0.6)
+    close = rule.suggest_extra(name)
     if rule.passthrough:
         if close:  # other keys are legitimate (e.g. HTTP headers): flag only likely typos
-            message = f"unknown for {rule.conn_type} ({rule.passthrough}); did you mean '{close[0]}'?"
+            message = f"unknown for {rule.conn_type} ({rule.passthrough}); did you mean '{close}'?"
             yield TypeFinding(path, message, "warning")
         return
     message = f"unknown for {rule.conn_type}"
-    yield TypeFinding(path, f"{message}; did you mean '{close[0]}'?" if close else message, "warning")
+    yield TypeFinding(path, f"{message}; did you mean '{close}'?" if close else message, "warning")
 
 
 def _check_value(key_rule: _KeyRule, path: str, value: Any) -> Iterator[TypeFinding]:
@@ -223,7 +239,9 @@ def _check_value(key_rule: _KeyRule, path: str, value: Any) -> Iterator[TypeFind
 
 
 def _is_secret_ref(value: Any) -> bool:
-    """Tell whether a value is a secret reference: a table with one from_* key."""
+    """Tell whether a value is a secret reference: a SecretRef, or a table with one from_* key."""
+    if isinstance(value, SecretRef):
+        return True
     return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in _SECRET_KEYS
 
 

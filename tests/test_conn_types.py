@@ -16,6 +16,7 @@ from declarative_conns.conn_types import (
     load_type_rules,
 )
 from declarative_conns.errors import InputError
+from declarative_conns.model import SecretRef
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "conn_types"
 BUILTIN_TYPES = sorted(p.name.removesuffix(".schema.json") for p in SCHEMA_DIR.glob("*.schema.json"))
@@ -61,17 +62,12 @@ def by_path(findings: list[TypeFinding]) -> dict[str, TypeFinding]:
             "connections.w.extra_json.no_host_key_chek",
             "unknown for ssh; did you mean 'no_host_key_check'?",
         ),
-        (
-            {"conn_type": "s3"},
-            "connections.w.conn_type",
-            "'s3' is a legacy alias; use 'aws'",
-        ),
     ],
 )
 def test_warnings_name_the_key_and_suggest(
     rules: TypeRules, table: dict[str, Any], path: str, message: str
 ) -> None:
-    """Unknown extras, unused fields and the s3 alias are warnings with a suggestion."""
+    """Unknown extras and unused fields are warnings with a suggestion."""
     finding = by_path(check_connection(rules, "w", table))[path]
     assert (finding.message, finding.severity) == (message, "warning")
 
@@ -81,7 +77,6 @@ def test_warnings_name_the_key_and_suggest(
     [
         {"conn_type": "postgres", "extra": {"ssl_mode": "require"}},
         {"conn_type": "aws", "host": "s3.local"},
-        {"conn_type": "s3"},
     ],
 )
 def test_strict_turns_warnings_into_errors(rules: TypeRules, table: dict[str, Any]) -> None:
@@ -206,6 +201,35 @@ def test_unknown_conn_type_is_a_note(rules: TypeRules) -> None:
             "note",
         )
     ]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_s3_alias_is_a_note_naming_its_replacement(rules: TypeRules, strict: bool) -> None:
+    """conn_type s3 yields a note pointing at aws, also under strict; its extras are still checked."""
+    findings = check_connection(rules, "w", {"conn_type": "s3", "extra": {"region": "x"}}, strict=strict)
+    assert [(f.path, f.message, f.severity) for f in findings] == [
+        ("connections.w.conn_type", "'s3' is a legacy alias; use 'aws'", "note"),
+        (
+            "connections.w.extra.region",
+            "unknown for s3; did you mean 'region_name'?",
+            "error" if strict else "warning",
+        ),
+    ]
+
+
+def test_loaded_fields_with_secret_ref_objects_are_checked(rules: TypeRules) -> None:
+    """A loaded connection's fields (SecretRef objects, parsed extra) check like its TOML table."""
+    ref = SecretRef("env", "AWS_SECRET")
+    fields = {
+        "conn_type": "aws",
+        "password": ref,
+        "extra": {"aws_secret_access_key": ref, "verify": ref, "regin": "x"},
+    }
+    assert [(f.path, f.severity) for f in check_connection(rules, "w", fields)] == [
+        ("connections.w.extra.regin", "warning")
+    ]
+    bad = check_connection(rules, "w", {"conn_type": "postgres", "extra": {"iam": ref}})
+    assert [(f.path, f.severity) for f in bad] == [("connections.w.extra.iam", "error")]
 
 
 def test_http_passes_other_keys_as_headers(rules: TypeRules) -> None:
