@@ -106,7 +106,7 @@ def plan(
         values = resolve_desired(desired, resolver)
         with airflow_db.transaction(db, write=False) as conn:
             raw = airflow_db.read_rows(conn, db)
-        rows = [codec.decode_row(r, keyring, digester) for r in raw]
+        rows = codec.decode_rows(raw, keyring, digester)
         run = _assemble(
             desired, values, rows, state, db, keyring, digester, workspace, identity, same_key, verbose
         )

@@ -12,12 +12,34 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .crypto import Digester, KeyRing
+from .errors import DecryptionError
 from .diff import DIGEST_KEY
 from .model import FIELDS, Path, StoredRow, Values, normalize_fields
 from .sensitive import redact
 
 #: Columns of the stored row that a fingerprint covers (with the managed fields).
 FLAG_COLUMNS = ("is_encrypted", "is_extra_encrypted")
+
+
+def decode_rows(raws: Iterable[Mapping[str, Any]], keyring: KeyRing, digester: Digester) -> list[StoredRow]:
+    """Decrypt and normalize every row; report every row no key decrypts, by conn_id."""
+    rows: list[StoredRow] = []
+    failed: list[str] = []
+    for raw in raws:
+        try:
+            rows.append(decode_row(raw, keyring, digester))
+        except DecryptionError:
+            failed.append(f"{raw['conn_id']} (row {raw['id']})")
+    if failed:
+        shown = ", ".join(failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
+        reason = (
+            "no Fernet key is set" if not keyring.enabled else "no key of the Fernet key ring decrypts them"
+        )
+        raise DecryptionError(
+            f"{len(failed)} connection row{'s' if len(failed) != 1 else ''} cannot be decrypted ({reason}): "
+            f"{shown}; is this the deployment's fernet_key? Nothing was changed"
+        )
+    return rows
 
 
 def decode_row(raw: Mapping[str, Any], keyring: KeyRing, digester: Digester) -> StoredRow:

@@ -120,7 +120,7 @@ def test_wrong_key_is_an_error_naming_the_connection(make_db: Any, tmp_path: Pat
         [{"conn_id": "foreign", "conn_type": "http", "password": other, "is_encrypted": True}],
     )
     with pytest.raises(
-        DecryptionError, match='connection "foreign": no key of the Fernet key ring decrypts its password'
+        DecryptionError, match=r"1 connection row cannot be decrypted \(no key of the Fernet key ring decrypts them\): foreign \(row 1\)"
     ):
         run_plan(tmp_path, db)
     assert not (tmp_path / "state" / "state.json").exists()
