@@ -18,6 +18,7 @@ from .errors import ApplyRefused, DconnError
 
 if TYPE_CHECKING:
     from .api import PlannedRun
+    from .desired import DesiredState
 
 app = typer.Typer(
     name="dconn",
@@ -54,6 +55,13 @@ VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="List unmanage
 NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Print without colour (also: NO_COLOR).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors (never secret values).")]
 LockOpt = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another apply's lock.")]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Fail on conn_type warnings (unknown extras, unused fields); also: strict = true in [settings].",
+    ),
+]
 
 DEFAULT_CONFIG = Path("connections.toml")
 DEFAULT_STATE = Path(".dconn/state.json")
@@ -83,6 +91,11 @@ class _Output:
         """Print a warning on stderr unless quiet."""
         if not self.quiet:
             sys.stderr.write(f"Warning: {message}\n")
+
+    def note(self, message: str) -> None:
+        """Print a note on stderr unless quiet."""
+        if not self.quiet:
+            sys.stderr.write(f"Note: {message}\n")
 
     def info(self, message: str) -> None:
         """Print a progress message on stderr unless quiet."""
@@ -150,11 +163,12 @@ def _root(
 @app.command()
 def validate(
     config: ConfigOpt = DEFAULT_CONFIG,
+    strict: StrictOpt = False,
     quiet: QuietOpt = False,
     no_color: NoColorOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Check the TOML files against the schema; no database, secrets are not resolved.
+    """Check the TOML files against the schema and each conn_type's rules; no database, no secrets.
 
     Exit codes: 0 valid, 1 invalid.
     """
@@ -165,10 +179,24 @@ def validate(
         desired = load(config)
         for warning in desired.warnings:
             out.warn(warning)
+        _check_types(desired, strict, out)
         files = len(desired.files)
         out.report(
             f"Valid: {len(desired.connections)} connections in {files} file{'s' if files != 1 else ''}.\n"
         )
+
+
+def _check_types(desired: DesiredState, strict: bool, output: _Output) -> None:
+    """Print conn_type warnings and notes on stderr; raise ValidationFailed on errors."""
+    from .typecheck import check_types, raise_for_errors
+
+    findings = check_types(desired, strict)
+    for finding in findings:
+        if finding.severity == "warning":
+            output.warn(str(finding))
+        elif finding.severity == "note":
+            output.note(str(finding))
+    raise_for_errors(findings)
 
 
 @app.command()
@@ -184,6 +212,7 @@ def plan(
             "--detailed-exitcode", help="Exit 0 when there are no changes, 2 when there are, 1 on error."
         ),
     ] = False,
+    strict: StrictOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
@@ -200,7 +229,7 @@ def plan(
     output = _Output(quiet, no_color)
     with _guarded(debug):
         _check_format(fmt)
-        run = _plan(config, db_url, fernet_key, state, lock_timeout, verbose, output, refresh=True)
+        run = _plan(config, strict, db_url, fernet_key, state, lock_timeout, verbose, output, refresh=True)
         try:
             output.report(run.render(fmt))
             if out is not None:
@@ -224,6 +253,7 @@ def _check_format(fmt: str) -> None:
 
 def _plan(
     config: Path,
+    strict: bool,
     db_url: str | None,
     fernet_key: str | None,
     state: Path,
@@ -232,12 +262,13 @@ def _plan(
     output: _Output,
     refresh: bool,
 ) -> PlannedRun:
-    """Compute the plan, printing its warnings on stderr."""
+    """Check the conn_types, compute the plan, printing warnings on stderr."""
     from .api import Workspace, load
     from .api import plan as compute
     from .target import resolve_target
 
     desired = load(config)
+    _check_types(desired, strict, output)  # before any database access or state write
     target = resolve_target(db_url, fernet_key)
     run = compute(desired, Workspace(target, state, lock_timeout), verbose=verbose, refresh_state=refresh)
     for warning in run.warnings:
@@ -252,6 +283,7 @@ def apply(
     ] = None,
     config: ConfigOpt = DEFAULT_CONFIG,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
+    strict: StrictOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
@@ -274,7 +306,9 @@ def apply(
             for warning in run.warnings:
                 output.warn(warning)
         else:
-            run = _plan(config, db_url, fernet_key, state, lock_timeout, verbose, output, refresh=False)
+            run = _plan(
+                config, strict, db_url, fernet_key, state, lock_timeout, verbose, output, refresh=False
+            )
         try:
             _apply(run, output, ask=planfile is None and not auto_approve)
         finally:
