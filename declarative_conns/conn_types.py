@@ -137,8 +137,11 @@ def load_type_rules(user_schema: Path | None = None) -> TypeRules:
         try:
             rules[name] = _compile_rule(name, schema)
         except (SchemaError, _RuleError, re.error) as exc:
+            where = f"conn_types.{name}"
+            if isinstance(exc, SchemaError):
+                where = ".".join([where, *map(str, exc.absolute_path)])
             detail = exc.message if isinstance(exc, SchemaError) else str(exc)
-            raise InputError(f"{user_schema}: conn_types.{name}: {detail}") from None
+            raise InputError(f"{user_schema}: {where}: {detail}") from None
     return TypeRules(rules)
 
 

@@ -346,6 +346,16 @@ def test_bad_user_file_is_an_input_error_naming_the_file(tmp_path: Path, content
         load_type_rules(path)
 
 
+def test_invalid_user_schema_names_the_place_in_the_file(tmp_path: Path) -> None:
+    """An invalid keyword deep in a user schema is reported with its path inside the file."""
+    bad = {"conn_types": {"acme": {"properties": {"extra": {"properties": {"n": {"type": "nope"}}}}}}}
+    path = write_json(tmp_path / "types.json", bad)
+    with pytest.raises(
+        InputError, match=r"types\.json: conn_types\.acme\.properties\.extra\.properties\.n\.type: "
+    ):
+        load_type_rules(path)
+
+
 def test_missing_user_file_is_an_input_error(tmp_path: Path) -> None:
     """A user schema file that does not exist raises InputError naming it."""
     with pytest.raises(InputError, match=r"absent\.json"):
