@@ -15,12 +15,15 @@ reference counts as text. Findings name files, paths and expected types, never v
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .conn_types import Severity, check_connection, load_type_rules
 from .desired import DesiredState
 from .errors import ValidationFailed
+from .model import canonical_conn_type
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,15 @@ def check_types(desired: DesiredState, strict: bool = False) -> list[Finding]:
     return [
         Finding(conn.source, found.path, found.message, found.severity)
         for conn_id, conn in desired.connections.items()
-        for found in check_connection(rules, conn_id, conn.fields, strict=strict)
+        for found in check_connection(rules, conn_id, _as_stored(conn.fields), strict=strict)
     ]
+
+
+def _as_stored(fields: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return the fields with conn_type as Airflow stores it ('postgresql' is 'postgres')."""
+    conn_type = fields.get("conn_type")
+    canonical = canonical_conn_type(conn_type) if isinstance(conn_type, str) else conn_type
+    return fields if canonical == conn_type else {**fields, "conn_type": canonical}
 
 
 def raise_for_errors(findings: list[Finding]) -> None:

@@ -274,3 +274,13 @@ def test_library_findings_carry_file_path_and_severity(tmp_path: Path) -> None:
     assert failed.value.problems == [
         f"{path}: connections.warehouse.extra.ssl_mode: unknown for postgres; did you mean 'sslmode'?"
     ]
+
+
+def test_postgresql_spelling_is_checked_as_postgres(tmp_path: Path) -> None:
+    """conn_type "postgresql", stored by dconn as postgres, gets the postgres rules, not a note."""
+    path = tmp_path / "c.toml"
+    path.write_text(TYPO.replace('"postgres"', '"postgresql"'))
+    findings = check_types(load(path))
+    assert [(f.path, f.message) for f in findings] == [
+        ("connections.warehouse.extra.ssl_mode", "unknown for postgres; did you mean 'sslmode'?")
+    ]
