@@ -370,6 +370,63 @@ def _progress(output: _Output):  # type: ignore[no-untyped-def]
     return show
 
 
+@app.command()
+def export(
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "-o", "--out", help="Write the document to this file instead of stdout.", show_default=False
+        ),
+    ] = None,
+    include_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--include-secrets",
+            help="Write secret values in clear, not as references (-o FILE gets mode 0600; "
+            "refused when stdout is a terminal).",
+        ),
+    ] = False,
+    env_example: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--env-example",
+            help="Also write the variables the document reads, values empty, to this file.",
+            show_default=False,
+        ),
+    ] = None,
+    db_url: DbUrlOpt = None,
+    fernet_key: KeyOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write every connection of the database as a dconn TOML document, secrets as references.
+
+    The document goes to stdout (or -o FILE); the variables to set and any warnings to stderr.
+    Exit codes: 0 written, 1 error.
+    """
+    output = _Output(quiet, no_color)
+    with _guarded(debug):
+        from .onboarding import (
+            deliver,
+            export_document,
+            refuse_secrets_on_terminal,
+            secret_warnings,
+            variable_lines,
+        )
+        from .target import resolve_target
+
+        refuse_secrets_on_terminal(out, include_secrets, sys.stdout)
+        result = export_document(resolve_target(db_url, fernet_key), include_secrets=include_secrets)
+        for warning in [*result.notes, *secret_warnings(result, out, sys.stdout)]:
+            output.warn(warning)
+        for line in [*deliver(result, out, env_example, sys.stdout), *variable_lines(result)]:
+            output.info(line)
+        if verbose:
+            output.info(f"Exported from {result.source}: " + (", ".join(result.conn_ids) or "nothing"))
+
+
 def main() -> None:
     """Run the dconn command line."""
     app()

@@ -1,0 +1,303 @@
+"""Onboard an existing deployment: export its connections, or convert Airflow's own files.
+
+Export reads the rows through the plan's own path (`airflow_db.open_database`, `read_rows`,
+`codec.decode_rows` with the target's key ring), so table shapes and decryption errors behave as
+in `dconn plan`, and it writes what the plan compares: the lowest row of each conn_id, the fields
+the table has. Export, set the variables, plan: "No changes" (duplicate rows aside, which the plan
+deletes). A connection the document cannot declare as it is (no conn_id or conn_type, a conn_id
+Airflow 3 refuses, a port outside 1-65535, an extra that is not a JSON object) is left out with
+a comment and a note: it stays unmanaged, so the plan still says "No changes".
+
+Convert reads `airflow connections export` files and `AIRFLOW_CONN_*` variables
+(`airflow_files`) into the same document. Neither touches the database or prints: the CLI does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__, airflow_db, codec
+from .airflow_files import parse_airflow_file, parse_env_vars
+from .crypto import KeyRing
+from .diff import group_rows
+from .errors import DconnError, InputError
+from .model import FIELDS, StoredRow, TableInfo, canonical_json
+from .target import Target
+from .toml_out import ConnSpec, Placeholder, printable, render_document, render_env_example
+
+_CONN_ID = re.compile(r"[\w#!()\-.:/\\]{1,250}")
+_SECRETS_NOTE = (
+    'Secrets are { from_env = "..." } references: set those variables before `dconn plan`, or\n'
+    'change them to { from_file = "..." } or { from_command = [...] } for your secret manager.'
+)
+_CLEAR_NOTE = "This file holds secret values in clear (--include-secrets): keep it out of version control."
+
+
+@dataclass(frozen=True)
+class Onboarded:
+    """Hold a rendered document, the variables it reads, and what the user should be told."""
+
+    text: str
+    placeholders: list[Placeholder]
+    #: Warnings: what was left out or needs attention; conn_ids and paths, never values.
+    notes: list[str]
+    conn_ids: list[str]
+    source: str
+    include_secrets: bool
+    #: Rows read from the database (export only).
+    rows: int | None = None
+
+
+def export_document(
+    target: Target, *, include_secrets: bool = False, lock_timeout: float = 30.0
+) -> Onboarded:
+    """Read every connection of the target and render it as a dconn document."""
+    keyring = KeyRing.from_setting(target.fernet_key)
+    digester = keyring.digester()
+    db = airflow_db.open_database(target.url, target.schema, lock_timeout)
+    try:
+        with airflow_db.transaction(db, write=False) as conn:
+            raw = airflow_db.read_rows(conn, db)
+        rows = codec.decode_rows(raw, keyring, digester)
+    finally:
+        db.close()
+    specs, comments, left_out, notes = specs_from_rows(rows, db.info)
+    where = f"{target.masked_url} (Airflow {db.info.shape} table)"
+    header = [
+        f"dconn {__version__} export of {where}:",
+        f"{_count(len(specs), 'connection')} from {_count(len(rows), 'row')}.",
+        "",
+        _CLEAR_NOTE if include_secrets else _SECRETS_NOTE,
+    ]
+    return _render(specs, where, include_secrets, header, comments, left_out, notes, rows=len(rows))
+
+
+def specs_from_rows(
+    rows: Sequence[StoredRow], info: TableInfo
+) -> tuple[list[ConnSpec], dict[str, list[str]], list[str], list[str]]:
+    """Return the specs of the rows the plan keeps, comments on duplicates, and what is left out."""
+    specs: list[ConnSpec] = []
+    comments: dict[str, list[str]] = {}
+    left_out: list[str] = []
+    notes: list[str] = []
+    columns = [name for name in FIELDS if info.manages(name)]
+    for conn_id, group in sorted(group_rows(rows).items()):
+        kept = group[0]
+        problem = _unexportable(kept)
+        ids = ", ".join(str(r.row_id) for r in group)
+        if problem:
+            rows_text = f"row {ids}" if len(group) == 1 else f"rows {ids}"
+            left_out.append(f"{_shown(conn_id)} ({rows_text}): {problem}")
+            notes.append(f"connection {_shown(conn_id)} left out: {problem}; dconn leaves it unmanaged")
+            continue
+        specs.append({"conn_id": conn_id, **{name: kept.values.get(name) for name in columns}})
+        if len(group) > 1:
+            comments[conn_id] = _duplicate_comment(group, columns)
+            notes.append(f"connection {_shown(conn_id)} has {len(group)} rows: " + comments[conn_id][-1])
+    return specs, comments, left_out, notes
+
+
+def _unexportable(row: StoredRow) -> str | None:
+    """Say why a row cannot be declared as it is stored, or return None."""
+    if not row.conn_id:
+        return "the row has no conn_id"
+    if not _CONN_ID.fullmatch(row.conn_id):
+        return "the conn_id breaks Airflow's rule (1-250 letters, digits and _ # ! ( ) - . : / \\)"
+    if not row.values.get("conn_type"):
+        return "it has no conn_type, which dconn requires"
+    port = row.values.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+        return "its port is outside 1-65535"
+    extra = row.values.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        kind = "not JSON" if ("extra",) in row.values.secret_paths else f"a JSON {_json_kind(extra)}"
+        return f"its extra is {kind}, not a JSON object (Airflow cannot read it either)"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    """Name the JSON type of a value."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "value"
+
+
+def _duplicate_comment(group: Sequence[StoredRow], columns: Sequence[str]) -> list[str]:
+    """Explain a conn_id's duplicate rows: which is written and kept, which the plan deletes."""
+    kept, others = group[0], group[1:]
+    same = canonical_json({c: kept.values.get(c) for c in columns})
+    differ = [r.row_id for r in others if canonical_json({c: r.values.get(c) for c in columns}) != same]
+    ids = ", ".join(str(r.row_id) for r in others)
+    lines = [
+        f"{len(group)} rows have this conn_id (Airflow 1.10 allowed it): this is row {kept.row_id}, "
+        "the one dconn keeps;",
+        f"dconn plan will propose deleting duplicate row{'s' if len(others) > 1 else ''} {ids}",
+    ]
+    if differ:
+        many = len(differ) > 1
+        rows = ", ".join(map(str, differ))
+        lines[-1] += f" (row{'s' if many else ''} {rows} hold{'' if many else 's'} other values)"
+    return lines
+
+
+def convert_file(path: Path, *, include_secrets: bool = False) -> Onboarded:
+    """Convert a file of `airflow connections export` (.json, .yaml/.yml, .env) to a dconn document."""
+    specs = parse_airflow_file(path)
+    return _converted(specs, str(path), include_secrets)
+
+
+def convert_environment(environ: Mapping[str, str], *, include_secrets: bool = False) -> Onboarded:
+    """Convert the AIRFLOW_CONN_* variables of an environment to a dconn document."""
+    specs = parse_env_vars(environ)
+    return _converted(specs, "the AIRFLOW_CONN_* environment variables", include_secrets)
+
+
+def _converted(specs: list[ConnSpec], source: str, include_secrets: bool) -> Onboarded:
+    """Render converted specs with convert's header."""
+    header = [
+        f"dconn {__version__} convert of {source}: {_count(len(specs), 'connection')}.",
+        "",
+        _CLEAR_NOTE if include_secrets else _SECRETS_NOTE,
+    ]
+    notes = [] if specs else [f"{source} holds no connections"]
+    return _render(specs, source, include_secrets, header, {}, [], notes)
+
+
+def _render(
+    specs: list[ConnSpec],
+    source: str,
+    include_secrets: bool,
+    header: list[str],
+    comments: Mapping[str, Sequence[str]],
+    left_out: Sequence[str],
+    notes: list[str],
+    rows: int | None = None,
+) -> Onboarded:
+    """Render the document and collect what the user must be told."""
+    footer = ""
+    if left_out:
+        footer = "\n".join(
+            ["Left out, as dconn cannot declare them as they are (they stay unmanaged):"]
+            + [f"  {line}" for line in left_out]
+        )
+    rendered = render_document(
+        specs, include_secrets=include_secrets, header="\n".join(header), comments=comments, footer=footer
+    )
+    return Onboarded(
+        text=rendered.text,
+        placeholders=rendered.placeholders,
+        notes=[*notes, *rendered.notes],
+        conn_ids=[str(spec["conn_id"]) for spec in specs],
+        source=source,
+        include_secrets=include_secrets,
+        rows=rows,
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    """Return '1 row', '2 rows'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _shown(conn_id: str) -> str:
+    """Return a conn_id quoted for a message, escaped to one printable line."""
+    return f'"{printable(conn_id)}"'
+
+
+# -- delivering the result -------------------------------------------------------------------
+
+
+def refuse_secrets_on_terminal(out: Path | None, include_secrets: bool, stdout: TextIO) -> None:
+    """Refuse to print secret values on a terminal, where they stay in the scrollback."""
+    if include_secrets and out is None and stdout.isatty():
+        raise InputError(
+            "--include-secrets would print secret values on the terminal; write them to a file "
+            "with -o FILE (mode 0600), or redirect stdout"
+        )
+
+
+def secret_warnings(result: Onboarded, out: Path | None, stdout: TextIO) -> list[str]:
+    """Return the warnings a document with secrets in clear deserves."""
+    if not result.include_secrets:
+        return []
+    warnings = [
+        "the document holds secret values in clear (--include-secrets): keep it out of version control"
+    ]
+    if out is None and _shared_file(stdout):
+        warnings.append(
+            "stdout is a file that others may read; prefer -o FILE, which dconn writes with mode 0600"
+        )
+    return warnings
+
+
+def deliver(result: Onboarded, out: Path | None, env_example: Path | None, stdout: TextIO) -> list[str]:
+    """Write the document (to `out`, else stdout) and the .env.example; return what was written.
+
+    With secrets in clear, `out` is written with mode 0600.
+    """
+    messages: list[str] = []
+    if out is None:
+        stdout.write(result.text)
+        stdout.flush()
+    else:
+        write_file(out, result.text, private=result.include_secrets)
+        messages.append(f"Wrote {_count(len(result.conn_ids), 'connection')} to {out}.")
+    if env_example is not None:
+        write_file(env_example, render_env_example(result.placeholders), private=False)
+        messages.append(
+            f"Wrote the names of {_count(len(result.placeholders), 'variable')} to {env_example}."
+        )
+    return messages
+
+
+def variable_lines(result: Onboarded) -> list[str]:
+    """Return the list of variables the document reads, for stderr."""
+    if not result.placeholders:
+        return []
+    width = max(len(p.variable) for p in result.placeholders)
+    return [
+        f"The document reads {_count(len(result.placeholders), 'secret')} from environment "
+        "variables; set them before `dconn plan`:",
+        *(
+            f"  {p.variable:<{width}}  {printable(p.conn_id)}: {printable(p.field)}"
+            for p in result.placeholders
+        ),
+    ]
+
+
+def _shared_file(stream: TextIO) -> bool:
+    """Tell whether a stream is a regular file that group or others may read."""
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return stat.S_ISREG(info.st_mode) and bool(info.st_mode & 0o044)
+
+
+def write_file(path: Path, text: str, *, private: bool) -> None:
+    """Write a file atomically; mode 0600 when private, else as the umask allows."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise DconnError(f"cannot write {path}: {exc.strerror or type(exc).__name__}") from None
