@@ -1,18 +1,19 @@
 """dconn as a library: plan and apply with the same guarantees as the CLI.
 
-    from declarative_conns import Workspace, plan, apply
-    ws = Workspace.from_airflow_config()            # or Workspace(resolve_target(db_url=...))
-    run = plan("connections.toml", ws)
-    print(run.render("text"))
-    if run.plan.summary.has_changes:
-        apply(run)
-    run.close()
+    import declarative_conns as dc
+    ws = dc.Workspace.from_airflow_config()          # or dc.Workspace.from_url(url, fernet_key)
+    with dc.plan("connections.toml", ws) as run:     # or dc.plan(dc.desired_from_dicts({...}), ws)
+        print(run.render("text"))
+        if run.plan.summary.has_changes:
+            dc.apply(run)
 
 Nothing here prints or exits; failures are DconnError subclasses.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,8 @@ from pathlib import Path
 from . import airflow_db, codec
 from .crypto import Digester, KeyRing, decode_stored_key
 from .desired import DesiredState, check_against_table, load_desired, resolve_desired
-from .diff import compute_plan, detect_drift
-from .errors import StateError
+from .diff import compute_plan, detect_drift, rekey_applied
+from .errors import InputError, StateError
 from .model import Plan, StoredRow, Values
 from .render import PlanContext, render_text
 from .secrets import resolve_secret
@@ -39,13 +40,31 @@ class Workspace:
     state_path: Path = Path(".dconn/state.json")
     lock_timeout: float = 30.0
 
+    def __post_init__(self) -> None:
+        # Accept a str too: scripts pass paths as text, and the engine needs a Path.
+        object.__setattr__(self, "state_path", Path(self.state_path))
+
     @classmethod
-    def from_airflow_config(cls, state_path: Path | str = ".dconn/state.json") -> Workspace:
+    def from_airflow_config(
+        cls, state_path: Path | str = ".dconn/state.json", *, lock_timeout: float = 30.0
+    ) -> Workspace:
         """Find the target as Airflow does (environment, airflow.cfg)."""
-        return cls(resolve_target(), Path(state_path))
+        return cls(resolve_target(), Path(state_path), lock_timeout)
+
+    @classmethod
+    def from_url(
+        cls,
+        db_url: str | None,
+        fernet_key: str | None = None,
+        *,
+        state_path: Path | str = ".dconn/state.json",
+        lock_timeout: float = 30.0,
+    ) -> Workspace:
+        """Target a database URL and Fernet key; either, when None, is found as Airflow finds it."""
+        return cls(resolve_target(db_url, fernet_key), Path(state_path), lock_timeout)
 
 
-@dataclass
+@dataclass(repr=False)
 class PlannedRun:
     """Hold a computed plan with everything needed to render it, apply it and record it."""
 
@@ -62,9 +81,11 @@ class PlannedRun:
     warnings: list[str] = field(default_factory=list)
 
     def render(self, fmt: str = "text") -> str:
-        """Return the plan as text, markdown or JSON."""
+        """Return the plan as text, markdown or JSON; secrets never appear in any of them."""
         from . import report
 
+        if fmt not in ("text", "json", "markdown"):
+            raise InputError(f"the plan format must be text, json or markdown, not {fmt!r}")
         if fmt == "json":
             return report.render_json(self.plan, self.context)
         if fmt == "markdown":
@@ -74,6 +95,20 @@ class PlannedRun:
     def close(self) -> None:
         """Release the database connections."""
         self.db.close()
+
+    def __enter__(self) -> PlannedRun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        # The default repr would reach the raw database URL (with its password) through `db`.
+        s = self.plan.summary
+        return (
+            f"PlannedRun(target={self.workspace.target.masked_url!r}, "
+            f"add={s.add}, change={s.change}, destroy={s.destroy})"
+        )
 
 
 def load(config: Path | str) -> DesiredState:
@@ -87,15 +122,18 @@ def plan(
     *,
     resolver: Callable[..., str] = resolve_secret,
     verbose: bool = False,
+    rotate: bool = False,
     refresh_state: bool = True,
 ) -> PlannedRun:
     """Compute the plan for a configuration against the workspace's database.
 
-    With `refresh_state` the state file's snapshot is updated (as `dconn plan` does).
+    With `refresh_state` the state file's snapshot is updated (as `dconn plan` does); with
+    `rotate`, rows encrypted with an older key of the ring are re-encrypted with the first.
     """
     desired = config if isinstance(config, DesiredState) else load(config)
     check_writable(workspace.state_path)
     state = load_state(workspace.state_path)
+    recorded_before = _state_content(state)
     identity = target_identity(workspace.target.url, workspace.target.schema)
     _check_state_target(state, identity, workspace)
     keyring = KeyRing.from_setting(workspace.target.fernet_key)
@@ -107,45 +145,103 @@ def plan(
         with airflow_db.transaction(db, write=False) as conn:
             raw = airflow_db.read_rows(conn, db)
         rows = codec.decode_rows(raw, keyring, digester)
-        run = _assemble(
-            desired, values, rows, state, db, keyring, digester, workspace, identity, same_key, verbose
-        )
+        found = _Found(rows, state, db, keyring, digester, same_key)
+        run = _assemble(desired, values, found, workspace, identity, verbose=verbose, rotate=rotate)
     except BaseException:
         db.close()
         raise
-    if refresh_state:
+    if refresh_state and _state_content(run.state) != recorded_before:
         from .state import save_state
 
         save_state(workspace.state_path, run.state)
     return run
 
 
+@dataclass(frozen=True)
+class _Found:
+    """Hold what a plan reads: rows, the previous state, the database and the keys."""
+
+    rows: list[StoredRow]
+    state: State | None
+    db: airflow_db.Database
+    keyring: KeyRing
+    digester: Digester
+    same_key: bool
+
+
+def _diff(desired: DesiredState, values: dict[str, Values], found: _Found, rotate: bool) -> Plan:
+    """Compute the actions, then the drift of managed connections since the last apply."""
+    columns = sorted(found.db.info.columns)
+    state, digester, same_key = found.state, found.digester, found.same_key
+    managed = frozenset(state.managed) if state else frozenset()
+    result = compute_plan(values, found.rows, desired.settings, columns, managed=managed, rotate=rotate)
+    if not state or not state.applied:
+        return result
+    known = digester if same_key else _state_digester(found.keyring, state)
+
+    def recorded(v: Values) -> dict[str, object]:
+        return codec.recorded_form(v, known or digester, columns)
+
+    drift = detect_drift(state.applied, found.rows, recorded, managed, compare_secrets=known is not None)
+    if not same_key:
+        # Re-key the record (a Fernet key rotation is not drift) so the next run compares secrets again.
+        state.applied = rekey_applied(
+            state.applied,
+            found.rows,
+            recorded if known else None,
+            lambda v: codec.recorded_form(v, digester, columns),
+        )
+    return _with_drift(result, drift)
+
+
+def _state_digester(keyring: KeyRing, state: State) -> Digester | None:
+    """Return the digester the state's digests were made with, when its key is still at hand."""
+    record = state.digest_key
+    if record.get("source") == "state" and record.get("key"):
+        candidates = [KeyRing().digester(decode_stored_key(record["key"]))]
+    else:
+        candidates = [KeyRing.from_setting(key.decode()).digester() for key in keyring.keys]
+    return next((d for d in candidates if d.key_id == record.get("id")), None)
+
+
+def _key_warnings(found: _Found) -> list[str]:
+    """Warn when the digest key changed and the previous one is gone: secrets cannot be compared."""
+    state = found.state
+    if found.same_key or not state or not state.applied or _state_digester(found.keyring, state):
+        return []
+    return [
+        "the Fernet key changed since the state was written and the previous key is no longer in "
+        "the key ring: secrets changed outside dconn before this run cannot be detected; the state "
+        "now records the database's current ones"
+    ]
+
+
+def _state_content(state: State | None) -> object:
+    """Return a state's content without serial and times: `plan` rewrites the file only when it changes."""
+    if state is None:
+        return None
+    document = json.loads(json.dumps(state.to_json()))
+    del document["serial"], document["written_at"]
+    document["snapshot"].pop("taken_at", None)
+    return document
+
+
 def _assemble(
     desired: DesiredState,
     values: dict[str, Values],
-    rows: list[StoredRow],
-    state: State | None,
-    db: airflow_db.Database,
-    keyring: KeyRing,
-    digester: Digester,
+    found: _Found,
     workspace: Workspace,
     identity: Mapping[str, object],
-    same_key: bool,
+    *,
     verbose: bool,
+    rotate: bool,
 ) -> PlannedRun:
     """Diff, detect drift, and prepare the next state (its snapshot refreshed)."""
+    key_warnings = _key_warnings(found)
+    result = _diff(desired, values, found, rotate)
+    rows, db, digester, keyring = found.rows, found.db, found.digester, found.keyring
     columns = sorted(db.info.columns)
-    managed = frozenset(state.managed) if state else frozenset()
-    result = compute_plan(values, rows, desired.settings, columns, managed=managed)
-    if state and state.applied:
-        applied = state.applied if same_key else {k: _drop_digests(v) for k, v in state.applied.items()}
-
-        def recorded(v: Values) -> dict[str, object]:
-            form = codec.recorded_form(v, digester, columns)
-            return form if same_key else _drop_digests(form)
-
-        result = _with_drift(result, detect_drift(applied, rows, recorded, managed))
-    new_state = state or State()
+    new_state = found.state or State()
     new_state.target = {"url": workspace.target.masked_url, "identity": identity}
     new_state.digest_key = _digest_key_record(digester)
     new_state.snapshot = snapshot_record(rows, digester, columns, db.info.shape)
@@ -156,7 +252,7 @@ def _assemble(
         connections=len({r.conn_id for r in rows}),
         verbose=verbose,
     )
-    warnings = list(desired.warnings)
+    warnings = list(desired.warnings) + shadowing_warnings(values) + key_warnings
     if not keyring.enabled:
         warnings.append(
             "no Fernet key is set: passwords and extras are stored in clear, as Airflow does without one"
@@ -166,25 +262,22 @@ def _assemble(
     )
 
 
+def shadowing_warnings(values: Mapping[str, Values], environ: Mapping[str, str] | None = None) -> list[str]:
+    """Warn about declared conn_ids that an AIRFLOW_CONN_<ID> variable shadows in Airflow."""
+    env = os.environ if environ is None else environ
+    return [
+        f'connection "{conn_id}": AIRFLOW_CONN_{conn_id.upper()} is set in this environment; '
+        "where Airflow sees it too, Airflow reads that variable, not the database row"
+        for conn_id in sorted(values)
+        if f"AIRFLOW_CONN_{conn_id.upper()}" in env
+    ]
+
+
 def _with_drift(result: Plan, drift: tuple) -> Plan:  # type: ignore[type-arg]
     """Return the plan with its drift section set."""
     from dataclasses import replace
 
     return replace(result, drift=drift)
-
-
-def _drop_digests(form: dict[str, object]) -> dict[str, object]:
-    """Remove secret digests from a recorded form (they cannot compare across keys)."""
-    from .diff import DIGEST_KEY
-
-    def strip(value: object) -> object:
-        if isinstance(value, dict):
-            if DIGEST_KEY in value:
-                return None
-            return {k: strip(v) for k, v in value.items()}
-        return value
-
-    return {k: strip(v) for k, v in form.items()}
 
 
 def _check_state_target(state: State | None, identity: Mapping[str, object], workspace: Workspace) -> None:
@@ -240,3 +333,20 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
     from .apply import execute
 
     return execute(run, progress)
+
+
+def _keep_apply_public() -> None:
+    """Bind `declarative_conns.apply` to the function above, not to the `apply` submodule.
+
+    Importing a submodule sets the package attribute of its name, and `apply` is both: without
+    this, `dc.apply(run)` would find a module once the engine had loaded. The submodule stays
+    importable (`from declarative_conns.apply import execute`).
+    """
+    import importlib
+    import sys
+
+    importlib.import_module(".apply", __package__)
+    setattr(sys.modules[__package__], "apply", apply)  # noqa: B010 - the name is not an identifier here
+
+
+_keep_apply_public()

@@ -27,35 +27,67 @@ def execute(run: PlannedRun, progress: Progress | None = None) -> int:
     columns = sorted(db.info.columns)
     encoded = _encode_all(run, columns)
     deletes = [a.row_id for a in plan.actions if a.kind == "delete" and a.row_id is not None]
-    updates = [{"id": a.row_id, **encoded[a.conn_id]} for a in plan.actions if a.kind == "update"]
+    updates = [
+        {"id": a.row_id, **encoded[a.conn_id]}
+        for a in plan.actions
+        if a.kind == "update" and a.reason != "rotate"
+    ]
+    rotations = {a.row_id for a in plan.actions if a.reason == "rotate"}
     creates = [{"conn_id": a.conn_id, **encoded[a.conn_id]} for a in plan.actions if a.kind == "create"]
-    total = len(deletes) + len(updates) + len(creates)
     with airflow_db.transaction(db, write=True) as conn:
         airflow_db.acquire_lock(conn, db, run.workspace.lock_timeout)
         try:
             current = airflow_db.read_rows(conn, db)
             _check_fresh(run, current)
-            touched = set(deletes) | {u["id"] for u in updates}
+            touched = set(deletes) | {u["id"] for u in updates} | rotations
             if touched:
                 _write_backup(run, [r for r in current if r["id"] in touched])
-            done = 0
-            for step, batch in (("delete", deletes), ("update", updates), ("create", creates)):
-                for start in range(0, len(batch), 1000):
-                    chunk = batch[start : start + 1000]
-                    if step == "delete":
-                        airflow_db.delete_rows(conn, db, chunk)  # type: ignore[arg-type]
-                    elif step == "update":
-                        airflow_db.update_rows(conn, db, chunk)  # type: ignore[arg-type]
-                    else:
-                        airflow_db.insert_rows(conn, db, chunk)  # type: ignore[arg-type]
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
+            steps: list[tuple[Writer, Sequence[Any]]] = [
+                (airflow_db.delete_rows, deletes),
+                (airflow_db.update_rows, updates),
+                (airflow_db.update_rows, _reencrypted(run, [r for r in current if r["id"] in rotations])),
+                (airflow_db.insert_rows, creates),
+            ]
+            total = _run_steps(conn, run, steps, progress)
             new_ids = airflow_db.row_ids_of(conn, db, [c["conn_id"] for c in creates])
         finally:
             airflow_db.release_lock(conn, db)
     _record(run, encoded, new_ids, columns)
     return total
+
+
+Writer = Callable[[Any, Any, Any], None]
+
+
+def _run_steps(
+    conn: Any, run: PlannedRun, steps: Sequence[tuple[Writer, Sequence[Any]]], progress: Progress | None
+) -> int:
+    """Run each step's statements in chunks, reporting progress; return the rows touched."""
+    total = sum(len(batch) for _, batch in steps)
+    done = 0
+    for write, batch in steps:
+        for start in range(0, len(batch), 1000):
+            chunk = batch[start : start + 1000]
+            write(conn, run.db, chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+    return total
+
+
+def _reencrypted(run: PlannedRun, raws: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Return updates that re-encrypt rows with the first key, changing nothing else."""
+    out = []
+    for raw in raws:
+        row: dict[str, Any] = {"id": raw["id"]}
+        for column, flag in (("password", "is_encrypted"), ("extra", "is_extra_encrypted")):
+            value = raw.get(column)
+            if value and raw.get(flag):
+                text, _ = run.keyring.decrypt(value, conn_id=str(raw["conn_id"]), what=column)
+                value = run.keyring.encrypt(text)
+            row[column], row[flag] = value, bool(raw.get(flag))
+        out.append(row)
+    return out
 
 
 def _encode_all(run: PlannedRun, columns: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -31,8 +31,13 @@ def compute_plan(
     columns: Iterable[str],
     *,
     managed: frozenset[str] = frozenset(),
+    rotate: bool = False,
 ) -> Plan:
-    """Return the actions that make the rows match the desired connections."""
+    """Return the actions that make the rows match the desired connections.
+
+    With `rotate`, rows encrypted with an older key of the ring are re-encrypted with the first,
+    as `airflow rotate-fernet-key` does.
+    """
     columns = tuple(columns)
     by_conn = group_rows(rows)
     actions: list[Action] = []
@@ -56,6 +61,8 @@ def compute_plan(
             unmanaged.append(conn_id)
             if settings.dedupe:
                 actions.extend(_delete_duplicates(conn_id, found))
+    if rotate:
+        actions.extend(_rotations(rows, actions, settings))
     considered = set(desired) | {a.conn_id for a in actions}
     expected = {c: tuple((r.row_id, r.fingerprint) for r in by_conn.get(c, [])) for c in sorted(considered)}
     old_key = sorted({r.conn_id for r in rows if r.key_index not in (None, 0)})
@@ -67,6 +74,18 @@ def compute_plan(
         expected=expected,
         old_key_rows=tuple(old_key),
     )
+
+
+def _rotations(rows: Sequence[StoredRow], actions: Sequence[Action], settings: Settings) -> list[Action]:
+    """Plan re-encryption of old-key rows that no other action rewrites or deletes."""
+    rewritten = {a.row_id for a in actions}
+    return [
+        Action("update", r.conn_id, r.row_id, (), None, "rotate")
+        for r in rows
+        if r.key_index not in (None, 0)
+        and r.row_id not in rewritten
+        and not is_ignored(r.conn_id, settings.ignore)
+    ]
 
 
 def group_rows(rows: Iterable[StoredRow]) -> dict[str, list[StoredRow]]:
@@ -199,8 +218,14 @@ def detect_drift(
     rows: Sequence[StoredRow],
     to_recorded: Callable[[Values], Mapping[str, Any]],
     managed: frozenset[str],
+    *,
+    compare_secrets: bool = True,
 ) -> tuple[Drift, ...]:
-    """Return managed connections whose rows differ from what dconn last applied."""
+    """Return managed connections whose rows differ from what dconn last applied.
+
+    `to_recorded` must digest with the key the applied record was made with. Without that key
+    (`compare_secrets=False`) a secret's presence is compared, not its value.
+    """
     by_conn = group_rows(rows)
     drift: list[Drift] = []
     for conn_id in sorted(managed & set(applied)):
@@ -209,17 +234,89 @@ def detect_drift(
             drift.append(Drift(conn_id, None, ()))
             continue
         recorded = applied[conn_id]
-        current = to_recorded(found[0].values)
-        changes = _recorded_changes(recorded, current)
+        current = to_recorded(with_recorded_secrets(found[0].values, recorded))
+        changes = _recorded_changes(recorded, current, compare_secrets)
         if changes:
             drift.append(Drift(conn_id, found[0].row_id, changes))
     return tuple(drift)
 
 
-def _recorded_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[FieldChange, ...]:
+def with_recorded_secrets(values: Values, recorded: Mapping[str, Any]) -> Values:
+    """Return the values with every path the record holds as a digest marked secret.
+
+    A value declared through a secret reference (a `login` from_env, say) is recorded as a
+    digest although the database holds it in clear; it must be digested there too to compare.
+    """
+    paths = frozenset(_digest_paths(dict(recorded), ()))
+    if paths <= values.secret_paths:
+        return values
+    return Values(values.fields, values.secret_paths | paths)
+
+
+def _digest_paths(value: Any, path: Path) -> Iterable[Path]:
+    """Yield the paths of a recorded form where a secret's digest stands."""
+    if _is_digest_object(value):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _digest_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _digest_paths(item, (*path, index))
+
+
+def rekey_applied(
+    applied: Mapping[str, Mapping[str, Any]],
+    rows: Sequence[StoredRow],
+    to_old: Callable[[Values], Mapping[str, Any]] | None,
+    to_new: Callable[[Values], Mapping[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """Return the applied records with their digests made with a new digest key.
+
+    A digest is replaced by the new digest of the database's value where the old key shows that
+    value is the one recorded; a drifted secret keeps its old digest, so it still shows as changed.
+    Without the old key (`to_old` None) nothing can be checked and the database's values are taken.
+    """
+    by_conn = group_rows(rows)
+    out: dict[str, dict[str, Any]] = {}
+    for conn_id, recorded in applied.items():
+        found = by_conn.get(conn_id)
+        if not found:
+            out[conn_id] = dict(recorded)
+            continue
+        values = with_recorded_secrets(found[0].values, recorded)
+        old = to_old(values) if to_old is not None else None
+        out[conn_id] = _rekey(dict(recorded), old, to_new(values), verify=to_old is not None)
+    return out
+
+
+def _rekey(recorded: Any, old: Any, new: Any, *, verify: bool) -> Any:
+    """Swap each digest of a record for the new one where the old one still matches."""
+    if _is_digest_object(recorded):
+        unchanged = not verify or old == recorded
+        return new if unchanged and _is_digest_object(new) else recorded
+    if isinstance(recorded, dict):
+        return {k: _rekey(v, _child(old, k), _child(new, k), verify=verify) for k, v in recorded.items()}
+    if isinstance(recorded, list):
+        return [_rekey(v, _child(old, i), _child(new, i), verify=verify) for i, v in enumerate(recorded)]
+    return recorded
+
+
+def _child(value: Any, key: str | int) -> Any:
+    """Return a dict's item or a list's element, None when absent."""
+    if isinstance(value, dict):
+        return value.get(key)
+    if isinstance(value, list) and isinstance(key, int) and key < len(value):
+        return value[key]
+    return None
+
+
+def _recorded_changes(
+    old: Mapping[str, Any], new: Mapping[str, Any], compare_secrets: bool = True
+) -> tuple[FieldChange, ...]:
     """Compare two recorded (digested) forms of a connection field by field."""
-    old = {k: _flatten_digests(v) for k, v in old.items() if v is not None}
-    new = {k: _flatten_digests(v) for k, v in new.items() if v is not None}
+    old = {k: _flatten_digests(v, compare_secrets) for k, v in old.items() if v is not None}
+    new = {k: _flatten_digests(v, compare_secrets) for k, v in new.items() if v is not None}
     if canonical_json(old) == canonical_json(new):
         return ()
     changes = _explain(old, new, frozenset())
@@ -237,15 +334,20 @@ DIGEST_KEY = "$digest"
 _DIGEST_PREFIX = "\x00digest:"
 
 
-def _flatten_digests(value: Any) -> Any:
-    """Replace every recorded digest object by a marked string."""
+def _flatten_digests(value: Any, keep_value: bool = True) -> Any:
+    """Replace every recorded digest object by a marked string (the same for all without `keep_value`)."""
+    if _is_digest_object(value):
+        return _DIGEST_PREFIX + (str(value[DIGEST_KEY]) if keep_value else "?")
     if isinstance(value, dict):
-        if len(value) == 1 and DIGEST_KEY in value:
-            return _DIGEST_PREFIX + str(value[DIGEST_KEY])
-        return {k: _flatten_digests(v) for k, v in value.items()}
+        return {k: _flatten_digests(v, keep_value) for k, v in value.items()}
     if isinstance(value, list):
-        return [_flatten_digests(v) for v in value]
+        return [_flatten_digests(v, keep_value) for v in value]
     return value
+
+
+def _is_digest_object(value: Any) -> bool:
+    """Tell whether a recorded value is a secret's digest object."""
+    return isinstance(value, dict) and len(value) == 1 and DIGEST_KEY in value
 
 
 def _hide_digests(value: Any) -> Any:

@@ -22,7 +22,7 @@ from .report import plan_document
 from .secrets import resolve_secret
 from .sensitive import is_sensitive_path
 from .state import atomic_write, now
-from .target import resolve_target, target_identity
+from .target import target_identity
 
 PLAN_FILE_KIND = "dconn-plan"
 PLAN_FILE_VERSION = 1
@@ -43,6 +43,8 @@ def save_plan(path: Path, run: PlannedRun) -> None:
         "digest_key_id": run.digester.key_id,
         "settings": _settings_json(run.desired.settings),
         "managed": sorted(run.state.managed),
+        "lineage": run.state.lineage,
+        "rotate": any(a.reason == "rotate" for a in run.plan.actions),
         "connections": connections,
         "secret_digests": _secret_digests(run),
         "expected": {c: [list(r) for r in rows] for c, rows in run.plan.expected.items()},
@@ -95,18 +97,15 @@ def _settings_json(settings: Settings) -> dict[str, Any]:
     }
 
 
-def load_plan(
-    path: Path, db_url: str | None, fernet_key: str | None, state: Path, lock_timeout: float
-) -> PlannedRun:
+def load_plan(path: Path, workspace: Workspace) -> PlannedRun:
     """Rebuild a saved plan against the live database; raise PlanIsStale if anything moved."""
     document = _read(path)
-    target = resolve_target(db_url, fernet_key)
+    target = workspace.target
     identity = target_identity(target.url, target.schema)
     if document["target"].get("identity") != identity:
         raise TargetError(
             f"{path} was planned for {document['target'].get('url')}, not for {target.masked_url}"
         )
-    workspace = Workspace(target, state, lock_timeout)
     from .crypto import KeyRing
 
     keyring = KeyRing.from_setting(target.fernet_key)
@@ -115,7 +114,7 @@ def load_plan(
         Settings(**{**document["settings"], "ignore": tuple(document["settings"]["ignore"])}),
         (path,),
     )
-    run = compute_plan(desired, workspace, refresh_state=False)
+    run = compute_plan(desired, workspace, rotate=bool(document.get("rotate")), refresh_state=False)
     try:
         _check_same(document, run)
     except BaseException:
@@ -161,6 +160,11 @@ def _decode(value: Any, keyring: Any, conn_id: str) -> Any:
 
 def _check_same(document: dict[str, Any], run: PlannedRun) -> None:
     """Refuse a plan whose secrets, rows or actions differ from what was saved."""
+    if document.get("lineage") != run.state.lineage:
+        raise PlanIsStale(
+            f"the plan was made with another state file (lineage {document.get('lineage')}), not "
+            f"{run.workspace.state_path}; pass --state with the state file the plan was made with"
+        )
     if document["digest_key_id"] != run.digester.key_id:
         raise PlanIsStale("the plan is stale: the Fernet key changed since it was made; plan again")
     if _secret_digests(run) != document["secret_digests"]:

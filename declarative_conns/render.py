@@ -43,7 +43,9 @@ def render_text(plan: Plan, context: PlanContext) -> str:
     if plan.old_key_rows:
         lines += [
             f"Note: {_count(len(plan.old_key_rows), 'connection')} encrypted with an older "
-            "Fernet key (not the first of the ring): " + ", ".join(plan.old_key_rows),
+            "Fernet key (not the first of the ring): "
+            + ", ".join(plan.old_key_rows)
+            + ("" if any(a.reason == "rotate" for a in plan.actions) else "; --rotate re-encrypts them"),
             "",
         ]
     summary = plan.summary
@@ -97,7 +99,10 @@ def _action_blocks(actions: Sequence[Action]) -> Iterable[list[str]]:
         group = by_conn[conn_id]
         dupes = [a for a in group if a.reason == "duplicate"]
         for action in group:
-            if action.kind in ("create", "update"):
+            if action.reason == "rotate":
+                row = action.row_id
+                yield [f'  # connection "{conn_id}" will be re-encrypted with the first key (row {row})']
+            elif action.kind in ("create", "update"):
                 yield _change_block(action, has_dupes=bool(dupes))
             elif action.reason != "duplicate":
                 yield _delete_block(action)
@@ -150,20 +155,18 @@ def _drift_block(drift: Drift) -> list[str]:
 def _change_lines(changes: Sequence[FieldChange]) -> list[str]:
     """Return aligned `~ path = before -> after` lines."""
     width = max((len(format_path(c.path)) for c in changes), default=0)
-    lines = []
-    for c in changes:
-        name = format_path(c.path).ljust(width)
-        symbol = _SYMBOL[c.kind]
-        if c.sensitive:
-            shown = "(sensitive value changed)" if c.kind == "change" else "(sensitive value)"
-        elif c.kind == "add":
-            shown = show_value(c.after)
-        elif c.kind == "remove":
-            shown = show_value(c.before)
-        else:
-            shown = f"{show_value(c.before)} -> {show_value(c.after)}"
-        lines.append(f"  {symbol} {name} = {shown}")
-    return lines
+    return [f"  {_SYMBOL[c.kind]} {format_path(c.path).ljust(width)} = {show_change(c)}" for c in changes]
+
+
+def show_change(change: FieldChange) -> str:
+    """Return what a change does to a field: `"a" -> "b"`, the value added or removed, or a secret's mark."""
+    if change.sensitive:
+        return "(sensitive value changed)" if change.kind == "change" else "(sensitive value)"
+    if change.kind == "add":
+        return show_value(change.after)
+    if change.kind == "remove":
+        return show_value(change.before)
+    return f"{show_value(change.before)} -> {show_value(change.after)}"
 
 
 def _value_lines(symbol: str, values: Values | None) -> list[str]:

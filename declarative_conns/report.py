@@ -137,7 +137,9 @@ def render_markdown(plan: Plan, context: PlanContext) -> str:
 
 def _markdown_row(action: Action) -> str:
     """Return one table row describing an action."""
-    if action.kind == "delete":
+    if action.reason == "rotate":
+        details = "re-encrypt with the first Fernet key"
+    elif action.kind == "delete":
         details = (
             f"duplicate of row {action.kept_row_id}"
             if action.reason == "duplicate"
