@@ -17,7 +17,7 @@ from . import __version__
 from .errors import ApplyRefused, DconnError
 
 if TYPE_CHECKING:
-    from .api import PlannedRun
+    from .api import PlannedRun, Workspace
     from .desired import DesiredState
 
 app = typer.Typer(
@@ -54,6 +54,10 @@ QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print no warnings
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="List unmanaged and ignored connections.")]
 NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Print without colour (also: NO_COLOR).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors (never secret values).")]
+RotateOpt = Annotated[
+    bool,
+    typer.Option("--rotate", help="Re-encrypt rows under an older key of the ring with the first key."),
+]
 LockOpt = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another apply's lock.")]
 StrictOpt = Annotated[
     bool,
@@ -213,6 +217,7 @@ def plan(
         ),
     ] = False,
     strict: StrictOpt = False,
+    rotate: RotateOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
@@ -229,7 +234,8 @@ def plan(
     output = _Output(quiet, no_color)
     with _guarded(debug):
         _check_format(fmt)
-        run = _plan(config, strict, db_url, fernet_key, state, lock_timeout, verbose, output, refresh=True)
+        workspace = _workspace(db_url, fernet_key, state, lock_timeout)
+        run = _plan(config, workspace, output, strict=strict, verbose=verbose, rotate=rotate, refresh=True)
         try:
             output.report(run.render(fmt))
             if out is not None:
@@ -251,26 +257,31 @@ def _check_format(fmt: str) -> None:
         raise InputError(f"--format must be text, json or markdown, not {fmt!r}")
 
 
+def _workspace(db_url: str | None, fernet_key: str | None, state: Path, lock_timeout: float) -> Workspace:
+    """Find the target (flags, environment, airflow.cfg) and pair it with the state file."""
+    from .api import Workspace
+    from .target import resolve_target
+
+    return Workspace(resolve_target(db_url, fernet_key), state, lock_timeout)
+
+
 def _plan(
     config: Path,
-    strict: bool,
-    db_url: str | None,
-    fernet_key: str | None,
-    state: Path,
-    lock_timeout: float,
-    verbose: bool,
+    workspace: Workspace,
     output: _Output,
+    *,
+    strict: bool,
+    verbose: bool,
+    rotate: bool,
     refresh: bool,
 ) -> PlannedRun:
     """Check the conn_types, compute the plan, printing warnings on stderr."""
-    from .api import Workspace, load
+    from .api import load
     from .api import plan as compute
-    from .target import resolve_target
 
     desired = load(config)
     _check_types(desired, strict, output)  # before any database access or state write
-    target = resolve_target(db_url, fernet_key)
-    run = compute(desired, Workspace(target, state, lock_timeout), verbose=verbose, refresh_state=refresh)
+    run = compute(desired, workspace, verbose=verbose, rotate=rotate, refresh_state=refresh)
     for warning in run.warnings:
         output.warn(warning)
     return run
@@ -284,6 +295,7 @@ def apply(
     config: ConfigOpt = DEFAULT_CONFIG,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
     strict: StrictOpt = False,
+    rotate: RotateOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
@@ -299,15 +311,16 @@ def apply(
     """
     output = _Output(quiet, no_color)
     with _guarded(debug):
+        workspace = _workspace(db_url, fernet_key, state, lock_timeout)
         if planfile is not None:
             from .planfile import load_plan
 
-            run = load_plan(planfile, db_url, fernet_key, state, lock_timeout)
+            run = load_plan(planfile, workspace)
             for warning in run.warnings:
                 output.warn(warning)
         else:
             run = _plan(
-                config, strict, db_url, fernet_key, state, lock_timeout, verbose, output, refresh=False
+                config, workspace, output, strict=strict, verbose=verbose, rotate=rotate, refresh=False
             )
         try:
             _apply(run, output, ask=planfile is None and not auto_approve)
@@ -427,6 +440,80 @@ def export(
             output.info(f"Exported from {result.source}: " + (", ".join(result.conn_ids) or "nothing"))
 
 
+@app.command()
+def convert(
+    file: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help="A file written by `airflow connections export`: .json, .yaml/.yml or .env.",
+            show_default=False,
+        ),
+    ] = None,
+    from_env: Annotated[
+        bool, typer.Option("--from-env", help="Convert this environment's AIRFLOW_CONN_* variables instead.")
+    ] = False,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "-o", "--out", help="Write the document to this file instead of stdout.", show_default=False
+        ),
+    ] = None,
+    include_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--include-secrets",
+            help="Write secret values in clear, not as references (-o FILE gets mode 0600; "
+            "refused when stdout is a terminal).",
+        ),
+    ] = False,
+    env_example: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--env-example",
+            help="Also write the variables the document reads, values empty, to this file.",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Turn Airflow's own connection files or AIRFLOW_CONN_* variables into a dconn TOML document.
+
+    Same secret rules as export; no database is read. Exit codes: 0 written, 1 error.
+    """
+    output = _Output(quiet, no_color)
+    with _guarded(debug):
+        from .errors import InputError
+        from .onboarding import (
+            convert_environment,
+            convert_file,
+            deliver,
+            refuse_secrets_on_terminal,
+            secret_warnings,
+            variable_lines,
+        )
+
+        if from_env == (file is not None):
+            raise InputError("give a FILE written by `airflow connections export`, or --from-env (not both)")
+        refuse_secrets_on_terminal(out, include_secrets, sys.stdout)
+        if file is None:
+            result = convert_environment(os.environ, include_secrets=include_secrets)
+        else:
+            result = convert_file(file, include_secrets=include_secrets)
+        for warning in [*result.notes, *secret_warnings(result, out, sys.stdout)]:
+            output.warn(warning)
+        for line in [*deliver(result, out, env_example, sys.stdout), *variable_lines(result)]:
+            output.info(line)
+        if verbose:
+            output.info(f"Converted from {result.source}: " + (", ".join(result.conn_ids) or "nothing"))
+
+
 def main() -> None:
     """Run the dconn command line."""
+    # click exits 2 on a usage error; 2 means "changes" to `plan --detailed-exitcode` users, so 1.
+    # typer re-exports click's BadParameter (recent typer vendors click), so find UsageError from it.
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    setattr(usage_error, "exit_code", 1)  # noqa: B010 - a class attribute of a class found at run time
     app()
