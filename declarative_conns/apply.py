@@ -40,8 +40,9 @@ def execute(run: PlannedRun, progress: Progress | None = None) -> int:
             current = airflow_db.read_rows(conn, db)
             _check_fresh(run, current)
             touched = set(deletes) | {u["id"] for u in updates} | rotations
-            if touched:
-                _write_backup(run, [r for r in current if r["id"] in touched])
+            created = [c["conn_id"] for c in creates]
+            if touched or created:
+                _write_backup(run, [r for r in current if r["id"] in touched], created)
             steps: list[tuple[Writer, Sequence[Any]]] = [
                 (airflow_db.delete_rows, deletes),
                 (airflow_db.update_rows, updates),
@@ -121,8 +122,11 @@ def _check_fresh(run: PlannedRun, current: Sequence[Mapping[str, Any]]) -> None:
         )
 
 
-def _write_backup(run: PlannedRun, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write the pre-image of every row about to change, as stored (never decrypted)."""
+def _write_backup(run: PlannedRun, rows: Sequence[Mapping[str, Any]], created: Sequence[str]) -> None:
+    """Write the pre-image of every row about to change, as stored (never decrypted).
+
+    `created` names the conn_ids the apply inserts, so `dconn restore` can remove them again.
+    """
     folder = run.workspace.state_path.parent / "backups"
     stamp = now().replace(":", "").replace("+0000", "Z")
     document = {
@@ -132,6 +136,7 @@ def _write_backup(run: PlannedRun, rows: Sequence[Mapping[str, Any]]) -> None:
         "note": "Rows as stored before a dconn apply. Encrypted values are Fernet tokens; "
         "values Airflow stored in clear (no Fernet key) are replaced by digests.",
         "rows": [_backup_row(r, run) for r in rows],
+        "created": sorted(created),
     }
     text = json.dumps(document, indent=1, default=str) + "\n"
     atomic_write(folder / f"{stamp}-serial{run.state.serial + 1}.json", text.encode("utf-8"))

@@ -510,6 +510,40 @@ def convert(
             output.info(f"Converted from {result.source}: " + (", ".join(result.conn_ids) or "nothing"))
 
 
+@app.command()
+def restore(
+    backup: Annotated[Path, typer.Argument(help="A backup file from backups/ beside the state file.")],
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Restore without asking.")] = False,
+    db_url: DbUrlOpt = None,
+    fernet_key: KeyOpt = None,
+    state: StateOpt = DEFAULT_STATE,
+    lock_timeout: LockOpt = 30.0,
+    quiet: QuietOpt = False,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Put rows back as an apply's backup recorded them (the undo of an apply); one transaction.
+
+    Rows the restore overwrites are backed up first. Exit codes: 0 restored, 1 error (nothing changed).
+    """
+    output = _Output(quiet, no_color)
+    with _guarded(debug):
+        from .restore import execute_restore, plan_restore
+
+        workspace = _workspace(db_url, fernet_key, state, lock_timeout)
+        prepared = plan_restore(backup, workspace.target, lock_timeout)
+        try:
+            output.report(prepared.describe())
+            if not auto_approve:
+                _approve()
+            written = execute_restore(prepared, state.parent / "backups")
+        finally:
+            prepared.close()
+        output.report(
+            f"Restore complete: {written} rows written. Run dconn plan to see them against the TOML.\n"
+        )
+
+
 def main() -> None:
     """Run the dconn command line."""
     # click exits 2 on a usage error; 2 means "changes" to `plan --detailed-exitcode` users, so 1.

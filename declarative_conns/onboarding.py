@@ -198,7 +198,7 @@ def _render(
         text=rendered.text,
         placeholders=rendered.placeholders,
         notes=[*notes, *rendered.notes],
-        conn_ids=[str(spec["conn_id"]) for spec in specs],
+        conn_ids=sorted(str(spec["conn_id"]) for spec in specs),
         source=source,
         include_secrets=include_secrets,
         rows=rows,
