@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from .model import Action, FieldChange, Plan
-from .render import PLAN_FORMAT_VERSION, PlanContext, flatten_values, format_path, render_text, summary_line
+from .render import (
+    PLAN_FORMAT_VERSION,
+    PlanContext,
+    flatten_values,
+    format_path,
+    render_text,
+    show_change,
+    summary_line,
+)
 from .sensitive import HIDDEN
 
 
@@ -103,15 +112,19 @@ def render_markdown(plan: Plan, context: PlanContext) -> str:
         "",
         f"**{summary_line(plan)}**",
         "",
-        f"Target: `{context.target}` (Airflow {context.shape} table, {context.rows} rows)",
+        f"Target: {_code(context.target)} (Airflow {context.shape} table, "
+        f"{_count(context.connections, 'connection')} in {_count(context.rows, 'row')})",
         "",
     ]
     if plan.drift:
-        lines += ["#### Changed outside dconn", "", "| Connection | Field | Change |", "| --- | --- | --- |"]
-        for d in plan.drift:
-            fields = ", ".join(f"`{format_path(c.path)}`" for c in d.changes) or "row deleted"
-            lines.append(f"| `{d.conn_id}` | {fields} | {'deleted' if d.row_id is None else 'changed'} |")
-        lines.append("")
+        lines += _markdown_drift(plan)
+    if plan.old_key_rows:
+        listed = ", ".join(_code(c) for c in plan.old_key_rows)
+        lines += [
+            f"**Note:** {_count(len(plan.old_key_rows), 'connection')} encrypted with an older Fernet key "
+            f"(not the first of the ring): {listed}",
+            "",
+        ]
     if plan.actions:
         lines += [
             "#### Actions",
@@ -124,15 +137,57 @@ def render_markdown(plan: Plan, context: PlanContext) -> str:
     lines += [
         f"{len(plan.unchanged)} unchanged, {len(plan.unmanaged)} unmanaged, {len(plan.ignored)} ignored.",
         "",
-        "<details><summary>Full plan</summary>",
-        "",
-        "```diff",
-        render_text(plan, context).rstrip("\n"),
-        "```",
-        "",
-        "</details>",
     ]
+    if context.verbose:
+        for label, names in (("Unmanaged", plan.unmanaged), ("Ignored", plan.ignored)):
+            if names:
+                lines += [f"{label}: " + ", ".join(_code(c) for c in names), ""]
+    text = render_text(plan, context).rstrip("\n")
+    fence = _fence(text)
+    lines += ["<details><summary>Full plan</summary>", "", f"{fence}diff", text, fence, "", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _markdown_drift(plan: Plan) -> list[str]:
+    """Return the section on managed connections changed outside dconn, one row per field."""
+    lines = [
+        "#### Changed outside dconn",
+        "",
+        "These connections were changed in the database since dconn last applied them; "
+        "the actions below revert them.",
+        "",
+        "| Connection | Field | Change |",
+        "| --- | --- | --- |",
+    ]
+    for d in plan.drift:
+        if d.row_id is None:
+            lines.append(f"| {_code(d.conn_id)} | | row deleted |")
+        for c in d.changes:
+            shown = show_change(c)
+            if not c.sensitive:
+                shown = {"add": "added: ", "remove": "removed: "}.get(c.kind, "") + _code(shown)
+            lines.append(f"| {_code(d.conn_id)} | {_code(format_path(c.path))} | {shown} |")
+    return [*lines, ""]
+
+
+def _code(text: str) -> str:
+    """Return text as an inline code span that survives a markdown table cell."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    # GitHub splits cells on | even inside code spans; a backslash keeps it in the cell.
+    return f"{ticks}{pad}{text.replace('|', chr(92) + '|')}{pad}{ticks}"
+
+
+def _fence(text: str) -> str:
+    """Return a code fence longer than any run of backticks inside the text."""
+    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _count(n: int, noun: str) -> str:
+    """Return `1 row` / `2 rows`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _markdown_row(action: Action) -> str:
@@ -149,7 +204,7 @@ def _markdown_row(action: Action) -> str:
         )
     else:
         details = ", ".join(
-            f"`{format_path(c.path)}`" + (" (sensitive)" if c.sensitive else "") for c in action.changes
+            _code(format_path(c.path)) + (" (sensitive)" if c.sensitive else "") for c in action.changes
         )
     row = "" if action.row_id is None else str(action.row_id)
-    return f"| {_SIGN[action.kind]} | `{action.conn_id}` | {_VERB[action.kind]} | {row} | {details} |"
+    return f"| {_SIGN[action.kind]} | {_code(action.conn_id)} | {_VERB[action.kind]} | {row} | {details} |"

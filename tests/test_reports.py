@@ -1,0 +1,345 @@
+"""The plan as JSON and markdown: valid, stable, and telling the same facts as the text."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+from markdown_it import MarkdownIt
+
+from declarative_conns import codec
+from declarative_conns.crypto import Digester
+from declarative_conns.diff import compute_plan, detect_drift
+from declarative_conns.model import Plan, Settings, StoredRow, Values, normalize_fields
+from declarative_conns.render import PlanContext, render_text, summary_line
+from declarative_conns.report import plan_document, render_json, render_markdown
+from declarative_conns.resources import load_schema
+from tests.strategies import CANARY, COLUMNS, desired_states, row_sets
+
+DIGESTER = Digester.from_secret(b"test-key", source="state")
+CONTEXT = PlanContext("postgresql://airflow:***@db.internal:5432/airflow", "2.x", 9, 7)
+
+
+def v(**fields: Any) -> Values:
+    """Build normalized values from keyword fields."""
+    return Values(normalize_fields(fields))
+
+
+def row(row_id: int, conn_id: str, **fields: Any) -> StoredRow:
+    """Build a stored row."""
+    return StoredRow(row_id, conn_id, v(**fields), f"fp{row_id}")
+
+
+def recorded(values: Values) -> dict[str, Any]:
+    """Return values as the state records them (secrets as digests)."""
+    return codec.recorded_form(values, DIGESTER, COLUMNS)
+
+
+def full_plan() -> Plan:
+    """Return a plan with every kind of action and of drift, like the contract's example."""
+    warehouse_applied = v(
+        conn_type="postgres", host="wh.internal", password=CANARY, extra={"sslmode": "require"}
+    )
+    desired = {
+        "slack_alerts": v(conn_type="http", host="hooks.slack.com", password=CANARY, extra={"timeout": 10}),
+        "warehouse": warehouse_applied,
+        "steady": v(conn_type="http", host="steady.example"),
+    }
+    rows = [
+        row(
+            1,
+            "warehouse",
+            conn_type="postgres",
+            host="wh-old.internal",
+            password="ui-pw",
+            extra={"sslmode": "prefer"},
+        ),
+        row(2, "legacy_s3", conn_type="aws"),
+        row(3, "legacy_s3", conn_type="aws"),
+        row(4, "old_ftp", conn_type="ftp", host="ftp.example.com", password=CANARY),
+        row(5, "steady", conn_type="http", host="steady.example"),
+        row(6, "stranger", conn_type="http"),
+        row(7, "aws_default", conn_type="aws"),
+        StoredRow(8, "rotated", v(conn_type="http"), "fp8", key_index=1),
+    ]
+    managed = frozenset({"warehouse", "old_ftp", "slack_alerts", "steady"})
+    applied = {
+        "warehouse": recorded(warehouse_applied),
+        "slack_alerts": recorded(desired["slack_alerts"]),
+        "steady": recorded(desired["steady"]),
+    }
+    plan = compute_plan(desired, rows, Settings(ignore=("*_default",)), COLUMNS, managed=managed)
+    drift = detect_drift(applied, rows, recorded, managed)
+    from dataclasses import replace
+
+    return replace(plan, drift=drift)
+
+
+def test_json_is_valid_against_the_published_schema() -> None:
+    """A plan with every action and drift kind is one document valid against plan.schema.json."""
+    schema = load_schema("plan.schema.json")
+    Draft202012Validator.check_schema(schema)
+    document = json.loads(render_json(full_plan(), CONTEXT))
+    Draft202012Validator(schema).validate(document)
+    assert CANARY not in render_json(full_plan(), CONTEXT)
+
+
+def test_json_field_names_are_stable() -> None:
+    """The JSON's field names are the documented ones; renaming one is a breaking change."""
+    document = plan_document(full_plan(), CONTEXT)
+    assert list(document) == [
+        "format_version",
+        "target",
+        "changes_outside",
+        "actions",
+        "summary",
+        "unchanged",
+        "unmanaged",
+        "ignored",
+        "old_key_rows",
+    ]
+    assert document["format_version"] == 1
+    assert set(document["target"]) == {"url", "shape", "rows", "connections"}
+    assert set(document["summary"]) == {
+        "add",
+        "change",
+        "destroy",
+        "duplicates",
+        "unchanged",
+        "unmanaged",
+        "ignored",
+        "has_changes",
+    }
+    assert {frozenset(d) for d in document["changes_outside"]} == {
+        frozenset({"conn_id", "row_id", "deleted", "changes"})
+    }
+    keys = {a["action"]: set(a) for a in document["actions"]}
+    assert keys["create"] == keys["update"] == {"action", "conn_id", "row_id", "reason", "changes"}
+    assert keys["delete"] <= {"action", "conn_id", "row_id", "reason", "kept_row_id", "values"}
+    change_keys = {frozenset(c) for a in document["actions"] for c in a.get("changes", [])}
+    assert change_keys <= {
+        frozenset({"path", "kind", "sensitive", "before", "after"}),
+        frozenset({"path", "kind", "sensitive", "after"}),
+        frozenset({"path", "kind", "sensitive", "before"}),
+        frozenset({"path", "kind", "sensitive"}),
+    }
+
+
+def test_json_drift_tells_fields_and_hides_secrets() -> None:
+    """changes_outside lists each changed field with before/after, a secret only as sensitive, deletions."""
+    document = plan_document(full_plan(), CONTEXT)
+    assert document["changes_outside"] == [
+        {"conn_id": "slack_alerts", "row_id": None, "deleted": True, "changes": []},
+        {
+            "conn_id": "warehouse",
+            "row_id": 1,
+            "deleted": False,
+            "changes": [
+                {
+                    "path": "host",
+                    "kind": "change",
+                    "sensitive": False,
+                    "before": "wh.internal",
+                    "after": "wh-old.internal",
+                },
+                {"path": "password", "kind": "change", "sensitive": True},
+                {
+                    "path": "extra.sslmode",
+                    "kind": "change",
+                    "sensitive": False,
+                    "before": "require",
+                    "after": "prefer",
+                },
+            ],
+        },
+    ]
+
+
+def test_json_actions_carry_reasons_rows_and_values() -> None:
+    """Each action says what, which row, why; a destroyed connection lists its values, secrets hidden."""
+    document = json.loads(render_json(full_plan(), CONTEXT))
+    actions = {(a["action"], a["conn_id"], a["row_id"]): a for a in document["actions"]}
+    assert actions["delete", "legacy_s3", 3]["reason"] == "duplicate"
+    assert actions["delete", "legacy_s3", 3]["kept_row_id"] == 2
+    assert actions["delete", "old_ftp", 4]["reason"] == "removed"
+    assert actions["delete", "old_ftp", 4]["values"] == {
+        "conn_type": "ftp",
+        "host": "ftp.example.com",
+        "password": "(sensitive value)",
+    }
+    assert actions["create", "slack_alerts", None]["changes"][2] == {
+        "path": "password",
+        "kind": "add",
+        "sensitive": True,
+    }
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Parse markdown as GitHub does and return each table as rows of cell texts."""
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    tables: list[list[list[str]]] = []
+    in_table = False
+    for token in tokens:
+        if token.type in ("table_open", "table_close"):
+            in_table = token.type == "table_open"
+            tables += [[]] if in_table else []
+        elif in_table and token.type == "tr_open":
+            tables[-1].append([])
+        elif in_table and token.type == "inline":
+            tables[-1][-1].append("".join(c.content for c in token.children or []))
+    return tables
+
+
+def test_markdown_has_summary_drift_actions_and_folded_plan_in_order() -> None:
+    """The report reads: summary, target, changed outside dconn, actions, counts, the full plan folded."""
+    text = render_markdown(full_plan(), CONTEXT)
+    headings = [
+        "### dconn plan\n\n**Plan: 1 to add, 1 to change, 2 to destroy (1 duplicate row).**\n",
+        "Target: `postgresql://airflow:***@db.internal:5432/airflow` (Airflow 2.x table, 7 connections in 9 rows)",
+        "#### Changed outside dconn",
+        "#### Actions",
+        "1 unchanged, 3 unmanaged, 1 ignored.",
+        "**Note:** 1 connection encrypted with an older Fernet key (not the first of the ring): `rotated`",
+        "<details><summary>Full plan</summary>",
+    ]
+    positions = [text.index(h) for h in headings]
+    assert positions[:5] == sorted(positions[:5])
+    assert positions[2] < positions[5] < positions[3] and positions[6] > positions[4]
+    assert text.startswith(headings[0])
+    assert text.endswith("```\n\n</details>\n")
+    assert CANARY not in text
+
+
+def test_markdown_drift_table_shows_each_field() -> None:
+    """Changed outside dconn: one table row per field, values as code, secrets as changed, deletions."""
+    drift, actions = markdown_tables(render_markdown(full_plan(), CONTEXT))
+    assert drift == [
+        ["Connection", "Field", "Change"],
+        ["slack_alerts", "", "row deleted"],
+        ["warehouse", "host", '"wh.internal" -> "wh-old.internal"'],
+        ["warehouse", "password", "(sensitive value changed)"],
+        ["warehouse", "extra.sslmode", '"require" -> "prefer"'],
+    ]
+    assert actions[0] == ["", "Connection", "Action", "Row", "Details"]
+    assert ["~", "warehouse", "update in place", "1", "host, password (sensitive), extra.sslmode"] in actions
+    assert ["-", "legacy_s3", "destroy", "3", "duplicate of row 2"] in actions
+    assert ["-", "old_ftp", "destroy", "4", "no longer in the configuration"] in actions
+
+
+def test_markdown_cells_survive_pipes_and_backticks() -> None:
+    """A value holding | or backticks stays inside its table cell and its code span."""
+    host = "a|b`c``d"
+    applied = {"x": recorded(v(conn_type="http", host="plain"))}
+    rows = [row(1, "x", conn_type="http", host=host)]
+    plan = Plan((), drift=detect_drift(applied, rows, recorded, frozenset({"x"})))
+    (drift,) = markdown_tables(render_markdown(plan, CONTEXT))
+    assert drift[1] == ["x", "host", f'"plain" -> "{host}"']
+
+
+def test_markdown_full_plan_is_the_text_plan_even_with_backtick_fences_in_values() -> None:
+    """The folded full plan is exactly the text plan; a value holding ``` cannot close its fence."""
+    rows = [row(1, "x", conn_type="http", host="```\n# injected")]
+    plan = compute_plan({"x": v(conn_type="http", host="h")}, rows, Settings(), COLUMNS)
+    text = render_markdown(plan, CONTEXT)
+    fences = [t for t in MarkdownIt("commonmark").parse(text) if t.type == "fence"]
+    assert len(fences) == 1
+    assert fences[0].info == "diff"
+    assert fences[0].content == render_text(plan, CONTEXT)
+
+
+def test_verbose_markdown_lists_unmanaged_and_ignored() -> None:
+    """With -v the markdown names the unmanaged and ignored connections, as the text does."""
+    from dataclasses import replace
+
+    text = render_markdown(full_plan(), replace(CONTEXT, verbose=True))
+    assert "\nUnmanaged: `legacy_s3`, `rotated`, `stranger`\n" in text
+    assert "\nIgnored: `aws_default`\n" in text
+    assert "Unmanaged:" not in render_markdown(full_plan(), CONTEXT).split("<details>")[0]
+
+
+def test_no_changes_in_every_format() -> None:
+    """Without changes the three formats say so: the sentence, has_changes false, no tables."""
+    plan = compute_plan({"a": v(conn_type="http")}, [row(1, "a", conn_type="http")], Settings(), COLUMNS)
+    markdown = render_markdown(plan, CONTEXT)
+    assert markdown.startswith("### dconn plan\n\n**No changes. The connections match the configuration.**\n")
+    assert markdown_tables(markdown) == []
+    assert json.loads(render_json(plan, CONTEXT))["summary"]["has_changes"] is False
+    assert render_text(plan, CONTEXT).endswith("No changes. The connections match the configuration.\n")
+
+
+@st.composite
+def plans(draw: Any) -> Plan:
+    """Draw a plan over random rows, with some managed connections and drift from a record."""
+    from dataclasses import replace
+
+    desired = draw(desired_states)
+    rows = draw(row_sets())
+    applied_values = draw(desired_states)
+    managed = frozenset(draw(st.sets(st.sampled_from(sorted(set(applied_values) | {"a"})))))
+    applied = {c: recorded(val) for c, val in applied_values.items()}
+    plan = compute_plan(desired, rows, Settings(prune=draw(st.booleans())), COLUMNS, managed=managed)
+    return replace(plan, drift=detect_drift(applied, rows, recorded, managed))
+
+
+@settings(max_examples=150, deadline=None)
+@given(plans(), st.booleans())
+def test_every_format_tells_the_same_facts(plan: Plan, verbose: bool) -> None:
+    """Text, JSON and markdown agree: summary, every action, every drifted field; no secret in any."""
+    context = PlanContext("sqlite:////srv/airflow.db", "2.x", 8, 5, verbose=verbose)
+    text, markdown = render_text(plan, context), render_markdown(plan, context)
+    document = json.loads(render_json(plan, context))
+    Draft202012Validator(load_schema("plan.schema.json")).validate(document)
+    s = plan.summary
+    assert text.rstrip("\n").endswith(summary_line(plan))
+    assert f"**{summary_line(plan)}**" in markdown
+    assert [document["summary"][k] for k in ("add", "change", "destroy", "duplicates", "has_changes")] == [
+        s.add,
+        s.change,
+        s.destroy,
+        s.duplicates,
+        s.has_changes,
+    ]
+    assert [(a["action"], a["conn_id"], a["row_id"]) for a in document["actions"]] == [
+        (a.kind, a.conn_id, a.row_id) for a in plan.actions
+    ]
+    tables = markdown_tables(markdown)
+    if plan.actions:
+        assert [(r[1], r[3]) for r in tables[-1][1:]] == [
+            (a.conn_id, "" if a.row_id is None else str(a.row_id)) for a in plan.actions
+        ]
+    drifted = [(d.conn_id, c.path) for d in plan.drift for c in d.changes]
+    assert len(drifted) == sum(len(d["changes"]) for d in document["changes_outside"])
+    if plan.drift:
+        assert len(tables[0]) - 1 == len(drifted) + sum(1 for d in plan.drift if d.row_id is None)
+        assert all(f'# connection "{d.conn_id}"' in text for d in plan.drift)
+    assert document["unmanaged"] == list(plan.unmanaged)
+    body = markdown.split("<details>")[0]
+    assert ("\nUnmanaged: " in body) == ("\nUnmanaged: " in text) == (verbose and bool(plan.unmanaged))
+    fence = [t for t in MarkdownIt("commonmark").parse(markdown) if t.type == "fence"]
+    assert fence[-1].content == text
+    for output in (text, markdown, json.dumps(document)):
+        assert CANARY not in output
+        assert not re.search(r"[0-9a-f]{64}", output), "a digest leaked into a report"
+
+
+@pytest.mark.parametrize("fmt", ["json", "markdown"])
+def test_cli_reports_are_alone_on_stdout(make_db: Any, tmp_path: Any, monkeypatch: Any, fmt: str) -> None:
+    """`dconn plan --format json|markdown` prints only the report on stdout; warnings go to stderr."""
+    from typer.testing import CliRunner
+
+    from declarative_conns.cli import app
+
+    db = make_db("sqlite", "2.x")
+    (tmp_path / "connections.toml").write_text('[connections.a]\nconn_type = "http"\n')
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["plan", "--format", fmt, "--db-url", db.url, "--detailed-exitcode"])
+    assert result.exit_code == 2, result.output
+    assert result.stdout.startswith("{" if fmt == "json" else "### dconn plan\n")
+    if fmt == "json":
+        assert json.loads(result.stdout)["summary"]["add"] == 1
