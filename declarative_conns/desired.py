@@ -92,6 +92,83 @@ def load_desired(path: Path) -> DesiredState:
     return DesiredState(connections, settings, tuple(files), warnings)
 
 
+def desired_from_dicts(
+    connections: Mapping[str, Mapping[str, Any]],
+    settings: Mapping[str, Any] | None = None,
+    source: str = "<python>",
+    *,
+    base_dir: Path | str | None = None,
+) -> DesiredState:
+    """Build a validated desired state from Python mappings, as if they were one TOML document.
+
+    Same schema, rules and messages as a TOML file, `source` standing for the file name. A
+    reference is a `SecretRef` or a `{"from_env": ...}`-style dict; relative `from_file`
+    paths and `from_command`s resolve in `base_dir` (default: the current directory). A
+    top-level field set to None is not declared. Raise ValidationFailed listing every problem.
+    """
+    file = Path(source)
+    base = str(Path(base_dir) if base_dir is not None else Path.cwd())
+    document: dict[str, Any] = {"connections": _python_value(connections, refs=False, top=True)}
+    if settings is not None:
+        document["settings"] = _python_value(settings, refs=False)
+    problems = [f"{file}: {where}: keys must be strings" for where in _non_string_keys(document, ())]
+    problems = problems or validate_document(document, file)
+    if problems:
+        raise ValidationFailed(problems)
+    parsed: dict[str, DesiredConnection] = {}
+    for conn_id, table in _python_value(connections, refs=True, top=True).items():
+        conn = _parse_connection(conn_id, table, file, problems, base)
+        if conn is not None:
+            parsed[conn_id] = conn
+    if problems:
+        raise ValidationFailed(problems)
+    values = dict(document.get("settings", {}))
+    if values.get("type_rules"):
+        values["type_rules"] = str(Path(base) / values["type_rules"])
+    values["ignore"] = tuple(values.get("ignore", ()))
+    merged = Settings(**values)
+    warnings = tuple(
+        f'connection "{c}" matches an ignore pattern but is declared, so dconn manages it'
+        for c in sorted(parsed)
+        if is_ignored(c, merged.ignore)
+    )
+    return DesiredState(parsed, merged, (file,), warnings)
+
+
+def _python_value(value: Any, *, refs: bool, top: bool = False) -> Any:
+    """Return plain JSON-like data: mappings as dicts, tuples as lists; SecretRefs kept or spelled out.
+
+    With `top`, the mapping is conn_id -> fields, and fields set to None are dropped.
+    """
+    if isinstance(value, SecretRef):
+        return value if refs else value.to_json()
+    if isinstance(value, Mapping):
+        if top:
+            return {
+                k: {n: _python_value(v, refs=refs) for n, v in fields.items() if v is not None}
+                if isinstance(fields, Mapping)
+                else _python_value(fields, refs=refs)
+                for k, fields in value.items()
+            }
+        return {k: _python_value(v, refs=refs) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_python_value(v, refs=refs) for v in value]
+    return value
+
+
+def _non_string_keys(value: Any, path: tuple[str, ...]) -> Iterable[str]:
+    """Yield the dotted path of every mapping key that is not a string (TOML has none)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                yield ".".join((*path, repr(k)))
+            else:
+                yield from _non_string_keys(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _non_string_keys(v, (*path, str(i)))
+
+
 def _parse_toml(file: Path) -> dict[str, Any]:
     """Parse one TOML file; a syntax error names the file, line and column."""
     try:
@@ -231,10 +308,10 @@ def _settings(seen: Mapping[str, tuple[Any, Path]]) -> Settings:
 
 
 def _parse_connection(
-    conn_id: str, table: Mapping[str, Any], file: Path, problems: list[str]
+    conn_id: str, table: Mapping[str, Any], file: Path, problems: list[str], base: str | None = None
 ) -> DesiredConnection | None:
-    """Turn one validated TOML table into a DesiredConnection with SecretRefs."""
-    base = str(file.parent)
+    """Turn one validated TOML table into a DesiredConnection with SecretRefs (relative to `base`)."""
+    base = str(file.parent) if base is None else base
     fields: dict[str, Any] = {}
     for name, value in table.items():
         if name == "extra_json":
