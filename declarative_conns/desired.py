@@ -242,7 +242,8 @@ def _is_secret_location(path: list[str]) -> bool:
     if len(path) < 3 or path[0] != "connections":
         return False
     field_path = tuple(path[2:])
-    return field_path[0] == "extra_json" or is_sensitive_path(field_path)
+    # `extra` itself, when not a table, is most often JSON text holding the secrets it names.
+    return field_path[0] == "extra_json" or field_path == ("extra",) or is_sensitive_path(field_path)
 
 
 def _message(error: Any, secret: bool) -> str:
