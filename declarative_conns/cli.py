@@ -410,7 +410,9 @@ def export(
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="List the exported conn_ids on stderr.")
+    ] = False,
     no_color: NoColorOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -475,7 +477,9 @@ def convert(
         ),
     ] = None,
     quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="List the converted conn_ids on stderr.")
+    ] = False,
     no_color: NoColorOpt = False,
     debug: DebugOpt = False,
 ) -> None:
