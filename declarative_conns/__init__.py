@@ -2,6 +2,7 @@
 
 The library API (the CLI is a thin layer on it): `load`, `plan`, `apply`, `Workspace`,
 `resolve_target` and the `DconnError` hierarchy. Heavy modules load on first use.
+Reference: docs/api.md.
 """
 
 from __future__ import annotations
@@ -11,20 +12,65 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApplyRefused",
+    "DatabaseError",
     "DconnError",
+    "DecryptionError",
+    "DesiredConnection",
+    "DesiredState",
+    "Finding",
+    "InputError",
+    "Plan",
+    "PlanIsStale",
     "PlannedRun",
+    "SecretError",
+    "SecretRef",
+    "StateError",
+    "Target",
+    "TargetError",
+    "ValidationFailed",
     "Workspace",
     "__version__",
     "apply",
+    "check_types",
+    "desired_from_dicts",
     "load",
     "plan",
     "resolve_target",
 ]
 
+#: The error classes, each a DconnError (docs/api.md lists the hierarchy).
+_ERRORS = (
+    "ApplyRefused",
+    "DatabaseError",
+    "DconnError",
+    "DecryptionError",
+    "InputError",
+    "PlanIsStale",
+    "SecretError",
+    "StateError",
+    "TargetError",
+    "ValidationFailed",
+)
+
 if TYPE_CHECKING:
     from .api import PlannedRun, Workspace, apply, load, plan
-    from .errors import DconnError
-    from .target import resolve_target
+    from .desired import DesiredConnection, DesiredState, desired_from_dicts
+    from .errors import (
+        ApplyRefused,
+        DatabaseError,
+        DconnError,
+        DecryptionError,
+        InputError,
+        PlanIsStale,
+        SecretError,
+        StateError,
+        TargetError,
+        ValidationFailed,
+    )
+    from .model import Plan, SecretRef
+    from .target import Target, resolve_target
+    from .typecheck import Finding, check_types
 
 
 def __getattr__(name: str) -> Any:
@@ -41,4 +87,29 @@ def __getattr__(name: str) -> Any:
         from .target import resolve_target
 
         return resolve_target
-    raise AttributeError(name)
+    if name in _ERRORS:
+        from . import errors
+
+        return getattr(errors, name)
+    if name in ("DesiredConnection", "DesiredState", "desired_from_dicts"):
+        from . import desired
+
+        return getattr(desired, name)
+    if name in ("Plan", "SecretRef"):
+        from . import model
+
+        return getattr(model, name)
+    if name == "Target":
+        from .target import Target
+
+        return Target
+    if name in ("Finding", "check_types"):
+        from . import typecheck
+
+        return getattr(typecheck, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """List the public API for completion, though most of it is not imported yet."""
+    return sorted(set(globals()) | set(__all__))
