@@ -1,13 +1,29 @@
 """Find the target database and Fernet key the way Airflow itself finds them.
 
-Order (the first that is set wins): flag, DCONN_* variable, AIRFLOW__DATABASE__* / AIRFLOW__CORE__*
-variables and their `_CMD` variants, then `$AIRFLOW_HOME/airflow.cfg`, then Airflow's default.
+Airflow's own lookup (its configuration parser, 2.3 to 3.3) for an option such as
+`[database] sql_alchemy_conn`, the first found wins:
+
+1. `AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`, then `..._CMD` (a command), then `..._SECRET`;
+2. the same for the deprecated `[core]` name (`AIRFLOW__CORE__SQL_ALCHEMY_CONN`, `_CMD`, `_SECRET`);
+3. airflow.cfg: `[database] sql_alchemy_conn`, then `[core] sql_alchemy_conn`;
+4. airflow.cfg commands: `[database] sql_alchemy_conn_cmd`, then `[core] sql_alchemy_conn_cmd`;
+5. the default, `sqlite:///$AIRFLOW_HOME/airflow.db`.
+
+dconn puts its own `--db-url` flag and `DCONN_DB_URL` in front, and does the same for the
+Fernet key (`--fernet-key`, `DCONN_FERNET_KEY`, `AIRFLOW__CORE__FERNET_KEY`, `_CMD`, `[core]
+fernet_key`, `fernet_key_cmd`). Like Airflow, an `AIRFLOW__` variable or an airflow.cfg option
+that is present but empty still wins: `AIRFLOW__CORE__FERNET_KEY=''` (as in Airflow's Docker
+Compose file) means "no key", whatever airflow.cfg says. Values from variables and from
+airflow.cfg have `$VARS` and `~` expanded, and airflow.cfg uses `%%` for a literal `%`, as in
+Airflow. `_SECRET` variants need Airflow's secrets backend, which dconn does not load: they are
+an error that says to pass the value another way.
 """
 
 from __future__ import annotations
 
 import configparser
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Mapping
@@ -16,6 +32,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import TargetError
+
+#: How long a `_CMD` command may run, as for dconn's own `from_command` secrets.
+COMMAND_TIMEOUT_SECONDS = 60
 
 
 @dataclass(frozen=True, repr=False)
@@ -37,11 +56,15 @@ class Target:
         return mask_url(self.url)
 
 
+_QUERY_SECRET = re.compile(r"([?&](?:password|passwd|sslpassword)=)[^&#]*", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
     """Hide the password of a database URL: `postgresql://etl:***@host/airflow`."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
+    rest = _QUERY_SECRET.sub(r"\1***", rest)
     end = len(rest)
     for stop in "/?#":
         found = rest.find(stop)
@@ -52,10 +75,10 @@ def mask_url(url: str) -> str:
         # A password may hold an unescaped "/" — look for "@" in the whole remainder too.
         at = rest.rfind("@")
         if at == -1:
-            return url
+            return f"{scheme}://{rest}"
     credentials = rest[:at]
     if ":" not in credentials:
-        return url
+        return f"{scheme}://{rest}"
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}:***@{rest[at + 1 :]}"
 
@@ -68,90 +91,160 @@ def resolve_target(
     """Find the database URL, Fernet key and schema from flags, environment and airflow.cfg."""
     env = os.environ if environ is None else environ
     cfg = _read_airflow_cfg(env)
-    url, url_source = _first(
-        ("--db-url", lambda: db_url),
-        ("DCONN_DB_URL", lambda: env.get("DCONN_DB_URL")),
-        ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", lambda: env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")),
-        (
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD",
-            lambda: _run_cmd(env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD"),
-        ),
-        ("AIRFLOW__CORE__SQL_ALCHEMY_CONN", lambda: env.get("AIRFLOW__CORE__SQL_ALCHEMY_CONN")),
-        ("AIRFLOW__CORE__SQL_ALCHEMY_CONN_CMD", lambda: _run_cmd(env, "AIRFLOW__CORE__SQL_ALCHEMY_CONN_CMD")),
-        ("airflow.cfg [database] sql_alchemy_conn", lambda: _cfg(cfg, "database", "sql_alchemy_conn")),
-        ("airflow.cfg [core] sql_alchemy_conn", lambda: _cfg(cfg, "core", "sql_alchemy_conn")),
+    url, url_source = _lookup(
+        env,
+        cfg,
+        db_url,
+        "--db-url",
+        "DCONN_DB_URL",
+        [("database", "sql_alchemy_conn"), ("core", "sql_alchemy_conn")],
     )
     if url is None:
-        url, url_source = f"sqlite:///{airflow_home(env) / 'airflow.db'}", "Airflow's default"
-    key, key_source = _first(
-        ("--fernet-key", lambda: fernet_key),
-        ("DCONN_FERNET_KEY", lambda: env.get("DCONN_FERNET_KEY")),
-        ("AIRFLOW__CORE__FERNET_KEY", lambda: env.get("AIRFLOW__CORE__FERNET_KEY")),
-        ("AIRFLOW__CORE__FERNET_KEY_CMD", lambda: _run_cmd(env, "AIRFLOW__CORE__FERNET_KEY_CMD")),
-        ("airflow.cfg [core] fernet_key", lambda: _cfg(cfg, "core", "fernet_key")),
+        url, url_source = f"sqlite:///{airflow_home(env) / 'airflow.db'}", "Airflow's default ($AIRFLOW_HOME)"
+    elif not url:
+        raise TargetError(f"{url_source} is set but empty: give the metadata database URL")
+    key, key_source = _lookup(
+        env, cfg, fernet_key, "--fernet-key", "DCONN_FERNET_KEY", [("core", "fernet_key")]
     )
-    schema, _ = _first(
-        ("AIRFLOW__DATABASE__SQL_ALCHEMY_SCHEMA", lambda: env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_SCHEMA")),
-        ("airflow.cfg", lambda: _cfg(cfg, "database", "sql_alchemy_schema")),
+    schema, _ = _lookup(
+        env,
+        cfg,
+        None,
+        "",
+        "",
+        [("database", "sql_alchemy_schema"), ("core", "sql_alchemy_schema")],
+        sensitive=False,
     )
-    return Target(url, key, schema, url_source or "", key_source)
+    return Target(url, key or None, (schema or "").strip() or None, url_source or "", key_source)
 
 
 def airflow_home(env: Mapping[str, str]) -> Path:
     """Return $AIRFLOW_HOME, Airflow's default being ~/airflow."""
-    return Path(env.get("AIRFLOW_HOME") or "~/airflow").expanduser()
+    return Path(_expand(env.get("AIRFLOW_HOME") or "~/airflow", env))
 
 
-def _first(*candidates: tuple[str, object]) -> tuple[str | None, str | None]:
-    """Return the first non-empty value of (source, getter) pairs, with its source."""
-    for source, getter in candidates:
-        value = getter()  # type: ignore[operator]
-        if value:
-            return str(value).strip(), source
+def airflow_config_path(env: Mapping[str, str]) -> Path:
+    """Return the airflow.cfg Airflow reads: $AIRFLOW_CONFIG, else $AIRFLOW_HOME/airflow.cfg."""
+    configured = env.get("AIRFLOW_CONFIG")
+    return Path(_expand(configured, env)) if configured else airflow_home(env) / "airflow.cfg"
+
+
+def _lookup(
+    env: Mapping[str, str],
+    cfg: configparser.ConfigParser | None,
+    flag: str | None,
+    flag_name: str,
+    dconn_var: str,
+    options: list[tuple[str, str]],
+    *,
+    sensitive: bool = True,
+) -> tuple[str | None, str | None]:
+    """Return (value, where it came from) for one option, in Airflow's order after dconn's own.
+
+    `options` lists the current (section, key) first, then its deprecated name. None means
+    "not set anywhere"; "" means set but empty, which stops the search as it does in Airflow.
+    Airflow honours `_CMD` and `_SECRET` only for its sensitive options (the URL, the key).
+    """
+    if flag:
+        return flag.strip(), flag_name
+    if dconn_var and env.get(dconn_var):
+        return env[dconn_var].strip(), dconn_var
+    for section, key in options:
+        found = _from_environment(env, section, key, sensitive)
+        if found[1] is not None:
+            return found
+    path = airflow_config_path(env)
+    for section, key in options:
+        if cfg is not None and cfg.has_option(section, key):
+            return _expand(_cfg_get(cfg, path, section, key), env).strip(), f"{path} [{section}] {key}"
+    if not sensitive or cfg is None:
+        return None, None
+    for section, key in options:
+        command = cfg.get(section, f"{key}_cmd", fallback=None)
+        if command:
+            where = f"{path} [{section}] {key}_cmd"
+            return _run(command, where), where
+    for section, key in options:
+        if cfg.has_option(section, f"{key}_secret"):
+            raise _secret_backend_error(f"{path} [{section}] {key}_secret")
     return None, None
 
 
+def _from_environment(
+    env: Mapping[str, str], section: str, key: str, sensitive: bool
+) -> tuple[str | None, str | None]:
+    """Return Airflow's `AIRFLOW__SECTION__KEY`, its `_CMD` output, or (None, None)."""
+    name = f"AIRFLOW__{section.upper()}__{key.upper()}"
+    if name in env:
+        return _expand(env[name], env).strip(), name
+    if not sensitive:
+        return None, None
+    if env.get(f"{name}_CMD"):
+        return _run(env[f"{name}_CMD"], f"{name}_CMD"), f"{name}_CMD"
+    if env.get(f"{name}_SECRET"):
+        raise _secret_backend_error(f"{name}_SECRET")
+    return None, None
+
+
+def _secret_backend_error(where: str) -> TargetError:
+    """Explain that a value kept in Airflow's secrets backend must be given another way."""
+    return TargetError(
+        f"{where} is set: the value lives in Airflow's secrets backend, which dconn does not read; "
+        "pass it with --db-url/--fernet-key or DCONN_DB_URL/DCONN_FERNET_KEY"
+    )
+
+
+_VAR = re.compile(r"\$(\w+)|\$\{([^}]*)\}")
+
+
+def _expand(value: str, env: Mapping[str, str]) -> str:
+    """Expand `$VAR`, `${VAR}` and `~` until nothing changes, as Airflow's expand_env_var does."""
+    for _ in range(10):
+        expanded = _VAR.sub(lambda m: env.get(m.group(1) or m.group(2), m.group(0)), value)
+        expanded = os.path.expanduser(expanded) if expanded.startswith("~") else expanded
+        if expanded == value:
+            break
+        value = expanded
+    return value
+
+
 def _read_airflow_cfg(env: Mapping[str, str]) -> configparser.ConfigParser | None:
-    """Read $AIRFLOW_HOME/airflow.cfg (or $AIRFLOW_CONFIG) when it exists."""
-    path = Path(env.get("AIRFLOW_CONFIG") or airflow_home(env) / "airflow.cfg").expanduser()
+    """Read airflow.cfg when it exists, with the `%` interpolation Airflow's parser uses."""
+    path = airflow_config_path(env)
     if not path.is_file():
         return None
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser = configparser.ConfigParser(strict=False)
     try:
         parser.read(path, encoding="utf-8")
-    except (configparser.Error, UnicodeDecodeError) as exc:
+    except (configparser.Error, UnicodeDecodeError, OSError) as exc:
         raise TargetError(f"{path}: cannot parse Airflow's configuration: {type(exc).__name__}") from None
     return parser
 
 
-def _cfg(cfg: configparser.ConfigParser | None, section: str, key: str) -> str | None:
-    """Read an option from airflow.cfg, honouring its `<key>_cmd` variant as Airflow does."""
-    if cfg is None or not cfg.has_section(section):
-        return None
-    if cfg.get(section, key, fallback=None):
+def _cfg_get(cfg: configparser.ConfigParser, path: Path, section: str, key: str) -> str:
+    """Read one option; a stray `%` is an error in Airflow too (write `%%`)."""
+    try:
         return cfg.get(section, key)
-    command = cfg.get(section, f"{key}_cmd", fallback=None)
-    return _run(command, f"[{section}] {key}_cmd in airflow.cfg") if command else None
-
-
-def _run_cmd(env: Mapping[str, str], name: str) -> str | None:
-    """Run the command an Airflow `_CMD` variable names, as Airflow does (no shell)."""
-    command = env.get(name)
-    return _run(command, name) if command else None
+    except configparser.InterpolationError:
+        raise TargetError(
+            f"{path} [{section}] {key}: a '%' must be written '%%' in airflow.cfg (Airflow reads it so too)"
+        ) from None
 
 
 def _run(command: str, where: str) -> str:
-    """Run a configuration command and return its stdout, stripped."""
+    """Run a configuration command as Airflow does (split, no shell) and return stdout, stripped."""
     try:
         done = subprocess.run(
             shlex.split(command),
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=COMMAND_TIMEOUT_SECONDS,
             check=False,
             stdin=subprocess.DEVNULL,
         )
-    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+    except subprocess.TimeoutExpired:
+        raise TargetError(f"{where}: the command did not finish within {COMMAND_TIMEOUT_SECONDS} s") from None
+    except (OSError, ValueError) as exc:
         raise TargetError(f"{where}: the command could not run ({type(exc).__name__})") from None
     if done.returncode != 0:
         raise TargetError(f"{where}: the command exited with code {done.returncode}")
