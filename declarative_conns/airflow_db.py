@@ -10,22 +10,42 @@ import importlib.util
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from .errors import DatabaseError, TargetError
+from .errors import DatabaseError, DconnError, TargetError, ValidationFailed
 from .model import FIELDS, TableInfo
 from .target import mask_url
 
 CONNECT_TIMEOUT_SECONDS = 10
+#: Longest silence accepted from a MySQL server once connected (beyond the apply lock's wait).
+QUERY_SILENCE_SECONDS = 300
 _BATCH = 500
+
+#: Drivers per backend family: (SQLAlchemy's name, module), dconn's own first.
+_DRIVERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
+    "mysql": (("pymysql", "pymysql"), ("mysqldb", "MySQLdb")),
+}
+_FAMILIES = {"postgres": "postgresql", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+_EXTRAS = {"postgresql": ("PostgreSQL", "postgres"), "mysql": ("MySQL/MariaDB", "mysql")}
+
+
+@dataclass(frozen=True)
+class ColumnLimit:
+    """Say what a text column holds: characters, bytes, and (MySQL) its character set."""
+
+    chars: int | None
+    octets: int | None = None
+    charset: str | None = None
 
 
 @dataclass
@@ -36,6 +56,10 @@ class Database:
     table: sa.Table
     info: TableInfo
     url: str
+    limits: Mapping[str, ColumnLimit] = field(default_factory=dict)
+    conn_id_collation: str | None = None
+    teams: frozenset[str] | None = None
+    lock_timeout: float = 30.0
 
     @property
     def dialect(self) -> str:
@@ -50,62 +74,137 @@ class Database:
 def open_database(url: str, schema: str | None = None, lock_timeout: float = 30.0) -> Database:
     """Connect to the target and reflect its connection table; never create anything."""
     engine = _create_engine(url, lock_timeout)
+    if engine.dialect.name == "sqlite":
+        schema = None  # Airflow's schema setting has no meaning for a SQLite file
     try:
-        with engine.connect() as conn:
+        with _connect(engine, url) as conn:
             table = _reflect(conn, schema, url)
+            limits, collation = _column_limits(conn, table, schema)
+            teams = _team_names(conn, table, schema)
     except exc.SQLAlchemyError as error:
         engine.dispose()
-        raise DatabaseError(f"cannot read {mask_url(url)}: {short_reason(error)}") from None
-    except TargetError:
+        raise DatabaseError(f"cannot read {mask_url(url)}: {short_reason(error, url)}") from None
+    except DconnError:
         engine.dispose()
         raise
-    return Database(engine, table, _table_info(table), url)
+    return Database(engine, table, _table_info(table), url, limits, collation, teams, lock_timeout)
 
 
-def short_reason(error: BaseException) -> str:
-    """Return the first line of a driver's error, which names the cause without the URL."""
+def short_reason(error: BaseException, url: str | None = None) -> str:
+    """Return the first line of a driver's error, which names the cause; never the password."""
     original = getattr(error, "orig", None) or error
-    text = str(original).strip().splitlines()
-    return text[0] if text else type(original).__name__
+    lines = str(original).strip().splitlines()
+    text = lines[0] if lines else type(original).__name__
+    for secret in _password_forms(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _password_forms(url: str | None) -> list[str]:
+    """Return the URL's password as written and as decoded, to scrub from messages."""
+    if not url:
+        return []
+    try:
+        password = make_url(url).password
+    except (exc.ArgumentError, ValueError):
+        return []
+    if not password:
+        return []
+    return sorted({str(password), quote(str(password), safe="")}, key=len, reverse=True)
+
+
+def _connect(engine: Engine, url: str) -> Connection:
+    """Open a connection, turning a refusal or a silent server into one clear error."""
+    started = time.monotonic()
+    try:
+        return engine.connect()
+    except exc.DBAPIError as error:
+        reason = short_reason(error, url)
+        waited = time.monotonic() - started
+        if waited >= CONNECT_TIMEOUT_SECONDS - 1 or "timed out" in reason or "timeout" in reason:
+            reason = f"no answer within {CONNECT_TIMEOUT_SECONDS} s (connect timeout): {reason}"
+        raise DatabaseError(f"cannot read {mask_url(url)}: cannot connect: {reason}") from None
 
 
 def _create_engine(url: str, lock_timeout: float) -> Engine:
     """Build an engine for Airflow's URL, mapped onto the drivers dconn has installed."""
     try:
         parsed = make_url(url)
-    except exc.ArgumentError:
+    except (exc.ArgumentError, ValueError):
         raise TargetError(f"not a database URL: {mask_url(url)}") from None
-    backend = parsed.get_backend_name()
+    backend, _, asked = parsed.drivername.partition("+")
     if backend == "sqlite":
         return _sqlite_engine(parsed.database or "", lock_timeout)
-    if backend in ("postgres", "postgresql"):
-        driver = _driver(
-            "postgresql", parsed.get_driver_name(), {"psycopg2": "psycopg2", "psycopg": "psycopg"}, "postgres"
-        )
-        parsed = parsed.set(drivername=f"postgresql+{driver}")
-        args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
-    elif backend in ("mysql", "mariadb"):
-        driver = _driver(
-            "mysql", parsed.get_driver_name(), {"mysqldb": "MySQLdb", "pymysql": "pymysql"}, "mysql"
-        )
-        parsed = parsed.set(drivername=f"mysql+{driver}")
-        args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "charset": "utf8mb4"}
-    else:
+    family = _FAMILIES.get(backend)
+    if family is None:
         raise TargetError(
             f"unsupported database {backend!r} in {mask_url(url)}: Airflow's metadata database "
             "is SQLite, PostgreSQL or MySQL/MariaDB"
         )
-    return sa.create_engine(parsed, connect_args=args, poolclass=sa.pool.NullPool)
+    driver = _driver(family, asked)
+    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    if family == "mysql":
+        # utf8mb4 on the wire whatever the URL says: it can carry every character a column holds.
+        args["charset"] = "utf8mb4"
+        # PyMySQL's connect_timeout stops at the TCP connect; this bounds the handshake too.
+        args["read_timeout"] = CONNECT_TIMEOUT_SECONDS if driver == "pymysql" else QUERY_SILENCE_SECONDS
+    parsed = parsed.set(drivername=f"{'mariadb' if backend == 'mariadb' else family}+{driver}")
+    try:
+        engine = sa.create_engine(parsed, connect_args=args, poolclass=sa.pool.NullPool)
+    except ImportError as error:
+        label, extra = _EXTRAS[family]
+        raise TargetError(
+            f"the {label} driver {driver} cannot be loaded ({error}): "
+            f"pip install 'declarative-conns[{extra}]'"
+        ) from None
+    if family == "mysql":
+        event.listen(engine, "connect", _mysql_session(lock_timeout))
+    return engine
 
 
-def _driver(backend: str, asked: str, modules: Mapping[str, str], extra: str) -> str:
-    """Pick the driver Airflow's URL asked for if installed, else the one dconn ships with."""
-    if asked in modules and importlib.util.find_spec(modules[asked]):
+def _driver(family: str, asked: str) -> str:
+    """Pick the driver Airflow's URL names when it is installed, else one dconn can use."""
+    drivers = dict(_DRIVERS[family])
+    if asked in drivers and _installed(drivers[asked]):
         return asked
-    for name, module in modules.items():
-        if importlib.util.find_spec(module):
+    for name, module in _DRIVERS[family]:
+        if _installed(module):
             return name
-    raise TargetError(f"no {backend} driver is installed: pip install 'declarative-conns[{extra}]'")
+    label, extra = _EXTRAS[family]
+    return _missing_driver(label, extra)
+
+
+def _missing_driver(label: str, extra: str) -> NoReturn:
+    """Raise the error that says which extra brings a driver."""
+    raise TargetError(
+        f"no {label} driver is installed: pip install 'declarative-conns[{extra}]' "
+        f"(or pipx install 'declarative-conns[{extra}]')"
+    )
+
+
+def _installed(module: str) -> bool:
+    """Tell whether a driver module can be found, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _mysql_session(lock_timeout: float) -> Callable[[Any, Any], None]:
+    """Return a connect hook: strict writes, and a long read timeout once the handshake is done."""
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if hasattr(dbapi_conn, "_read_timeout"):  # PyMySQL: queries may wait for the apply lock
+            dbapi_conn._read_timeout = max(lock_timeout, 0) + QUERY_SILENCE_SECONDS
+        cursor = dbapi_conn.cursor()
+        # Strict mode turns a value too long for its column into an error, never a truncation.
+        cursor.execute(
+            "SET SESSION sql_mode = IF(@@SESSION.sql_mode = '', 'STRICT_ALL_TABLES', "
+            "CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES'))"
+        )
+        cursor.close()
+
+    return on_connect
 
 
 def _sqlite_engine(path: str, lock_timeout: float) -> Engine:
@@ -161,6 +260,47 @@ def _table_info(table: sa.Table) -> TableInfo:
     return TableInfo(shape, frozenset(n for n in FIELDS if n in names))
 
 
+def _column_limits(
+    conn: Connection, table: sa.Table, schema: str | None
+) -> tuple[dict[str, ColumnLimit], str | None]:
+    """Return what each text column holds, and the collation that compares conn_ids."""
+    if conn.dialect.name == "mysql":
+        # Reflection cannot tell a TEXT's byte limit or a column's character set: ask MySQL.
+        query = sa.text(
+            "SELECT COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH, CHARACTER_OCTET_LENGTH, "
+            "CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = 'connection'"
+        )
+        limits, collation = {}, None
+        for name, chars, octets, charset, coll in conn.execute(query, {"schema": schema}):
+            if charset is not None:
+                limits[name] = ColumnLimit(_int(chars), _int(octets), str(charset))
+            if name == "conn_id":
+                collation = coll
+        return limits, collation
+    limits = {}
+    for column in table.c:
+        length = getattr(column.type, "length", None)
+        if isinstance(length, int):
+            limits[column.name] = ColumnLimit(length)
+    return limits, getattr(table.c.conn_id.type, "collation", None)
+
+
+def _int(value: Any) -> int | None:
+    """Return an integer from information_schema, or None."""
+    return None if value is None else int(value)
+
+
+def _team_names(conn: Connection, table: sa.Table, schema: str | None) -> frozenset[str] | None:
+    """Return the names of Airflow 3.2+'s teams, which team_name must reference."""
+    if "team_name" not in table.c:
+        return None
+    if not sa.inspect(conn).has_table("team", schema=schema):
+        return None
+    team = sa.table("team", sa.column("name"), schema=schema)
+    return frozenset(str(name) for (name,) in conn.execute(sa.select(team.c.name)))
+
+
 def read_rows(conn: Connection, db: Database) -> list[dict[str, Any]]:
     """Return every row of the connection table as stored, ordered by id."""
     table = db.table
@@ -178,23 +318,147 @@ def transaction(db: Database, *, write: bool) -> Iterator[Connection]:
             with conn.begin():
                 yield conn
     except exc.SQLAlchemyError as error:
-        raise DatabaseError(f"{mask_url(db.url)}: {short_reason(error)}; nothing was changed") from None
+        if write and db.dialect == "sqlite" and "database is locked" in str(error):
+            # SQLite's busy timeout is the lock timeout: BEGIN IMMEDIATE waited that long.
+            raise DatabaseError(_lock_message(db, db.lock_timeout)) from None
+        raise DatabaseError(
+            f"{mask_url(db.url)}: {short_reason(error, db.url)}; nothing was changed"
+        ) from None
+
+
+def _lock_message(db: Database, timeout: float) -> str:
+    """Say that another apply holds the lock, and how long dconn waited."""
+    return (
+        f"another dconn apply (or a writer) holds the lock on {mask_url(db.url)}; waited {timeout:g} s "
+        "(--lock-timeout); nothing was changed"
+    )
 
 
 def check_lengths(db: Database, conn_id: str, row: Mapping[str, Any]) -> list[str]:
-    """Return the fields whose stored text is longer than their column allows."""
-    too_long = []
-    for name, value in row.items():
-        column = db.table.c.get(name)
-        length = getattr(getattr(column, "type", None), "length", None)
-        if isinstance(value, str) and length and len(value) > length:
-            too_long.append(
-                f'connection "{conn_id}" field {name}: {len(value)} characters, the column holds {length}'
+    """Return why the database would refuse (or mangle) a row, before anything is written.
+
+    Checks every text column against its length (characters, and bytes for MySQL's TEXT), its
+    MySQL character set, PostgreSQL's ban on NUL, and Airflow 3.2+'s team names. Messages name
+    the connection and field with sizes only, never a value (it may be a secret).
+    """
+    problems = []
+    shown = conn_id if len(conn_id) <= 60 else conn_id[:57] + "..."
+    for name, value in {**row, "conn_id": conn_id}.items():
+        if not isinstance(value, str):
+            continue
+        problem = _text_problem(db, name, value, encrypted=_is_encrypted(name, row))
+        if problem:
+            problems.append(f'connection "{shown}" field {name}: {problem}')
+    team = row.get("team_name")
+    if team and db.teams is not None and team not in db.teams:
+        problems.append(
+            f'connection "{shown}" field team_name: there is no team "{team}" in this Airflow '
+            "(create it first: airflow teams create)"
+        )
+    return problems
+
+
+def _is_encrypted(name: str, row: Mapping[str, Any]) -> bool:
+    """Tell whether a column's value is a Fernet token rather than what was declared."""
+    flag = {"password": "is_encrypted", "extra": "is_extra_encrypted"}.get(name)
+    return bool(flag and row.get(flag))
+
+
+def _text_problem(db: Database, name: str, value: str, encrypted: bool) -> str | None:
+    """Return why one text value does not fit its column, or None."""
+    limit = db.limits.get(name)
+    once = " once encrypted" if encrypted else ""
+    if limit and limit.chars is not None and len(value) > limit.chars:
+        return f"{len(value)} characters{once}, the column holds {limit.chars}"
+    if limit and limit.charset:
+        size = _octets(value, limit.charset)
+        if limit.octets is not None and size > limit.octets:
+            return f"{size} bytes{once}, the column holds {limit.octets} bytes ({limit.charset})"
+        if not _encodable(value, limit.charset):
+            return (
+                f"holds characters its MySQL character set {limit.charset} cannot store"
+                f"{' (beyond U+FFFF, such as emoji)' if limit.charset.startswith('utf8') else ''}; "
+                "convert the table to utf8mb4, or remove them"
             )
-    conn_len = getattr(db.table.c.conn_id.type, "length", None)
-    if conn_len and len(conn_id) > conn_len:
-        too_long.append(f'connection "{conn_id[:40]}...": conn_id longer than {conn_len} characters')
-    return too_long
+    if db.dialect == "postgresql" and "\x00" in value:
+        return "holds a NUL character, which PostgreSQL cannot store"
+    return None
+
+
+def _octets(value: str, charset: str) -> int:
+    """Return how many bytes MySQL needs for a value in a character set."""
+    if charset in ("latin1", "ascii", "binary"):
+        return len(value)
+    if charset in ("ucs2", "utf16", "utf16le"):
+        return len(value.encode("utf-16-le"))
+    if charset == "utf32":
+        return 4 * len(value)
+    return len(value.encode("utf-8"))
+
+
+def _encodable(value: str, charset: str) -> bool:
+    """Tell whether MySQL can store the value's characters in a character set."""
+    if charset in ("utf8", "utf8mb3", "ucs2"):
+        return all(ord(c) <= 0xFFFF for c in value)
+    codec = {"latin1": "cp1252", "ascii": "ascii"}.get(charset)
+    if codec is None:
+        return True
+    try:
+        value.encode(codec)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_conn_ids(db: Database, declared: Iterable[str], existing: Iterable[str]) -> None:
+    """Refuse declared conn_ids that the database would take for another one (see below)."""
+    problems = conn_id_collisions(db, declared, existing)
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def conn_id_collisions(db: Database, declared: Iterable[str], existing: Iterable[str]) -> list[str]:
+    """Return declared conn_ids that the table's collation takes for another conn_id.
+
+    Airflow's conn_id column has no collation of its own, so on MySQL it takes the database's
+    default, usually case- and accent-insensitive (utf8mb4_general_ci): there "MyConn" and
+    "myconn" are one connection to Airflow and the UNIQUE constraint refuses the second.
+    """
+    fold = _collation_key(db.conn_id_collation)
+    if fold is None:
+        return []
+    why = f"the conn_id column's collation {db.conn_id_collation} ignores case"
+    problems = []
+    first: dict[str, str] = {}
+    for conn_id in sorted(declared):
+        other = first.setdefault(fold(conn_id), conn_id)
+        if other != conn_id:
+            problems.append(f'connections "{other}" and "{conn_id}" are one connection here: {why}')
+    for stored in sorted(set(existing) - set(declared)):
+        match = first.get(fold(stored))
+        if stored and match is not None:
+            problems.append(
+                f'connection "{match}" is the database\'s connection "{stored}": {why}; declare it '
+                f'as "{stored}", or remove "{stored}" from the database first'
+            )
+    return problems
+
+
+def _collation_key(collation: str | None) -> Callable[[str], str] | None:
+    """Return how a collation compares conn_ids, or None when it compares them exactly."""
+    name = (collation or "").lower()
+    if name == "nocase":  # SQLite: ASCII letters only
+        return lambda s: s.translate(_ASCII_LOWER)
+    if not name.endswith("_ci"):
+        return None
+    if "_as_" in name:
+        return str.lower
+    return lambda s: "".join(
+        c for c in unicodedata.normalize("NFKD", s.lower()) if not unicodedata.combining(c)
+    )
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def acquire_lock(conn: Connection, db: Database, timeout: float) -> None:
@@ -213,10 +477,7 @@ def acquire_lock(conn: Connection, db: Database, timeout: float) -> None:
             timeout,
         )
     if not got:
-        raise DatabaseError(
-            f"another dconn apply holds the lock on {mask_url(db.url)}; waited {timeout:g} s "
-            "(--lock-timeout); nothing was changed"
-        )
+        raise DatabaseError(_lock_message(db, timeout))
 
 
 def release_lock(conn: Connection, db: Database) -> None:

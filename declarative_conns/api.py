@@ -144,6 +144,7 @@ def plan(
         values = resolve_desired(desired, resolver)
         with airflow_db.transaction(db, write=False) as conn:
             raw = airflow_db.read_rows(conn, db)
+        airflow_db.check_conn_ids(db, desired.connections, (r["conn_id"] or "" for r in raw))
         rows = codec.decode_rows(raw, keyring, digester)
         found = _Found(rows, state, db, keyring, digester, same_key)
         run = _assemble(desired, values, found, workspace, identity, verbose=verbose, rotate=rotate)
