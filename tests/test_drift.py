@@ -1,0 +1,593 @@
+"""Drift detection for nightly CI: changed outside dconn, ownership, prune/ignore, first run, noise.
+
+Through the library on SQLite (and, for the noise cases, PostgreSQL and MariaDB), and through
+the `dconn` command as a CI job runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
+
+from declarative_conns.api import PlannedRun, Workspace, apply, plan
+from declarative_conns.desired import load_desired
+from declarative_conns.errors import StateError
+from declarative_conns.target import resolve_target
+from tests.airflow_tables import insert_raw
+from tests.conftest import AirflowDb
+
+CANARY = "canary-drift-51c7"
+DOC = f"""
+[settings]
+ignore = ["*_default"]
+
+[connections.warehouse]
+conn_type = "postgres"
+host = "wh.internal"
+schema = "analytics"
+login = "etl"
+password = "{CANARY}"
+port = 5432
+extra = {{ sslmode = "require", api_token = "{CANARY}-tok", hosts = ["a", "b"] }}
+
+[connections.slack]
+conn_type = "http"
+host = "hooks.slack.com"
+"""
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Project:
+    """A folder with a configuration and a state file, planned and applied against one database."""
+
+    def __init__(self, db: AirflowDb, folder: Path, key: str | None = None) -> None:
+        self.db = db
+        self.folder = folder
+        self.key = db.fernet_key if key is None else key
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def state_path(self) -> Path:
+        """Return the state file's path."""
+        return self.folder / ".dconn" / "state.json"
+
+    def plan(self, doc: str = DOC, key: str | None = None) -> PlannedRun:
+        """Write the configuration and plan it; the caller closes the run."""
+        (self.folder / "connections.toml").write_text(doc, encoding="utf-8")
+        target = resolve_target(self.db.url, self.key if key is None else key, environ={})
+        return plan(load_desired(self.folder / "connections.toml"), Workspace(target, self.state_path))
+
+    def text(self, doc: str = DOC, key: str | None = None) -> tuple[PlannedRun, str]:
+        """Plan, close, and return the run with its text rendering."""
+        run = self.plan(doc, key)
+        run.close()
+        return run, run.render("text")
+
+    def apply(self, doc: str = DOC, key: str | None = None) -> None:
+        """Plan and apply."""
+        run = self.plan(doc, key)
+        try:
+            apply(run)
+        finally:
+            run.close()
+
+    def update(self, conn_id: str, **values: Any) -> None:
+        """Change a row in the database, as someone editing it in Airflow's UI would."""
+        table = self.db.table
+        with self.db.engine.begin() as conn:
+            conn.execute(table.update().where(table.c.conn_id == conn_id).values(**values))
+
+    def encrypt(self, text: str, key: str | None = None) -> str:
+        """Encrypt as Airflow does with a Fernet key (the project's unless told)."""
+        return Fernet((key or self.key).encode()).encrypt(text.encode()).decode()
+
+
+@pytest.fixture
+def project(make_db: Any, tmp_path: Path) -> Project:
+    """A project against an Airflow 2.x table on SQLite."""
+    return Project(make_db("sqlite", "2.x"), tmp_path / "repo")
+
+
+def drift_of(run: PlannedRun) -> list[tuple[str, int | None, list[tuple[str, str, bool]]]]:
+    """Return the drift as (conn_id, row, [(path, kind, sensitive)])."""
+    return [
+        (d.conn_id, d.row_id, [(".".join(map(str, c.path)), c.kind, c.sensitive) for c in d.changes])
+        for d in run.plan.drift
+    ]
+
+
+def actions_of(run: PlannedRun) -> list[tuple[str, str, str]]:
+    """Return the actions as (kind, conn_id, reason)."""
+    return [(a.kind, a.conn_id, a.reason) for a in run.plan.actions]
+
+
+# --- Changed outside dconn ---------------------------------------------------------------------
+
+
+def test_changed_outside_dconn_is_told_first_then_reverted(project: Project) -> None:
+    """A host and a password edited in the database are listed first, field by field, then the revert."""
+    project.apply()
+    project.update("warehouse", host="wh-hotfix.internal", password=project.encrypt("typed-in-the-ui"))
+    run, text = project.text()
+    assert drift_of(run) == [("warehouse", 2, [("host", "change", False), ("password", "change", True)])]
+    assert (
+        "Note: objects have changed outside dconn since the last apply\n\n"
+        '  # connection "warehouse" was changed in the database\n'
+        '  ~ host     = "wh.internal" -> "wh-hotfix.internal"\n'
+        "  ~ password = (sensitive value changed)\n\n"
+        "dconn will perform the following actions:\n\n"
+        '  # connection "warehouse" will be updated in place\n'
+        '  ~ host     = "wh-hotfix.internal" -> "wh.internal"\n'
+        "  ~ password = (sensitive value changed)\n"
+    ) in text
+    assert "typed-in-the-ui" not in text and CANARY not in text
+
+
+def test_secret_inside_extra_changed_outside_is_sensitive(project: Project) -> None:
+    """A token in extra changed in the database shows as a sensitive change at its own path."""
+    project.apply()
+    extra = {"sslmode": "require", "api_token": "rotated-by-hand", "hosts": ["a", "b"]}
+    project.update("warehouse", extra=project.encrypt(json.dumps(extra)))
+    run, text = project.text()
+    assert drift_of(run) == [("warehouse", 2, [("extra.api_token", "change", True)])]
+    assert "  ~ extra.api_token = (sensitive value changed)\n" in text
+    assert "rotated-by-hand" not in text
+
+
+def test_row_deleted_outside_dconn(project: Project) -> None:
+    """A managed row deleted in the database is told as deleted, and planned for creation again."""
+    project.apply()
+    with project.db.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM connection WHERE conn_id = 'slack'"))
+    run, text = project.text()
+    assert drift_of(run) == [("slack", None, [])]
+    assert actions_of(run) == [("create", "slack", "declared")]
+    assert '  # connection "slack" was deleted from the database\n\ndconn will perform' in text
+
+
+def test_drift_is_told_until_the_next_apply(project: Project) -> None:
+    """Drift is measured against the last apply: every plan repeats it; apply clears it."""
+    project.apply()
+    project.update("slack", host="elsewhere")
+    assert (
+        drift_of(project.text()[0])
+        == drift_of(project.text()[0])
+        == [("slack", 1, [("host", "change", False)])]
+    )
+    project.apply()
+    run, text = project.text()
+    assert run.plan.drift == () and "changed outside dconn" not in text
+    assert text.endswith("No changes. The connections match the configuration.\n")
+
+
+def test_config_changed_to_match_the_edit_is_drift_without_actions(project: Project) -> None:
+    """Adopting an edit in the configuration leaves the drift note but no action (exit 0 in CI)."""
+    project.apply()
+    project.update("slack", host="elsewhere")
+    run, text = project.text(DOC.replace('"hooks.slack.com"', '"elsewhere"'))
+    assert drift_of(run) == [("slack", 1, [("host", "change", False)])]
+    assert not run.plan.summary.has_changes
+    assert "No changes." in text
+
+
+def test_secret_reference_on_a_plain_field_is_not_drift(project: Project, monkeypatch: Any) -> None:
+    """A login declared from_env is stored in clear by Airflow; unchanged, it is not drift."""
+    monkeypatch.setenv("DRIFT_LOGIN", "etl-from-vault")
+    doc = '[connections.x]\nconn_type = "http"\nlogin = { from_env = "DRIFT_LOGIN" }\n'
+    project.apply(doc)
+    run, _ = project.text(doc)
+    assert run.plan.drift == () and not run.plan.summary.has_changes
+    project.update("x", login="changed-in-ui")
+    run, text = project.text(doc)
+    assert drift_of(run) == [("x", 1, [("login", "change", True)])]
+    assert "changed-in-ui" not in text and "etl-from-vault" not in text
+
+
+# --- Fernet key rotation is not drift ----------------------------------------------------------
+
+
+def rotate_rows(project: Project, ring: str) -> None:
+    """Re-encrypt every encrypted value with the first key of a ring, as `airflow rotate-fernet-key` does."""
+    from cryptography.fernet import MultiFernet
+
+    fernet = MultiFernet([Fernet(k.encode()) for k in ring.split(",")])
+    for stored in project.db.rows():
+        values = {}
+        for column, flag in (("password", "is_encrypted"), ("extra", "is_extra_encrypted")):
+            if stored[column] and stored[flag]:
+                values[column] = fernet.rotate(stored[column].encode()).decode()
+        if values:
+            project.update(str(stored["conn_id"]), **values)
+
+
+def test_key_rotation_with_the_old_key_in_the_ring_is_not_drift(project: Project) -> None:
+    """After a rotation (new key first, old key kept) no plan, the first or later ones, reports drift."""
+    project.apply()
+    new = Fernet.generate_key().decode()
+    ring = f"{new},{project.key}"
+    rotate_rows(project, ring)
+    for _ in range(2):
+        run, text = project.text(key=ring)
+        assert run.plan.drift == () and not run.plan.summary.has_changes, text
+    state = json.loads(project.state_path.read_text())
+    assert state["digest_key"]["id"] == run.digester.key_id
+
+
+def test_key_rotation_keeps_a_real_secret_drift(project: Project) -> None:
+    """A password changed before a rotation is still reported on every later plan, old key gone or not."""
+    project.apply()
+    project.update("warehouse", password=project.encrypt("typed-in-the-ui"))
+    new = Fernet.generate_key().decode()
+    ring = f"{new},{project.key}"
+    rotate_rows(project, ring)
+    for key in (ring, ring, new):
+        run, _ = project.text(key=key)
+        assert drift_of(run) == [("warehouse", 2, [("password", "change", True)])]
+
+
+def test_key_replaced_outright_is_not_drift_and_warns(project: Project) -> None:
+    """With the old key gone, secrets cannot be compared: no false drift, one warning, then normal."""
+    project.apply()
+    new = Fernet.generate_key().decode()
+    rotate_rows(project, f"{new},{project.key}")
+    run, _ = project.text(key=new)
+    assert run.plan.drift == () and not run.plan.summary.has_changes
+    assert any("previous key is no longer in the key ring" in w for w in run.warnings)
+    run, _ = project.text(key=new)
+    assert run.plan.drift == () and run.warnings == []
+    project.update("warehouse", password=project.encrypt("typed-in-the-ui", key=new))
+    assert drift_of(project.text(key=new)[0]) == [("warehouse", 2, [("password", "change", True)])]
+
+
+# --- Ownership: managed, unmanaged, prune, ignore --------------------------------------------
+
+
+def test_removed_from_the_config_is_destroyed_but_never_managed_is_left(project: Project) -> None:
+    """Removing a managed conn_id plans its deletion; a connection dconn never managed is counted."""
+    insert_raw(project.db.engine, project.db.table, [{"conn_id": "hand_made", "conn_type": "ftp"}])
+    project.apply()
+    run, text = project.text(DOC.split("[connections.slack]", maxsplit=1)[0])
+    assert actions_of(run) == [("delete", "slack", "removed")]
+    assert run.plan.unmanaged == ("hand_made",)
+    assert '  # connection "slack" will be destroyed (no longer in the configuration)\n' in text
+    assert "1 connection unchanged, 1 unmanaged (-v lists them).\n" in text
+
+
+def test_unmanaged_are_listed_with_verbose(project: Project) -> None:
+    """-v lists the unmanaged and ignored conn_ids by name."""
+    insert_raw(
+        project.db.engine,
+        project.db.table,
+        [{"conn_id": "hand_made", "conn_type": "ftp"}, {"conn_id": "aws_default", "conn_type": "aws"}],
+    )
+    run = project.plan()
+    run.close()
+    from dataclasses import replace
+
+    text = run.render("text")
+    run.context = replace(run.context, verbose=True)
+    verbose = run.render("text")
+    assert "0 connections unchanged, 1 unmanaged (-v lists them), 1 ignored.\n" in text
+    assert "Unmanaged: hand_made\nIgnored: aws_default\n" in verbose
+
+
+def test_prune_deletes_unmanaged_but_never_ignored(project: Project) -> None:
+    """prune = true destroys every undeclared connection except those matching `ignore`."""
+    insert_raw(
+        project.db.engine,
+        project.db.table,
+        [{"conn_id": "hand_made", "conn_type": "ftp"}, {"conn_id": "aws_default", "conn_type": "aws"}],
+    )
+    run, text = project.text(DOC.replace("[settings]\n", "[settings]\nprune = true\n"))
+    assert ("delete", "hand_made", "pruned") in actions_of(run)
+    assert not [a for a in run.plan.actions if a.conn_id == "aws_default"]
+    assert '  # connection "hand_made" will be destroyed (not in the configuration, prune = true)\n' in text
+
+
+def test_ignored_pattern_protects_even_a_formerly_managed_connection(project: Project) -> None:
+    """A conn_id dconn managed, then removed and matching `ignore`, is left alone, not destroyed."""
+    doc = '[connections.slack_default]\nconn_type = "http"\n'
+    project.apply(doc)
+    run, _ = project.text('[settings]\nignore = ["*_default"]\n')
+    assert run.plan.actions == () and run.plan.ignored == ("slack_default",)
+
+
+def test_declared_and_ignored_is_still_managed(project: Project) -> None:
+    """A declared conn_id matching `ignore` is managed: created, then its drift is reverted."""
+    doc = '[settings]\nignore = ["*_default"]\n[connections.http_default]\nconn_type = "http"\nhost = "a"\n'
+    project.apply(doc)
+    project.update("http_default", host="b")
+    run, _ = project.text(doc)
+    assert drift_of(run) == [("http_default", 1, [("host", "change", False)])]
+    assert actions_of(run) == [("update", "http_default", "declared")]
+
+
+def test_first_run_without_state_manages_nothing_yet(project: Project) -> None:
+    """No state file is a first run: no error, nothing managed, no removal, no drift; a state is written."""
+    insert_raw(project.db.engine, project.db.table, [{"conn_id": "hand_made", "conn_type": "ftp"}])
+    assert not project.state_path.exists()
+    run, _ = project.text()
+    assert run.plan.drift == () and run.plan.unmanaged == ("hand_made",)
+    assert [a.kind for a in run.plan.actions] == ["create", "create"]
+    state = json.loads(project.state_path.read_text())
+    assert state["managed"] == [] and state["applied"] == {} and state["serial"] == 1
+
+
+# --- The state file: written only when it changes; travels with the repository ----------------
+
+
+def test_plan_leaves_an_unchanged_state_untouched(project: Project) -> None:
+    """A plan that finds everything as recorded does not rewrite the state (no serial bump in git)."""
+    project.apply()
+    project.text()  # the first plan after apply records nothing new either
+    before = project.state_path.read_bytes()
+    for _ in range(2):
+        project.text()
+    assert project.state_path.read_bytes() == before
+    project.update("slack", host="elsewhere")
+    project.text()
+    after = json.loads(project.state_path.read_text())
+    assert after["serial"] == json.loads(before)["serial"] + 1
+
+
+def test_state_committed_to_git_works_in_another_clone(project: Project, tmp_path: Path) -> None:
+    """A state copied with the repository to another folder (a CI checkout) finds the same drift."""
+    project.apply()
+    project.update("slack", host="elsewhere")
+    clone = Project(project.db, tmp_path / "ci-checkout")
+    (clone.folder / ".dconn").mkdir()
+    shutil.copy(project.state_path, clone.state_path)
+    assert drift_of(clone.text()[0]) == [("slack", 1, [("host", "change", False)])]
+
+
+def test_state_of_another_database_is_refused_with_what_to_do(project: Project, make_db: Any) -> None:
+    """A state recorded for another database is an error naming both and suggesting --state."""
+    project.apply()
+    other = Project(make_db("sqlite", "2.x"), project.folder)
+    with pytest.raises(StateError, match=r"belongs to sqlite:///.*pass --state"):
+        other.plan()
+
+
+# --- Noise is not drift ------------------------------------------------------------------------
+
+NOISE_DOC = """
+[connections.warehouse]
+conn_type = "postgres"
+host = "wh.internal"
+port = 5432
+extra = { sslmode = "require", options = { a = 1, b = [1, 2] }, timeout = 10 }
+"""
+NOISY_EXTRA = '{\n    "timeout": 10,\n    "options": {"b": [1,   2], "a": 1},\n    "sslmode": "require"\n}'
+
+
+def noise(project: Project, case: str) -> None:
+    """Rewrite the stored row in a way that means the same connection."""
+    if case == "extra key order and whitespace":
+        project.update("warehouse", extra=project.encrypt(NOISY_EXTRA), is_extra_encrypted=True)
+    elif case == "extra in clear, as without a Fernet key":
+        project.update("warehouse", extra=NOISY_EXTRA, is_extra_encrypted=False)
+    elif case == "empty strings for NULL":
+        project.update("warehouse", schema="", login="", password="", description="")
+    elif case == "postgresql spelling of conn_type":
+        project.update("warehouse", conn_type="postgresql")
+    elif case == "empty extra object":
+        project.update("warehouse", extra=project.encrypt("{}"), is_extra_encrypted=True)
+    else:
+        raise AssertionError(case)
+
+
+NOISE_CASES = [
+    "extra key order and whitespace",
+    "extra in clear, as without a Fernet key",
+    "empty strings for NULL",
+    "postgresql spelling of conn_type",
+]
+
+
+def assert_no_noise(project: Project, doc: str = NOISE_DOC) -> None:
+    """Plan and check that neither drift nor an action shows."""
+    run, text = project.text(doc)
+    assert run.plan.drift == (), text
+    assert not run.plan.summary.has_changes, text
+    assert "changed outside dconn" not in text
+
+
+@pytest.mark.parametrize("case", [*NOISE_CASES, "empty extra object"])
+def test_noise_is_not_drift_on_sqlite(project: Project, case: str) -> None:
+    """After apply, a row rewritten with the same meaning shows neither drift nor an action."""
+    doc = NOISE_DOC.replace("extra = {", "# extra = {") if case == "empty extra object" else NOISE_DOC
+    project.apply(doc)
+    noise(project, case)
+    assert_no_noise(project, doc)
+
+
+@pytest.mark.parametrize("case", NOISE_CASES)
+def test_noise_in_a_row_dconn_never_wrote_is_no_change(project: Project, case: str) -> None:
+    """On a first plan, a row Airflow's UI wrote with the same meaning plans no update."""
+    extra = project.encrypt('{"sslmode":"require","options":{"a":1,"b":[1,2]},"timeout":10}')
+    insert_raw(
+        project.db.engine,
+        project.db.table,
+        [
+            {
+                "conn_id": "warehouse",
+                "conn_type": "postgres",
+                "host": "wh.internal",
+                "port": 5432,
+                "extra": extra,
+                "is_extra_encrypted": True,
+            }
+        ],
+    )
+    noise(project, case)
+    assert_no_noise(project)
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+@pytest.mark.parametrize("case", NOISE_CASES)
+def test_noise_is_not_drift_on_servers(make_db: Any, tmp_path: Path, backend: str, case: str) -> None:
+    """The same noise cases on PostgreSQL and MariaDB: no drift, no action."""
+    project = Project(make_db(backend, "2.x"), tmp_path / "repo")
+    project.apply(NOISE_DOC)
+    noise(project, case)
+    assert_no_noise(project)
+
+
+@pytest.fixture
+def text_port_db(tmp_path: Path) -> Iterator[AirflowDb]:
+    """An Airflow 1.10-shaped SQLite table whose port column is text, as hand-made tables have."""
+    path = tmp_path / "airflow-110.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE connection (id INTEGER PRIMARY KEY AUTOINCREMENT, conn_id VARCHAR(250),"
+            " conn_type VARCHAR(500), host VARCHAR(500), schema VARCHAR(500), login VARCHAR(500),"
+            " password VARCHAR(5000), port VARCHAR(10), is_encrypted BOOLEAN,"
+            " is_extra_encrypted BOOLEAN, extra VARCHAR(5000))"
+        )
+    db.close()
+    engine = sa.create_engine(f"sqlite:///{path}")
+    table = sa.Table("connection", sa.MetaData(), autoload_with=engine)
+    yield AirflowDb(f"sqlite:///{path}", engine, table, Fernet.generate_key().decode(), "sqlite", "1.10")
+    engine.dispose()
+
+
+def test_port_stored_as_text_is_not_drift(text_port_db: AirflowDb, tmp_path: Path) -> None:
+    """A 1.10 table holding the port as text ('5432', ' 5432') shows no drift and no change."""
+    project = Project(text_port_db, tmp_path / "repo")
+    project.apply(NOISE_DOC)
+    assert [r["port"] for r in text_port_db.rows()] == ["5432"]
+    assert_no_noise(project)
+    project.update("warehouse", port=" 5432")
+    assert_no_noise(project)
+    project.update("warehouse", port="5433")
+    run, _ = project.text(NOISE_DOC)
+    assert drift_of(run) == [("warehouse", 1, [("port", "change", False)])]
+
+
+# --- The command, as a nightly CI job runs it ------------------------------------------------
+
+
+def dconn(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run dconn in a subprocess with a clean environment."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DCONN_", "DEMO_"))}
+    base.update({"AIRFLOW_HOME": str(cwd / "airflow-home"), **env})
+    return subprocess.run(
+        [sys.executable, "-m", "declarative_conns", *args],
+        cwd=cwd,
+        env=base,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The README walkthrough's setup: the demo database and configuration, as a user builds them."""
+    key = Fernet.generate_key().decode()
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples/demo/build_demo_db.py"), str(tmp_path / "airflow.db"), key],
+        check=True,
+    )
+    shutil.copy(ROOT / "examples/demo/connections.toml", tmp_path / "connections.toml")
+    env = {
+        "DCONN_DB_URL": f"sqlite:///{tmp_path / 'airflow.db'}",
+        "DCONN_FERNET_KEY": key,
+        "DEMO_WAREHOUSE_PASSWORD": CANARY,
+        "DEMO_ORDERS_PASSWORD": CANARY + "-orders",
+        "DEMO_SLACK_TOKEN": CANARY + "-slack",
+    }
+    return tmp_path, env
+
+
+def test_nightly_drift_cycle_through_the_command(demo: tuple[Path, dict[str, str]]) -> None:
+    """apply, an edit with sqlite3, then plan exits 2 with the drift in text, JSON and markdown."""
+    cwd, env = demo
+    assert dconn("apply", "--auto-approve", cwd=cwd, env=env).returncode == 0
+    clean = dconn("plan", "--detailed-exitcode", cwd=cwd, env=env)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    with sqlite3.connect(cwd / "airflow.db") as db:
+        db.execute("UPDATE connection SET host = 'wh-hotfix.internal' WHERE conn_id = 'warehouse'")
+    db.close()
+    text = dconn("plan", "--detailed-exitcode", cwd=cwd, env=env)
+    assert text.returncode == 2, text.stderr
+    assert (
+        'Note: objects have changed outside dconn since the last apply\n\n  # connection "warehouse" '
+        'was changed in the database\n  ~ host = "wh.internal" -> "wh-hotfix.internal"\n'
+    ) in text.stdout
+    assert text.stdout.endswith("Plan: 0 to add, 1 to change, 0 to destroy.\n")
+    report = dconn("plan", "--detailed-exitcode", "--format", "json", cwd=cwd, env=env)
+    assert report.returncode == 2
+    assert json.loads(report.stdout)["changes_outside"] == [
+        {
+            "conn_id": "warehouse",
+            "row_id": 1,
+            "deleted": False,
+            "changes": [
+                {
+                    "path": "host",
+                    "kind": "change",
+                    "sensitive": False,
+                    "before": "wh.internal",
+                    "after": "wh-hotfix.internal",
+                }
+            ],
+        }
+    ]
+    markdown = dconn("plan", "--detailed-exitcode", "--format", "markdown", cwd=cwd, env=env)
+    assert markdown.returncode == 2
+    assert '| `warehouse` | `host` | `"wh.internal" -> "wh-hotfix.internal"` |\n' in markdown.stdout
+    for result in (clean, text, report, markdown):
+        assert CANARY not in result.stdout + result.stderr
+
+
+def test_detailed_exitcode_errors_are_1_never_2(demo: tuple[Path, dict[str, str]]) -> None:
+    """With --detailed-exitcode an error exits 1, a mistyped option too: 2 only ever means changes."""
+    cwd, env = demo
+    assert dconn("plan", "--detailed-exitcode", "-c", "missing.toml", cwd=cwd, env=env).returncode == 1
+    assert dconn("plan", "--detailed-exitcode", "--formt", "json", cwd=cwd, env=env).returncode == 1
+    down = dconn("plan", "--detailed-exitcode", cwd=cwd, env={**env, "DCONN_DB_URL": "sqlite:////nope/x.db"})
+    assert down.returncode == 1 and down.stderr.startswith("Error: ")
+    assert dconn("plan", "--detailed-exitcode", cwd=cwd, env=env).returncode == 2
+
+
+def test_fresh_checkout_without_state_is_a_normal_first_run(demo: tuple[Path, dict[str, str]]) -> None:
+    """A CI job with no state file plans normally (exit 2 for changes), warns of nothing, writes one."""
+    cwd, env = demo
+    result = dconn("plan", "--detailed-exitcode", "--format", "json", cwd=cwd, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Error" not in result.stderr and "state" not in result.stderr
+    assert json.loads(result.stdout)["changes_outside"] == []
+    assert (cwd / ".dconn" / "state.json").is_file()
+
+
+def test_state_per_environment_with_state_flag(demo: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    """--state keeps one state file per environment; each is matched to its own database."""
+    cwd, env = demo
+    staging_db = tmp_path / "staging.db"
+    shutil.copy(cwd / "airflow.db", staging_db)
+    staging = {**env, "DCONN_DB_URL": f"sqlite:///{staging_db}"}
+    for state, environment in (("states/prod.json", env), ("states/staging.json", staging)):
+        result = dconn("apply", "--auto-approve", "--state", state, cwd=cwd, env=environment)
+        assert result.returncode == 0, result.stderr
+    wrong = dconn("plan", "--state", "states/prod.json", cwd=cwd, env=staging)
+    assert wrong.returncode == 1 and "pass --state" in wrong.stderr
+    assert (
+        dconn(
+            "plan", "--detailed-exitcode", "--state", "states/staging.json", cwd=cwd, env=staging
+        ).returncode
+        == 0
+    )
