@@ -68,8 +68,15 @@ def export_document(
         rows = codec.decode_rows(raw, keyring, digester)
     finally:
         db.close()
-    specs, comments, left_out, notes = specs_from_rows(rows, db.info)
-    where = f"{target.masked_url} (Airflow {db.info.shape} table)"
+    return export_rows(rows, db.info, target.masked_url, include_secrets=include_secrets)
+
+
+def export_rows(
+    rows: Sequence[StoredRow], info: TableInfo, target: str, *, include_secrets: bool = False
+) -> Onboarded:
+    """Render decoded rows of a connection table as a dconn document (pure: no I/O)."""
+    specs, comments, left_out, notes = specs_from_rows(rows, info)
+    where = f"{target} (Airflow {info.shape} table)"
     header = [
         f"dconn {__version__} export of {where}:",
         f"{_count(len(specs), 'connection')} from {_count(len(rows), 'row')}.",

@@ -9,6 +9,7 @@ import pty
 import stat
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from declarative_conns.cli import app
@@ -555,3 +558,91 @@ def test_unwritable_output_is_an_error(make_db: Any, clean_env: Path) -> None:
     result = CliRunner().invoke(app, ["export", "-o", "no/such/dir/c.toml", *target(db)], env=cli_env())
     assert result.exit_code == 1
     assert result.stderr == "Error: cannot write no/such/dir/c.toml: No such file or directory\n"
+
+
+# -- the round trip as a property, without a database ------------------------------------------
+
+text_values = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=8)
+extra_keys = st.sampled_from(["sslmode", "n", "api_key", "token", "nested", "client_secret", "a b", "Ünï"])
+json_trees = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | text_values,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(extra_keys, inner, max_size=3),
+    max_leaves=10,
+)
+row_fields = st.fixed_dictionaries(
+    {
+        "conn_type": st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=1, max_size=8),
+        "description": st.none() | text_values,
+        "host": st.none() | text_values,
+        "schema": st.none() | text_values,
+        "login": st.none() | text_values,
+        "password": st.none() | text_values,
+        "port": st.none() | st.integers(1, 65535),
+        "extra": st.none() | st.dictionaries(extra_keys, json_trees, max_size=4),
+        "team_name": st.none() | st.sampled_from(["data", "ops"]),
+    }
+)
+conn_id_texts = st.text(alphabet="abcXYZ019_#!()-.:/\\é", min_size=1, max_size=10)
+
+
+def _holds_secret(value: Any, secret: bool = False) -> bool:
+    """Tell whether a value holds a non-empty string at or under a sensitive key."""
+    from declarative_conns.sensitive import is_sensitive_key
+
+    if isinstance(value, dict):
+        return any(_holds_secret(v, secret or is_sensitive_key(k)) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_secret(v, secret) for v in value)
+    return secret and isinstance(value, str) and value != ""
+
+
+def _toml_cannot_hold(value: Any) -> bool:
+    """Tell whether a JSON value holds a null or an integer beyond 64 bits."""
+    if isinstance(value, dict):
+        return any(_toml_cannot_hold(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_toml_cannot_hold(v) for v in value)
+    return value is None or (isinstance(value, int) and not -(2**63) <= value < 2**63)
+
+
+@given(st.dictionaries(conn_id_texts, row_fields, max_size=4))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_exported_rows_resolve_back_to_themselves(table: dict[str, dict[str, Any]]) -> None:
+    """Any rows -> export -> load and resolve the document with the listed variables: the same values."""
+    from declarative_conns.desired import load_desired, resolve_desired
+    from declarative_conns.model import FIELDS, StoredRow, TableInfo, Values, canonical_json, normalize_fields
+    from declarative_conns.onboarding import export_rows
+
+    for fields in table.values():
+        extra = fields["extra"]
+        assume(not (extra and _holds_secret(extra) and _toml_cannot_hold(extra)))
+    rows = [
+        StoredRow(i, conn_id, Values(normalize_fields(fields)), "fp")
+        for i, (conn_id, fields) in enumerate(sorted(table.items()), 1)
+    ]
+    info = TableInfo("3.2+", frozenset(FIELDS))
+    result = export_rows(rows, info, "sqlite:///x.db")
+    assert result.notes == []
+    by_id = {row.conn_id: row for row in rows}
+    env = {}
+    for placeholder in result.placeholders:
+        node: Any = by_id[placeholder.conn_id].values.fields
+        for part in _split_path(placeholder.field):
+            node = node[part]
+        env[placeholder.variable] = node
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "c.toml"
+        path.write_text(result.text, encoding="utf-8")
+        resolved = resolve_desired(load_desired(path), lambda ref: env[str(ref.target)])
+    assert sorted(resolved) == sorted(by_id)
+    for conn_id, values in resolved.items():
+        assert canonical_json(values.fields) == canonical_json(by_id[conn_id].values.fields), conn_id
+
+
+def _split_path(field: str) -> list[str | int]:
+    """Split a placeholder's field path ('extra.nested.0.token') into keys and list indexes."""
+    return [int(part) if part.isdigit() else part for part in field.split(".")]

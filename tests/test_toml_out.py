@@ -18,6 +18,7 @@ else:  # pragma: no cover - Python 3.10
 from declarative_conns.sensitive import is_sensitive_key
 from declarative_conns.toml_out import (
     FIELD_ORDER,
+    REFERENCE_KEYS,
     Placeholder,
     render_document,
     render_env_example,
@@ -272,14 +273,14 @@ def test_env_example_lists_each_placeholder() -> None:
 # -- properties --------------------------------------------------------------------------------
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
+#: Extra keys; from_env/from_file/from_command are left out by design (a test above pins that).
+plain_keys = st.text(max_size=10).filter(lambda key: key not in REFERENCE_KEYS)
 json_values = st.recursive(
     json_scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(plain_keys, children, max_size=4),
     max_leaves=12,
 )
-extras = st.none() | st.dictionaries(st.text(max_size=10), json_values, max_size=5)
+extras = st.none() | st.dictionaries(plain_keys, json_values, max_size=5)
 optional_text = st.none() | st.text(max_size=15)
 conn_ids = st.text(
     alphabet=st.characters(categories=("L", "N"), include_characters="_#!()-.:/\\"),
@@ -364,9 +365,16 @@ def secret_at(spec: dict[str, Any], field: str) -> Any:
     return node
 
 
+dotless_keys = st.sampled_from(
+    ["password", "token", "host", "nested", "client_secret", "region", "use_proxy"]
+)
 dotless_extras = st.none() | st.dictionaries(
-    st.sampled_from(["password", "token", "host", "nested", "client_secret", "region", "use_proxy"]),
-    json_values,
+    dotless_keys,
+    st.recursive(
+        json_scalars,
+        lambda children: st.lists(children, max_size=3) | st.dictionaries(dotless_keys, children, max_size=3),
+        max_leaves=10,
+    ),
     max_size=5,
 )
 
