@@ -63,8 +63,9 @@ class Database:
 
     @property
     def dialect(self) -> str:
-        """Return the backend family: sqlite, postgresql or mysql."""
-        return self.engine.dialect.name
+        """Return the backend family: sqlite, postgresql or mysql (MariaDB included)."""
+        name = self.engine.dialect.name
+        return "mysql" if name == "mariadb" else name
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -148,7 +149,8 @@ def _create_engine(url: str, lock_timeout: float) -> Engine:
         args["charset"] = "utf8mb4"
         # PyMySQL's connect_timeout stops at the TCP connect; this bounds the handshake too.
         args["read_timeout"] = CONNECT_TIMEOUT_SECONDS if driver == "pymysql" else QUERY_SILENCE_SECONDS
-    parsed = parsed.set(drivername=f"{'mariadb' if backend == 'mariadb' else family}+{driver}")
+    # MySQL's dialect also serves MariaDB (it asks the server which it is).
+    parsed = parsed.set(drivername=f"{family}+{driver}")
     try:
         engine = sa.create_engine(parsed, connect_args=args, poolclass=sa.pool.NullPool)
     except ImportError as error:
@@ -264,7 +266,7 @@ def _column_limits(
     conn: Connection, table: sa.Table, schema: str | None
 ) -> tuple[dict[str, ColumnLimit], str | None]:
     """Return what each text column holds, and the collation that compares conn_ids."""
-    if conn.dialect.name == "mysql":
+    if conn.dialect.name in ("mysql", "mariadb"):
         # Reflection cannot tell a TEXT's byte limit or a column's character set: ask MySQL.
         query = sa.text(
             "SELECT COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH, CHARACTER_OCTET_LENGTH, "
