@@ -297,6 +297,7 @@ def test_verbose_and_quiet(tmp_path: Path, clean_env: Path) -> None:
     quiet = CliRunner().invoke(app, ["convert", "-q", str(path)], env=cli_env())
     assert quiet.exit_code == 0
     assert quiet.stderr == ""
+    assert CANARY not in verbose.stdout + verbose.stderr + quiet.stdout
 
 
 # -- bad input ---------------------------------------------------------------------------------

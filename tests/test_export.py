@@ -35,7 +35,7 @@ BACKENDS = [
     pytest.param("postgres", marks=pytest.mark.postgres),
     pytest.param("mysql", marks=pytest.mark.mysql),
 ]
-SHAPES = ["1.10", "2.x", "3.2"]
+SHAPES = ["1.10", "2.x", "3.1", "3.2"]
 
 
 def connections(shape: str) -> dict[str, dict[str, Any]]:
@@ -212,6 +212,7 @@ def test_sensitive_object_keeps_its_shape_with_one_variable_per_string(make_db: 
     assert extra["proxies"] == [{"from_env": "WAREHOUSE_EU_1_EXTRA_PROXIES_0"}, ""]
     assert extra["token_ttl"] == 3600
     assert extra["use_proxy"] is True
+    assert_no_canary(result.stdout, result.stderr)
 
 
 def test_include_secrets_file_is_private_and_needs_no_variables(make_db: Any, clean_env: Path) -> None:
@@ -262,7 +263,7 @@ def test_include_secrets_is_refused_on_a_terminal(make_db: Any, clean_env: Path)
         "Error: --include-secrets would print secret values on the terminal; write them to a file "
         "with -o FILE (mode 0600), or redirect stdout\n"
     )
-    assert_no_canary(shown)
+    assert_no_canary(shown, done.stderr)
 
 
 def test_include_secrets_to_a_readable_file_warns(make_db: Any, clean_env: Path) -> None:
@@ -369,6 +370,7 @@ def test_quiet_prints_nothing_but_the_document(make_db: Any, clean_env: Path) ->
     assert result.exit_code == 0
     assert result.stderr == ""
     assert "[connections.a]" in result.stdout
+    assert_no_canary(result.stdout)
 
 
 def test_verbose_names_the_exported_connections(make_db: Any, clean_env: Path) -> None:
@@ -388,6 +390,7 @@ def test_target_comes_from_the_environment_like_plan(make_db: Any, clean_env: Pa
     result = CliRunner().invoke(app, ["export"], env=env)
     assert result.exit_code == 0, result.stderr
     assert tomllib.loads(result.stdout)["connections"]["a"]["password"] == {"from_env": "A_PASSWORD"}
+    assert_no_canary(result.stdout, result.stderr)
 
 
 def test_empty_table_exports_a_valid_document(make_db: Any, clean_env: Path) -> None:
@@ -406,17 +409,23 @@ def test_export_writes_neither_the_database_nor_a_state_file(make_db: Any, clean
     db = make_db("sqlite", "2.x")
     store(db, connections("2.x"))
     before = db.rows()
-    assert dconn("export", "-o", "c.toml", *target(db)).returncode == 0
+    done = dconn("export", "-o", "c.toml", *target(db))
+    assert done.returncode == 0
     assert db.rows() == before
     assert not Path(".dconn").exists()
+    assert_no_canary(done.stdout, done.stderr, Path("c.toml").read_text())
 
 
 # -- rows the document cannot hold as they are ------------------------------------------------
 
 
-def test_duplicate_rows_are_exported_once_with_a_comment(make_db: Any, clean_env: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", ["1.10", "2.x-nounique"])
+def test_duplicate_rows_are_exported_once_with_a_comment(
+    make_db: Any, clean_env: Path, backend: str, shape: str
+) -> None:
     """Rows sharing a conn_id: the lowest is exported, a comment names the others; plan deletes them."""
-    db = make_db("sqlite", "1.10")
+    db = make_db(backend, shape)
     insert_raw(
         db.engine,
         db.table,
@@ -540,6 +549,7 @@ def test_encrypted_rows_without_a_key_are_an_error(make_db: Any, clean_env: Path
     assert done.returncode == 1
     assert "no Fernet key is set" in done.stderr
     assert "Traceback" not in done.stderr
+    assert_no_canary(done.stdout, done.stderr)
 
 
 def test_missing_database_is_an_error_and_creates_nothing(clean_env: Path) -> None:
