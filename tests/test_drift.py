@@ -591,3 +591,155 @@ def test_state_per_environment_with_state_flag(demo: tuple[Path, dict[str, str]]
         ).returncode
         == 0
     )
+
+
+# --- The CI examples: valid, and their shell steps handle exit code 2 -------------------------
+
+GITHUB = ROOT / "examples/ci/github-actions.yml"
+GITLAB = ROOT / "examples/ci/gitlab-ci.yml"
+
+
+def load_yaml(path: Path) -> dict[Any, Any]:
+    """Parse a CI file with PyYAML, as the CI services do."""
+    import yaml
+
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+def github_script(job: str, step: str) -> str:
+    """Return the `run:` script of a named step of the GitHub workflow."""
+    (found,) = [s["run"] for s in load_yaml(GITHUB)["jobs"][job]["steps"] if s.get("name") == step]
+    return str(found)
+
+
+def gitlab_script(job: str) -> str:
+    """Return a GitLab job's script lines as the one shell script the runner executes."""
+    return "\n".join(load_yaml(GITLAB)[job]["script"]) + "\n"
+
+
+def run_ci_script(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a CI step as GitHub's and GitLab's bash do (`-eo pipefail`), with this dconn on PATH."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DCONN_", "DEMO_"))}
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        cwd=cwd,
+        env={**base, "PATH": path, "CONNECTIONS": "connections.toml", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_ci_examples_parse_and_wire_the_jobs() -> None:
+    """Both CI files are valid YAML with the nightly, pull-request, plan and approved-apply jobs."""
+    github = load_yaml(GITHUB)
+    triggers = github[True]  # YAML 1.1 reads the key `on` as true
+    assert triggers["schedule"][0]["cron"] == "23 4 * * *"
+    assert "pull_request" in triggers and triggers["push"]["branches"] == ["main"]
+    jobs = github["jobs"]
+    assert jobs["apply"]["needs"] == "plan" and jobs["apply"]["environment"] == "airflow-production"
+    assert jobs["apply"]["permissions"] == {"contents": "write"}
+    assert github["permissions"] == {"contents": "read"}
+    gitlab = load_yaml(GITLAB)
+    assert gitlab["stages"] == ["validate", "plan", "apply"]
+    assert gitlab["apply"]["rules"][0]["when"] == "manual" and gitlab["apply"]["needs"] == ["plan"]
+    assert gitlab["drift"]["rules"][0] == {"if": '$CI_PIPELINE_SOURCE == "schedule"'}
+    for text in (GITHUB.read_text(), GITLAB.read_text()):
+        assert "--detailed-exitcode" in text and "|| code=$?" in text
+
+
+@pytest.mark.parametrize(
+    ("job", "step", "changes", "errors"),
+    [
+        ("plan-pr", "dconn plan", 0, 1),
+        ("plan", "dconn plan --out plan.json", 0, 1),
+        ("drift", "dconn plan --detailed-exitcode", 2, 1),
+    ],
+)
+def test_github_steps_treat_exit_code_2_as_intended(
+    demo: tuple[Path, dict[str, str]], job: str, step: str, changes: int, errors: int
+) -> None:
+    """Under bash -e, changes pass a plan step and fail the nightly one; errors fail both."""
+    cwd, env = demo
+    summary, output = cwd / "summary.md", cwd / "output.txt"
+    env = {**env, "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": str(output)}
+    script = github_script(job, step)
+    result = run_ci_script(script, cwd, env)
+    assert result.returncode == changes, result.stdout + result.stderr
+    assert summary.read_text().startswith("### dconn plan\n\n**Plan: 1 to add, 2 to change, 2 to destroy")
+    if job == "plan":
+        assert output.read_text() == "changes=true\n" and (cwd / "plan.json").is_file()
+    down = run_ci_script(script, cwd, {**env, "DCONN_DB_URL": f"sqlite:///{cwd / 'missing.db'}"})
+    assert down.returncode == errors and "Error: " in down.stderr
+
+
+@pytest.mark.parametrize(("job", "changes"), [("plan:merge-request", 0), ("plan", 0), ("drift", 2)])
+def test_gitlab_scripts_treat_exit_code_2_as_intended(
+    demo: tuple[Path, dict[str, str]], job: str, changes: int
+) -> None:
+    """GitLab's job scripts: changes pass a plan job and fail the nightly one; errors fail both."""
+    cwd, env = demo
+    result = run_ci_script(gitlab_script(job), cwd, env)
+    assert result.returncode == changes, result.stdout + result.stderr
+    assert "### dconn plan" in result.stdout
+    down = run_ci_script(gitlab_script(job), cwd, {**env, "DCONN_DB_URL": f"sqlite:///{cwd / 'missing.db'}"})
+    assert down.returncode == 1
+
+
+def test_github_flow_plan_apply_commit_then_nightly_drift(
+    demo: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """The workflow end to end: plan job, apply job in a fresh clone, state committed, nightly drift."""
+    cwd, env = demo
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(origin), str(repo)], check=True, capture_output=True)
+    shutil.copy(cwd / "connections.toml", repo)
+    (repo / ".gitignore").write_text(".dconn/*\n!.dconn/state.json\n")
+    subprocess.run([*git, "-C", str(repo), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(repo), "commit", "-qm", "connections"], check=True)
+    subprocess.run(["git", "-C", str(repo), "push", "-q", "origin", "HEAD:main"], check=True)
+
+    def checkout(name: str) -> Path:
+        folder = tmp_path / name
+        subprocess.run(["git", "clone", "-q", str(origin), str(folder)], check=True, capture_output=True)
+        return folder
+
+    github = {
+        **env,
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "GITHUB_OUTPUT": str(tmp_path / "out"),
+    }
+    plan_job = checkout("plan-job")
+    assert (
+        run_ci_script(github_script("plan", "dconn plan --out plan.json"), plan_job, github).returncode == 0
+    )
+    apply_job = checkout("apply-job")
+    jobs = load_yaml(GITHUB)["jobs"]
+    (upload,) = [s for s in jobs["plan"]["steps"] if "upload-artifact" in s.get("uses", "")]
+    for name in upload["with"]["path"].split():  # what the artifact carries from job to job
+        (apply_job / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(plan_job / name, apply_job / name)
+    steps = [s for s in jobs["apply"]["steps"] if "run" in s and "pip" not in s["run"]]
+    for step in steps:
+        result = run_ci_script(step["run"], apply_job, {**github, "GITHUB_SHA": "0123456789abcdef"})
+        assert result.returncode == 0, step["name"] + result.stdout + result.stderr
+    nightly = checkout("nightly")
+    assert (nightly / ".dconn/state.json").is_file(), "the apply job committed the state"
+    assert (
+        run_ci_script(github_script("drift", "dconn plan --detailed-exitcode"), nightly, github).returncode
+        == 0
+    )
+    with sqlite3.connect(cwd / "airflow.db") as db:
+        db.execute("UPDATE connection SET host = 'edited-in-ui' WHERE conn_id = 'orders_mysql'")
+    db.close()
+    drifted = run_ci_script(github_script("drift", "dconn plan --detailed-exitcode"), nightly, github)
+    assert drifted.returncode == 2
+    assert "::error title=Airflow connections drifted::" in drifted.stdout
+    assert "#### Changed outside dconn" in (tmp_path / "summary.md").read_text()
