@@ -331,23 +331,6 @@ def snapshot_record(
 
 def apply(run: PlannedRun, progress: Progress | None = None) -> int:
     """Carry out a planned run in one transaction and record it; return rows changed."""
-    from .apply import execute
+    from .executor import execute
 
     return execute(run, progress)
-
-
-def _keep_apply_public() -> None:
-    """Bind `declarative_conns.apply` to the function above, not to the `apply` submodule.
-
-    Importing a submodule sets the package attribute of its name, and `apply` is both: without
-    this, `dc.apply(run)` would find a module once the engine had loaded. The submodule stays
-    importable (`from declarative_conns.apply import execute`).
-    """
-    import importlib
-    import sys
-
-    importlib.import_module(".apply", __package__)
-    setattr(sys.modules[__package__], "apply", apply)  # noqa: B010 - the name is not an identifier here
-
-
-_keep_apply_public()

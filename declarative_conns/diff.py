@@ -151,7 +151,8 @@ def _explain(
         return sorted(changes, key=lambda c: (_field_rank(c.path), canonical_json(list(c.path))))
     from deepdiff import DeepDiff
 
-    report = DeepDiff(dict(old), dict(new), view="tree", verbose_level=2)
+    # threshold 0: always explain field by field, never as one whole-row change.
+    report = DeepDiff(dict(old), dict(new), view="tree", verbose_level=2, threshold_to_diff_deeper=0)
     for report_type, items in report.items():
         for item in items:
             path: Path = tuple(item.path(output_format="list"))

@@ -91,10 +91,12 @@ def plan_restore(path: Path, target: Target, lock_timeout: float = 30.0) -> Rest
     except BaseException:
         db.close()
         raise
-    existing = {int(r["id"]) for r in live}
     restore = RestorePlan(path, db)
     created = set(document.get("created", ())) - {r.get("conn_id") for r in document["rows"]}
     restore.deletes = [(int(r["id"]), str(r["conn_id"])) for r in live if r["conn_id"] in created]
+    # SQLite reuses the ids of deleted rows, so a created row may hold a backed-up row's id:
+    # it is deleted first, and the backed-up row re-inserted under its id.
+    existing = {int(r["id"]) for r in live} - {i for i, _ in restore.deletes}
     for saved in document["rows"]:
         row = _restorable(saved, db, restore.kept)
         (restore.updates if row["id"] in existing else restore.inserts).append(row)

@@ -223,3 +223,16 @@ def test_created_secret_is_shown_as_sensitive() -> None:
     assert '  + extra.n         = {"secret": "(sensitive value)"}\n' in text
     assert '  + host            = "h.example"\n' in text
     assert "  + extra.timeout   = 3\n" in text
+
+
+def test_many_new_fields_are_listed_one_by_one() -> None:
+    """A sparse row gaining most of its fields is explained per field, never as one whole-row change."""
+    changes = field_changes(
+        v(conn_type="x"), v(conn_type="x", host="h", login="l", port=1, extra={"a": 1}), COLUMNS
+    )
+    assert [(c.path, c.kind) for c in changes] == [
+        (("host",), "add"),
+        (("login",), "add"),
+        (("port",), "add"),
+        (("extra", "a"), "add"),
+    ]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from . import airflow_db, codec
 from .errors import PlanIsStale, ValidationFailed
 from .model import Action, StoredRow, Values
+from .sensitive import redact
 from .state import atomic_write, now, save_state
 
 if TYPE_CHECKING:
@@ -146,9 +147,19 @@ def _backup_row(raw: Mapping[str, Any], run: PlannedRun) -> dict[str, Any]:
     """Return a stored row for a backup, keeping no secret in clear."""
     row = dict(raw)
     for column, flag in (("password", "is_encrypted"), ("extra", "is_extra_encrypted")):
-        if row.get(column) and not row.get(flag):
-            row[column] = {"$digest": run.digester.digest(row[column])}
+        value = row.get(column)
+        if value and not row.get(flag) and not (column == "extra" and _holds_no_secret(value)):
+            row[column] = {"$digest": run.digester.digest(value)}
     return row
+
+
+def _holds_no_secret(extra_text: str) -> bool:
+    """Tell whether a clear-text extra is a JSON object without any sensitive key."""
+    try:
+        parsed = json.loads(extra_text)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and redact(parsed, ("extra",)) == parsed
 
 
 def _record(
