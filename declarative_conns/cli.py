@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
@@ -331,7 +333,6 @@ def apply(
 def _apply(run: PlannedRun, output: _Output, *, ask: bool) -> None:
     """Show the plan, get approval, execute it and report."""
     from .api import apply as execute
-    from .render import summary_line
     from .state import save_state
 
     output.report(run.render("text"))
@@ -341,13 +342,12 @@ def _apply(run: PlannedRun, output: _Output, *, ask: bool) -> None:
         return
     if ask:
         _approve()
-    progress = _progress(output)
-    changed = execute(run, progress)
+    with _progress(output) as progress:
+        changed = execute(run, progress)
     output.report(
         f"Apply complete! Resources: {summary.add} added, {summary.change} changed, "
         f"{summary.destroy} destroyed ({changed} rows).\n"
     )
-    del summary_line
 
 
 def _approve() -> None:
@@ -368,19 +368,29 @@ def _approve() -> None:
         raise ApplyRefused("apply cancelled; nothing was changed")
 
 
-def _progress(output: _Output):  # type: ignore[no-untyped-def]
-    """Return a progress callback that draws on a terminal only."""
+@contextmanager
+def _progress(output: _Output) -> Iterator[Callable[[int, int], None] | None]:
+    """Yield a progress callback drawing a bar on a terminal's stderr; None when piped or quiet."""
     if output.quiet or not sys.stderr.isatty():
-        return None
+        yield None
+        return
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
+    columns = (
+        TextColumn("Applying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True, no_color=not output.color), transient=True) as bar:
+        task = bar.add_task("apply", total=None)
 
-    def show(done: int, total: int) -> None:
-        if total >= 1000:
-            console.print(f"  applied {done}/{total} rows", highlight=False)
+        def show(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
 
-    return show
+        yield show
 
 
 @app.command()

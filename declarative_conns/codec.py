@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .crypto import Digester, KeyRing
-from .errors import DecryptionError
 from .diff import DIGEST_KEY
+from .errors import DecryptionError
 from .model import FIELDS, Path, StoredRow, Values, normalize_fields
 from .sensitive import redact
 
