@@ -330,7 +330,15 @@ def snapshot_record(
 
 
 def apply(run: PlannedRun, progress: Progress | None = None) -> int:
-    """Carry out a planned run in one transaction and record it; return rows changed."""
+    """Carry out a planned run in one transaction and record it; return rows changed.
+
+    A plan without changes writes nothing to the database; only the state's snapshot is refreshed.
+    """
+    if not run.plan.summary.has_changes:
+        from .state import save_state
+
+        save_state(run.workspace.state_path, run.state)
+        return 0
     from .executor import execute
 
     return execute(run, progress)

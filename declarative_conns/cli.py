@@ -333,12 +333,11 @@ def apply(
 def _apply(run: PlannedRun, output: _Output, *, ask: bool) -> None:
     """Show the plan, get approval, execute it and report."""
     from .api import apply as execute
-    from .state import save_state
 
     output.report(run.render("text"))
     summary = run.plan.summary
     if not summary.has_changes:
-        save_state(run.workspace.state_path, run.state)
+        execute(run)
         return
     if ask:
         _approve()
