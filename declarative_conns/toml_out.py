@@ -187,9 +187,9 @@ def _connection_lines(spec: ConnSpec, include_secrets: bool, namer: _Namer, note
             continue
         if name == "password" and not include_secrets:
             ref = namer.reference(conn_id, name)
-            lines.append(_assignment(name, ref, [ref]))
+            lines.append(_assignment(name, ref))
         else:
-            lines.append(_assignment(name, value, []))
+            lines.append(_assignment(name, value))
     extra = spec.get("extra")
     if extra:
         lines.extend(_extra_lines(table, conn_id, extra, include_secrets, namer, notes))
@@ -207,16 +207,13 @@ def _extra_lines(
     """Return the lines of a non-empty extra: a table, or extra_json when TOML cannot hold it."""
     dropped: list[tuple[str, str]] = []
     extra = _without_reference_keys(extra, "extra", dropped)
-    refs_by_key: dict[str, list[_Ref]] = {}
+    refs: list[_Ref] = []
     hidden: dict[str, Any] = dict(extra)
     if not include_secrets:
         for key, value in extra.items():
-            refs: list[_Ref] = []
             path = f"extra.{key}"
             hidden[key] = _hide(value, path, is_sensitive_key(key), conn_id=conn_id, namer=namer, refs=refs)
-            if refs:
-                refs_by_key[key] = refs
-    as_json = not _representable(hidden) and not refs_by_key
+    as_json = not _representable(hidden) and not refs
     if not as_json and not _representable(hidden):
         hidden = _drop_unrepresentable(hidden, "extra", dropped)
     lines = [f"# {path} left out: {why}" for path, why in dropped]
@@ -228,7 +225,7 @@ def _extra_lines(
         return [*lines, f"extra_json = {_json_string(extra)}"]
     if hidden:
         lines.append(f"[{table}.extra]")
-        lines.extend(_assignment(key, value, refs_by_key.get(key, [])) for key, value in hidden.items())
+        lines.extend(_assignment(key, value) for key, value in hidden.items())
     return lines
 
 
@@ -318,12 +315,9 @@ def _why(value: Any) -> str:
     return f"{what}, and extra_json cannot hold the secret references beside it"
 
 
-def _assignment(key: str, value: Any, refs: Sequence[_Ref]) -> str:
-    """Return ``key = value``, with a comment naming the variables of its references."""
-    line = f"{_key(key)} = {_value(value)}"
-    if not refs:
-        return line
-    return f"{line}  # secret: {'; '.join(f'set ${ref.variable}' for ref in refs)}"
+def _assignment(key: str, value: Any) -> str:
+    """Return ``key = value``; a reference reads for itself, so it needs no comment."""
+    return f"{_key(key)} = {_value(value)}"
 
 
 def _key(key: str) -> str:

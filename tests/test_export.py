@@ -339,7 +339,7 @@ def test_document_reads_as_a_person_would_write_it(make_db: Any, clean_env: Path
         'description = "Warehouse"\n'
         'host = "db"\n'
         'login = "etl"\n'
-        'password = { from_env = "MY_PG_PASSWORD" }  # secret: set $MY_PG_PASSWORD\n'
+        'password = { from_env = "MY_PG_PASSWORD" }\n'
         "port = 5432\n"
         "\n"
         "[connections.zeta]\n"

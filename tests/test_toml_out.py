@@ -63,8 +63,7 @@ def test_typical_export_renders_exactly() -> None:
         "[connections.aws_default]\n"
         'conn_type = "aws"\n'
         "[connections.aws_default.extra]\n"
-        'aws_secret_access_key = { from_env = "AWS_DEFAULT_EXTRA_AWS_SECRET_ACCESS_KEY" }'
-        "  # secret: set $AWS_DEFAULT_EXTRA_AWS_SECRET_ACCESS_KEY\n"
+        'aws_secret_access_key = { from_env = "AWS_DEFAULT_EXTRA_AWS_SECRET_ACCESS_KEY" }\n'
         'region_name = "eu-west-1"\n'
         "\n"
         "[connections.my_postgres]\n"
@@ -73,7 +72,7 @@ def test_typical_export_renders_exactly() -> None:
         'host = "db.internal"\n'
         'schema = "analytics"\n'
         'login = "etl"\n'
-        'password = { from_env = "MY_POSTGRES_PASSWORD" }  # secret: set $MY_POSTGRES_PASSWORD\n'
+        'password = { from_env = "MY_POSTGRES_PASSWORD" }\n'
         "port = 5432\n"
         "[connections.my_postgres.extra]\n"
         'sslmode = "require"\n'
