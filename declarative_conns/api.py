@@ -245,7 +245,7 @@ def _assemble(
     new_state = found.state or State()
     new_state.target = {"url": workspace.target.masked_url, "identity": identity}
     new_state.digest_key = _digest_key_record(digester)
-    new_state.snapshot = snapshot_record(rows, digester, columns, db.info.shape)
+    new_state.snapshot = snapshot_record(rows, digester, columns, db.info.shape, values)
     context = PlanContext(
         target=workspace.target.masked_url,
         shape=db.info.shape,
@@ -311,9 +311,23 @@ def _digest_key_record(digester: Digester) -> dict[str, str]:
 
 
 def snapshot_record(
-    rows: list[StoredRow], digester: Digester, columns: list[str], shape: str
+    rows: list[StoredRow],
+    digester: Digester,
+    columns: list[str],
+    shape: str,
+    declared: Mapping[str, Values] | None = None,
 ) -> dict[str, object]:
-    """Return the state's snapshot of every row: ids and fields, secrets as digests."""
+    """Return the state's snapshot of every row: ids and fields, secrets as digests.
+
+    A stored row cannot tell which of its fields came from a secret reference; the declared
+    connection of the same conn_id can, so its secret paths are digested in the row too.
+    """
+    declared = declared or {}
+
+    def secret(row: StoredRow) -> Values:
+        paths = declared[row.conn_id].secret_paths if row.conn_id in declared else frozenset()
+        return Values(row.values.fields, row.values.secret_paths | paths) if paths else row.values
+
     return {
         "taken_at": now(),
         "shape": shape,
@@ -322,7 +336,7 @@ def snapshot_record(
                 "id": r.row_id,
                 "conn_id": r.conn_id,
                 "fingerprint": r.fingerprint,
-                "fields": codec.recorded_form(r.values, digester, columns),
+                "fields": codec.recorded_form(secret(r), digester, columns),
             }
             for r in rows
         ],

@@ -144,12 +144,24 @@ def _write_backup(run: PlannedRun, rows: Sequence[Mapping[str, Any]], created: S
 
 
 def _backup_row(raw: Mapping[str, Any], run: PlannedRun) -> dict[str, Any]:
-    """Return a stored row for a backup, keeping no secret in clear."""
+    """Return a stored row for a backup, keeping no secret in clear.
+
+    Fernet tokens are kept as they are. Values stored in clear are replaced by digests when they
+    are secret: a password, an extra with a sensitive key, or a field the configuration fills
+    from a secret reference.
+    """
     row = dict(raw)
+    declared = run.values.get(str(raw.get("conn_id")))
+    referenced = {str(p[0]) for p in declared.secret_paths} if declared else set()
     for column, flag in (("password", "is_encrypted"), ("extra", "is_extra_encrypted")):
         value = row.get(column)
-        if value and not row.get(flag) and not (column == "extra" and _holds_no_secret(value)):
+        if not value or row.get(flag):
+            continue
+        if column in referenced or not (column == "extra" and _holds_no_secret(str(value))):
             row[column] = {"$digest": run.digester.digest(value)}
+    for column in referenced - {"password", "extra"}:
+        if row.get(column):
+            row[column] = {"$digest": run.digester.digest(row[column])}
     return row
 
 
@@ -172,7 +184,7 @@ def _record(
     state = run.state
     state.managed = sorted(run.values)
     state.applied = {c: codec.recorded_form(v, run.digester, columns) for c, v in run.values.items()}
-    state.snapshot = snapshot_record(rows, run.digester, columns, run.db.info.shape)
+    state.snapshot = snapshot_record(rows, run.digester, columns, run.db.info.shape, run.values)
     save_state(run.workspace.state_path, state)
 
 

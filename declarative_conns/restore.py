@@ -20,8 +20,6 @@ from .errors import InputError, TargetError
 from .state import atomic_write, now
 from .target import Target, target_identity
 
-_SECRET_COLUMNS = ("password", "extra")
-
 
 @dataclass
 class RestorePlan:
@@ -106,13 +104,12 @@ def plan_restore(path: Path, target: Target, lock_timeout: float = 30.0) -> Rest
 def _restorable(saved: Mapping[str, Any], db: airflow_db.Database, kept: list[str]) -> dict[str, Any]:
     """Return the columns of a saved row that can be written back."""
     row = {k: v for k, v in saved.items() if k in db.table.c}
-    for column in _SECRET_COLUMNS:
-        if isinstance(row.get(column), dict):  # a digest: the value was stored in clear
-            del row[column]
-            kept.append(
-                f'row {row["id"]} ("{row.get("conn_id")}"): its {column} was stored in clear (no Fernet key), '
-                "so the backup holds only a digest; the current value stays"
-            )
+    for column in [c for c, v in row.items() if isinstance(v, dict)]:  # a digest: a secret in clear
+        del row[column]
+        kept.append(
+            f'row {row["id"]} ("{row.get("conn_id")}"): its {column} was a secret stored in clear, '
+            "so the backup holds only a digest; the current value stays"
+        )
     row["id"] = int(row["id"])
     return row
 

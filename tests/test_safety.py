@@ -233,7 +233,7 @@ def test_restore_undoes_an_apply_exactly(make_db: Any, tmp_path: Path, backend: 
     assert "clear-pw" not in backup.read_text()
     restored = run(db, tmp_path, "restore", str(backup), "--auto-approve")
     assert restored.returncode == 0, restored.stderr
-    assert "was stored in clear (no Fernet key), so the backup holds only a digest" in restored.stdout
+    assert "was a secret stored in clear, so the backup holds only a digest" in restored.stdout
     after = db.rows()
     assert [r["id"] for r in after] == [r["id"] for r in before]
     for old, new in zip(before, after, strict=True):
