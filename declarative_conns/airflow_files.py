@@ -70,6 +70,7 @@ _EXTRA_KEY = "__extra__"
 _CONN_ID = re.compile(r"[\w#!()\-.:/\\]{1,250}")
 _COMMENT = re.compile(r"\s*#")
 _ENV_PREFIX = "AIRFLOW_CONN_"
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TEAM_SCOPED = re.compile(r"_[A-Za-z0-9-]{3,50}___.+")
 _PORT_PROBLEM = "port must be an integer from 1 to 65535"
 
@@ -91,7 +92,7 @@ def parse_connection_uri(conn_id: str, uri: str) -> ConnSpec:
         raise InputError(f"connection {conn_id!r}: {exc}") from None
 
 
-def parse_env_vars(environ: Mapping[str, str]) -> list[ConnSpec]:
+def parse_env_vars(environ: Mapping[str, str], source: str = "the environment") -> list[ConnSpec]:
     """Return the specs of every ``AIRFLOW_CONN_<ID>`` variable, sorted by variable name."""
     specs: list[ConnSpec] = []
     problems: list[str] = []
@@ -103,8 +104,32 @@ def parse_env_vars(environ: Mapping[str, str]) -> list[ConnSpec]:
             specs.append(_spec_from_env_var(name[len(_ENV_PREFIX) :], value))
         except _Problem as exc:
             problems.append(f"environment variable {name}: {exc}")
-    _raise_problems("the environment", problems)
+    _raise_problems(source, problems)
     return specs
+
+
+def read_variables_file(path: Path) -> dict[str, str]:
+    """Return the variables of a shell or Docker Compose env file (``NAME=value`` per line).
+
+    Blank lines and ``#`` comments are skipped, an ``export`` prefix is allowed, and one pair of
+    matching quotes around a value is removed; nothing is expanded. A later line wins, as in a shell.
+    """
+    text = _read_text(path)
+    variables: dict[str, str] = {}
+    problems: list[str] = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or _COMMENT.match(line):
+            continue
+        name, sep, value = line.strip().removeprefix("export ").partition("=")
+        if not sep or not _VARIABLE.fullmatch(name.strip()):
+            problems.append(f"line {line_no}: expected NAME=VALUE")
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        variables[name.strip()] = value
+    _raise_problems(str(path), problems)
+    return variables
 
 
 def parse_airflow_file(path: Path) -> list[ConnSpec]:
@@ -115,14 +140,7 @@ def parse_airflow_file(path: Path) -> list[ConnSpec]:
             f"{path}: unsupported file type {suffix or '(none)'!r}; "
             "Airflow's connection files end in .env, .json, .yaml or .yml"
         )
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the file: {exc.strerror or type(exc).__name__}") from None
+    text = _read_text(path)
     entries: Iterable[tuple[str, Any, Any]]
     if suffix == ".env":
         entries = _env_file_entries(path, text)
@@ -133,6 +151,18 @@ def parse_airflow_file(path: Path) -> list[ConnSpec]:
 
 
 # -- files ---------------------------------------------------------------------------------
+
+
+def _read_text(path: Path) -> str:
+    """Read a UTF-8 file (a byte order mark is dropped), or raise InputError saying why not."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the file: {exc.strerror or type(exc).__name__}") from None
 
 
 def _load_json(path: Path, text: str) -> Any:

@@ -461,7 +461,11 @@ def convert(
         ),
     ] = None,
     from_env: Annotated[
-        bool, typer.Option("--from-env", help="Convert this environment's AIRFLOW_CONN_* variables instead.")
+        bool,
+        typer.Option(
+            "--from-env",
+            help="Convert AIRFLOW_CONN_* variables: this environment's, or FILE's (NAME=value lines).",
+        ),
     ] = False,
     out: Annotated[
         Optional[Path],
@@ -508,12 +512,13 @@ def convert(
             variable_lines,
         )
 
-        if from_env == (file is not None):
-            raise InputError("give a FILE written by `airflow connections export`, or --from-env (not both)")
+        if file is None and not from_env:
+            raise InputError("give a FILE written by `airflow connections export`, or --from-env")
         refuse_secrets_on_terminal(out, include_secrets, sys.stdout)
-        if file is None:
-            result = convert_environment(os.environ, include_secrets=include_secrets)
+        if from_env:
+            result = convert_environment(os.environ, file=file, include_secrets=include_secrets)
         else:
+            assert file is not None
             result = convert_file(file, include_secrets=include_secrets)
         for warning in [*result.notes, *secret_warnings(result, out, sys.stdout)]:
             output.warn(warning)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__, airflow_db, codec
-from .airflow_files import parse_airflow_file, parse_env_vars
+from .airflow_files import parse_airflow_file, parse_env_vars, read_variables_file
 from .crypto import KeyRing
 from .diff import group_rows
 from .errors import DconnError, InputError
@@ -161,13 +161,26 @@ def _duplicate_comment(group: Sequence[StoredRow], columns: Sequence[str]) -> li
 def convert_file(path: Path, *, include_secrets: bool = False) -> Onboarded:
     """Convert a file of `airflow connections export` (.json, .yaml/.yml, .env) to a dconn document."""
     specs = parse_airflow_file(path)
-    return _converted(specs, str(path), include_secrets)
+    result = _converted(specs, str(path), include_secrets)
+    if any(str(spec["conn_id"]).startswith("AIRFLOW_CONN_") for spec in specs):
+        result.notes.append(
+            f"{path}: conn_ids such as AIRFLOW_CONN_... look like environment variables; for a file "
+            f"of AIRFLOW_CONN_<ID>=... lines, run: dconn convert --from-env {path}"
+        )
+    return result
 
 
-def convert_environment(environ: Mapping[str, str], *, include_secrets: bool = False) -> Onboarded:
-    """Convert the AIRFLOW_CONN_* variables of an environment to a dconn document."""
-    specs = parse_env_vars(environ)
-    return _converted(specs, "the AIRFLOW_CONN_* environment variables", include_secrets)
+def convert_environment(
+    environ: Mapping[str, str] | None = None, *, file: Path | None = None, include_secrets: bool = False
+) -> Onboarded:
+    """Convert AIRFLOW_CONN_* variables, of an environment or of an env file, to a dconn document."""
+    if file is not None:
+        source = f"the AIRFLOW_CONN_* variables of {file}"
+        specs = parse_env_vars(read_variables_file(file), str(file))
+    else:
+        source = "the AIRFLOW_CONN_* environment variables"
+        specs = parse_env_vars(environ if environ is not None else os.environ)
+    return _converted(specs, source, include_secrets)
 
 
 def _converted(specs: list[ConnSpec], source: str, include_secrets: bool) -> Onboarded:

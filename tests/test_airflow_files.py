@@ -605,3 +605,28 @@ def test_env_var_with_bad_json_names_the_variable() -> None:
         parse_env_vars({"AIRFLOW_CONN_X": value})
     assert "environment variable AIRFLOW_CONN_X: port must be" in str(caught.value)
     assert CANARY not in str(caught.value)
+
+
+def test_variables_file_reads_shell_and_compose_lines(tmp_path: Path) -> None:
+    """An env file: comments skipped, `export` allowed, one pair of quotes removed, later lines win."""
+    from declarative_conns.airflow_files import read_variables_file
+
+    path = tmp_path / "compose.env"
+    path.write_text(
+        "# comment\n\nexport A='x y'\nB=\"q\"\nC=it's\nD=a=b\nA=later\n  E = spaced  \n", encoding="utf-8"
+    )
+    assert read_variables_file(path) == {"A": "later", "B": "q", "C": "it's", "D": "a=b", "E": "spaced"}
+
+
+def test_variables_file_refuses_lines_without_a_name(tmp_path: Path) -> None:
+    """A line that is not NAME=VALUE is an error naming the file and line, never the value."""
+    from declarative_conns.airflow_files import read_variables_file
+
+    path = tmp_path / "compose.env"
+    path.write_text(f"OK=1\n{CANARY}\n1X=2\n", encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        read_variables_file(path)
+    assert (
+        str(caught.value)
+        == f"{path}: 2 problems:\n  line 2: expected NAME=VALUE\n  line 3: expected NAME=VALUE"
+    )

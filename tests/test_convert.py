@@ -355,11 +355,59 @@ def test_bad_airflow_conn_variable_names_the_variable(clean_env: Path) -> None:
     assert CANARY not in done.stderr
 
 
-@pytest.mark.parametrize("args", [[], ["x.json", "--from-env"]])
-def test_file_or_from_env_exactly_one(clean_env: Path, args: list[str]) -> None:
-    """convert needs a FILE or --from-env, not both, not neither."""
-    result = CliRunner().invoke(app, ["convert", *args], env=cli_env())
+def test_file_or_from_env_is_needed(clean_env: Path) -> None:
+    """convert without a FILE and without --from-env is one clear error."""
+    result = CliRunner().invoke(app, ["convert"], env=cli_env())
     assert result.exit_code == 1
+    assert result.stderr == "Error: give a FILE written by `airflow connections export`, or --from-env\n"
+
+
+def test_from_env_with_a_file_reads_its_airflow_conn_lines(tmp_path: Path, clean_env: Path) -> None:
+    """--from-env FILE reads a Docker Compose / shell env file: AIRFLOW_CONN_* lines, others ignored."""
+    path = tmp_path / "compose.env"
+    lines = [
+        "# Docker Compose environment",
+        "AIRFLOW__CORE__EXECUTOR=LocalExecutor",
+        f"export AIRFLOW_CONN_MY_PG='{airflow_uri(AIRFLOW_CONNS['my_pg'])}'",
+        'AIRFLOW_CONN_JSONY={"conn_type": "http", "extra": {"n": 1}}',
+        'AIRFLOW_CONN_PLAIN="http://h.example"',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    done = dconn("convert", "--from-env", str(path))
+    assert done.returncode == 0, done.stderr
+    loaded = tomllib.loads(done.stdout)["connections"]
+    expected_pg = {k: v for k, v in EXPECTED["my_pg"].items() if k != "description"}
+    assert loaded == {
+        "jsony": {"conn_type": "http", "extra": {"n": 1}},
+        "my_pg": expected_pg,
+        "plain": {"conn_type": "http", "host": "h.example"},
+    }
+    assert done.stdout.startswith(
+        f"# dconn 0.1.0 convert of the AIRFLOW_CONN_* variables of {path}: 3 connections.\n"
+    )
+    assert CANARY not in done.stdout + done.stderr
+
+
+def test_env_file_bad_variable_names_the_file_and_variable(tmp_path: Path, clean_env: Path) -> None:
+    """A bad AIRFLOW_CONN_* line of an env file: the error names the file and the variable, not the value."""
+    path = tmp_path / "compose.env"
+    path.write_text(f"AIRFLOW_CONN_BAD=http://u:{CANARY}/x@h:99999/\n")
+    done = dconn("convert", "--from-env", str(path))
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        f"Error: {path}: environment variable AIRFLOW_CONN_BAD: invalid connection URI"
+    )
+    assert CANARY not in done.stderr
+
+
+def test_airflow_conn_keys_in_a_plain_env_file_get_a_hint(tmp_path: Path, clean_env: Path) -> None:
+    """An Airflow .env export whose keys look like AIRFLOW_CONN_* variables converts, with a hint."""
+    path = tmp_path / "conns.env"
+    path.write_text("AIRFLOW_CONN_X=http://h\n")
+    result = CliRunner().invoke(app, ["convert", str(path)], env=cli_env())
+    assert result.exit_code == 0
+    assert list(tomllib.loads(result.stdout)["connections"]) == ["AIRFLOW_CONN_X"]
     assert result.stderr == (
-        "Error: give a FILE written by `airflow connections export`, or --from-env (not both)\n"
+        f"Warning: {path}: conn_ids such as AIRFLOW_CONN_... look like environment variables; for a "
+        f"file of AIRFLOW_CONN_<ID>=... lines, run: dconn convert --from-env {path}\n"
     )
