@@ -348,11 +348,10 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
 
     A plan without changes writes nothing to the database; only the state's snapshot is refreshed.
     """
-    if not run.plan.summary.has_changes:
-        from .state import save_state
+    from .executor import execute, record_state
 
-        save_state(run.workspace.state_path, run.state)
+    if not run.plan.summary.has_changes:
+        record_state(run)
         return 0
-    from .executor import execute
 
     return execute(run, progress)

@@ -54,7 +54,7 @@ def execute(run: PlannedRun, progress: Progress | None = None) -> int:
             new_ids = airflow_db.row_ids_of(conn, db, [c["conn_id"] for c in creates])
         finally:
             airflow_db.release_lock(conn, db)
-    _record(run, encoded, new_ids, columns)
+    record_state(run, encoded, new_ids)
     return total
 
 
@@ -174,12 +174,20 @@ def _holds_no_secret(extra_text: str) -> bool:
     return isinstance(parsed, dict) and redact(parsed, ("extra",)) == parsed
 
 
-def _record(
-    run: PlannedRun, encoded: Mapping[str, Mapping[str, Any]], new_ids: Mapping[str, int], columns: list[str]
+def record_state(
+    run: PlannedRun,
+    encoded: Mapping[str, Mapping[str, Any]] | None = None,
+    new_ids: Mapping[str, int] | None = None,
 ) -> None:
-    """Update the state after the commit: what dconn manages and how it left each row."""
+    """Update the state after an apply: what dconn manages and how it left each row.
+
+    An apply with nothing to change records too: the declared connections match the table, so
+    dconn now manages them (as after `dconn export`, adopting an existing deployment).
+    """
     from .api import snapshot_record
 
+    columns = sorted(run.db.info.columns)
+    encoded, new_ids = encoded or {}, new_ids or {}
     rows = _rows_after(run, encoded, new_ids)
     state = run.state
     state.managed = sorted(run.values)

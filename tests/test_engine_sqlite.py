@@ -278,3 +278,19 @@ def test_apply_writes_backup_of_changed_rows(make_db: Any, tmp_path: Path) -> No
     saved = json.loads(backup.read_text())
     assert saved["rows"][0]["password"] == token
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+
+
+def test_apply_without_changes_adopts_the_connections(make_db: Any, tmp_path: Path) -> None:
+    """An apply with nothing to change still records the declared connections as managed."""
+    db = make_db("sqlite", "2.x")
+    insert_raw(db.engine, db.table, [{"conn_id": "adopted", "conn_type": "http", "host": "h"}])
+    doc = '[connections.adopted]\nconn_type = "http"\nhost = "h"\n'
+    run = plan_and_apply(tmp_path, db, doc)
+    assert not run.plan.summary.has_changes
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert state["managed"] == ["adopted"] and state["applied"]["adopted"] == {"conn_type": "http", "host": "h"}
+    removed = run_plan(tmp_path, db, '[connections.other]\nconn_type = "http"\n')
+    assert [(a.kind, a.conn_id, a.reason) for a in removed.plan.actions if a.kind == "delete"] == [
+        ("delete", "adopted", "removed")
+    ]
+    removed.close()
