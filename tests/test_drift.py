@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -383,6 +384,8 @@ def noise(project: Project, case: str) -> None:
         project.update("warehouse", conn_type="postgresql")
     elif case == "empty extra object":
         project.update("warehouse", extra=project.encrypt("{}"), is_extra_encrypted=True)
+    elif case == "empty extra text":
+        project.update("warehouse", extra="", is_extra_encrypted=False)
     else:
         raise AssertionError(case)
 
@@ -403,10 +406,10 @@ def assert_no_noise(project: Project, doc: str = NOISE_DOC) -> None:
     assert "changed outside dconn" not in text
 
 
-@pytest.mark.parametrize("case", [*NOISE_CASES, "empty extra object"])
+@pytest.mark.parametrize("case", [*NOISE_CASES, "empty extra object", "empty extra text"])
 def test_noise_is_not_drift_on_sqlite(project: Project, case: str) -> None:
     """After apply, a row rewritten with the same meaning shows neither drift nor an action."""
-    doc = NOISE_DOC.replace("extra = {", "# extra = {") if case == "empty extra object" else NOISE_DOC
+    doc = NOISE_DOC.replace("extra = {", "# extra = {") if case.startswith("empty extra") else NOISE_DOC
     project.apply(doc)
     noise(project, case)
     assert_no_noise(project, doc)
@@ -743,3 +746,22 @@ def test_github_flow_plan_apply_commit_then_nightly_drift(
     assert drifted.returncode == 2
     assert "::error title=Airflow connections drifted::" in drifted.stdout
     assert "#### Changed outside dconn" in (tmp_path / "summary.md").read_text()
+
+
+def test_docs_walkthrough_shows_what_dconn_prints(demo: tuple[Path, dict[str, str]]) -> None:
+    """docs/ci.md's walkthrough output is the real output of its commands on the demo database."""
+    cwd, env = demo
+    shutil.copytree(ROOT / "examples", cwd / "examples")
+    config = ["-c", "examples/demo/connections.toml"]
+    assert dconn("plan", *config, "--detailed-exitcode", cwd=cwd, env=env).returncode == 2
+    assert dconn("apply", *config, "--auto-approve", cwd=cwd, env=env).returncode == 0
+    assert dconn("plan", *config, "--detailed-exitcode", cwd=cwd, env=env).returncode == 0
+    docs = (ROOT / "docs/ci.md").read_text(encoding="utf-8")
+    (edit,) = re.findall(r'sqlite3 airflow.db "(.*?)"\n', docs, flags=re.DOTALL)
+    with sqlite3.connect(cwd / "airflow.db") as db:  # what the sqlite3 shell would run
+        db.executescript(edit)
+    db.close()
+    shown = docs.split("```\nTarget: sqlite:////home/you/dconn/airflow.db", 1)[1].split("```", 1)[0]
+    result = dconn("plan", *config, "--detailed-exitcode", cwd=cwd, env=env)
+    printed = result.stdout.replace(f"sqlite:///{cwd}/airflow.db", "") + f"exit {result.returncode}\n"
+    assert printed == "Target: " + shown

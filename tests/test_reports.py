@@ -343,3 +343,47 @@ def test_cli_reports_are_alone_on_stdout(make_db: Any, tmp_path: Any, monkeypatc
     assert result.stdout.startswith("{" if fmt == "json" else "### dconn plan\n")
     if fmt == "json":
         assert json.loads(result.stdout)["summary"]["add"] == 1
+
+
+def schema_fields(schema: dict[str, Any], node: dict[str, Any], prefix: str = "") -> list[str]:
+    """Return every property path of a JSON Schema (`target.url`, `actions[].reason`)."""
+    if "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    if node.get("type") == "array" and isinstance(node.get("items"), dict):
+        return schema_fields(schema, node["items"], prefix + "[]")
+    fields = []
+    for name, child in node.get("properties", {}).items():
+        path = f"{prefix}.{name}" if prefix else name
+        fields += [path, *schema_fields(schema, child, path)]
+    return fields
+
+
+def documented_fields(docs: str, heading: str) -> set[str]:
+    """Return the field names of the first column of the table under a heading of docs/ci.md.
+
+    A cell "`summary.add`, `.change`" documents summary.add and summary.change.
+    """
+    section = docs.split(heading, 1)[1].split("\n\n|", 1)[1].split("\n\n", 1)[0]
+    fields = set()
+    for line in section.splitlines()[2:]:
+        names = re.findall(r"`([^`]+)`", line.split(" | ")[0])
+        fields.update(names[0].rsplit(".", 1)[0] + n if n.startswith(".") else n for n in names)
+    return fields
+
+
+def test_every_json_field_is_documented() -> None:
+    """docs/ci.md's JSON reference names every field of plan.schema.json, and nothing else."""
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parent.parent / "docs/ci.md").read_text(encoding="utf-8")
+    schema = load_schema("plan.schema.json")
+    fields = documented_fields(docs, "### JSON fields")
+    change = documented_fields(docs, "#### A change")
+    in_schema = schema_fields(schema, schema)
+    for name in in_schema:
+        if ".changes[]." in name:
+            assert name.rsplit(".", 1)[1] in change, name
+        else:  # an object is documented through its fields
+            assert name in fields or any(f.startswith((f"{name}.", f"{name}[]")) for f in fields), name
+    assert {f.removesuffix("[]") for f in fields} <= set(in_schema)
+    assert change == {"path", "kind", "sensitive", "before", "after"}
