@@ -232,6 +232,8 @@ def _unknown_extra(rule: _TypeRule, path: str, name: str) -> Iterator[TypeFindin
 
 def _check_value(key_rule: _KeyRule, path: str, value: Any) -> Iterator[TypeFinding]:
     """Yield an error when a value does not have the type the key expects."""
+    if value is None:  # a JSON null (extra_json): hooks read it as the key being unset
+        return
     if _is_secret_ref(value):
         if not key_rule.accepts_text:
             message = f"a secret reference gives text, but this key expects {key_rule.expected}"

@@ -21,15 +21,13 @@ reference would turn them into strings (``"false"`` is truthy to a hook). VAR is
 the field path, upper-cased, each run of other characters than ASCII letters and digits turned into
 ``_``, with ``_2``, ``_3``... on a collision, and a leading ``_`` if it would start with a digit.
 
-What dconn's document cannot express is left out with a comment at its place and a note in
-``RenderedDocument.notes`` (the CLI prints them as warnings), never silently:
+An extra that needs ``extra_json`` and holds secrets keeps both: dconn reads
+``{"from_env": "VAR"}`` objects inside ``extra_json`` as references, as it does in ``extra``.
 
-- An extra that needs ``extra_json`` *and* holds secrets cannot keep both: ``extra_json`` is one
-  string and cannot hold a reference. Secrets win: the extra is written as a table with the
-  references, and each value TOML cannot hold is left out, for the user to restore by hand. Losing
-  a null is the lesser harm; writing the secret is not an option.
-- A key named ``from_env``, ``from_file`` or ``from_command`` inside an extra: dconn reads such a
-  table as a secret reference, in ``extra`` and ``extra_json`` alike.
+What dconn's document cannot express is left out with a comment at its place and a note in
+``RenderedDocument.notes`` (the CLI prints them as warnings), never silently: a key named
+``from_env``, ``from_file`` or ``from_command`` inside an extra, since dconn reads such a table as
+a secret reference, in ``extra`` and ``extra_json`` alike.
 """
 
 from __future__ import annotations
@@ -213,16 +211,15 @@ def _extra_lines(
         for key, value in extra.items():
             path = f"extra.{key}"
             hidden[key] = _hide(value, path, is_sensitive_key(key), conn_id=conn_id, namer=namer, refs=refs)
-    as_json = not _representable(hidden) and not refs
-    if not as_json and not _representable(hidden):
-        hidden = _drop_unrepresentable(hidden, "extra", dropped)
+    as_json = not _representable(hidden)
     lines = [f"# {path} left out: {why}" for path, why in dropped]
     notes.extend(
         f"connection {printable(conn_id)!r}: {path} left out ({why}); restore it by hand if it matters"
         for path, why in dropped
     )
     if as_json:
-        return [*lines, f"extra_json = {_json_string(extra)}"]
+        # extra_json reads references like extra does, so a null can sit beside a secret.
+        return [*lines, f"extra_json = {_json_string(_references_as_json(hidden))}"]
     if hidden:
         lines.append(f"[{table}.extra]")
         lines.extend(_assignment(key, value) for key, value in hidden.items())
@@ -287,32 +284,15 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _drop_unrepresentable(value: Any, path: str, dropped: list[tuple[str, str]]) -> Any:
-    """Return value without what TOML cannot hold, recording each dropped path and why."""
+def _references_as_json(value: Any) -> Any:
+    """Return a value with each reference spelled as its JSON object, for extra_json."""
+    if isinstance(value, _Ref):
+        return {"from_env": value.variable}
     if isinstance(value, dict):
-        kept = {}
-        for key, item in value.items():
-            item_path = f"{path}.{key}"
-            if _encodable(key) and (isinstance(item, dict | list) or _representable(item)):
-                kept[key] = _drop_unrepresentable(item, item_path, dropped)
-            else:
-                dropped.append((printable(item_path), _why(item)))
-        return kept
+        return {k: _references_as_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        kept_items = []
-        for index, item in enumerate(value):
-            if isinstance(item, dict | list) or _representable(item):
-                kept_items.append(_drop_unrepresentable(item, f"{path}.{index}", dropped))
-            else:
-                dropped.append((printable(f"{path}.{index}"), _why(item)))
-        return kept_items
+        return [_references_as_json(v) for v in value]
     return value
-
-
-def _why(value: Any) -> str:
-    """Say why TOML cannot hold a value, without showing the value."""
-    what = "TOML has no null" if value is None else "TOML cannot hold its value"
-    return f"{what}, and extra_json cannot hold the secret references beside it"
 
 
 def _assignment(key: str, value: Any) -> str:

@@ -406,3 +406,9 @@ def test_the_issue_types_are_all_shipped(rules: TypeRules) -> None:
 def test_default_ports_come_from_the_schemas(rules: TypeRules, conn_type: str, port: int | None) -> None:
     """The provider's default port is exposed where the provider defines one."""
     assert rules.default_port(conn_type) == port
+
+
+def test_null_for_a_known_key_is_accepted() -> None:
+    """A JSON null (only possible in extra_json) reads as unset to a hook, so it is no type error."""
+    rules = load_type_rules()
+    assert check_connection(rules, "a", {"conn_type": "aws", "extra": {"region_name": None}}) == []

@@ -120,7 +120,8 @@ def test_wrong_key_is_an_error_naming_the_connection(make_db: Any, tmp_path: Pat
         [{"conn_id": "foreign", "conn_type": "http", "password": other, "is_encrypted": True}],
     )
     with pytest.raises(
-        DecryptionError, match=r"1 connection row cannot be decrypted \(no key of the Fernet key ring decrypts them\): foreign \(row 1\)"
+        DecryptionError,
+        match=r"1 connection row cannot be decrypted \(no key of the Fernet key ring decrypts them\): foreign \(row 1\)",
     ):
         run_plan(tmp_path, db)
     assert not (tmp_path / "state" / "state.json").exists()
@@ -288,7 +289,10 @@ def test_apply_without_changes_adopts_the_connections(make_db: Any, tmp_path: Pa
     run = plan_and_apply(tmp_path, db, doc)
     assert not run.plan.summary.has_changes
     state = json.loads((tmp_path / "state" / "state.json").read_text())
-    assert state["managed"] == ["adopted"] and state["applied"]["adopted"] == {"conn_type": "http", "host": "h"}
+    assert state["managed"] == ["adopted"] and state["applied"]["adopted"] == {
+        "conn_type": "http",
+        "host": "h",
+    }
     removed = run_plan(tmp_path, db, '[connections.other]\nconn_type = "http"\n')
     assert [(a.kind, a.conn_id, a.reason) for a in removed.plan.actions if a.kind == "delete"] == [
         ("delete", "adopted", "removed")

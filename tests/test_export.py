@@ -502,25 +502,21 @@ def test_rows_dconn_cannot_declare_are_left_out_and_stay_unmanaged(make_db: Any,
     assert_no_canary(document, export.stderr, plan.stdout, plan.stderr)
 
 
-def test_null_beside_a_secret_is_reported_and_is_the_only_change(make_db: Any, clean_env: Path) -> None:
-    """An extra with a null and a secret loses the null (TOML has none): warned, and plan shows only that."""
+def test_null_beside_a_secret_round_trips(make_db: Any, clean_env: Path) -> None:
+    """An extra with a null and a secret is written as extra_json with a reference: no change planned."""
     db = make_db("sqlite", "2.x")
     conns = {"aws": {"conn_type": "aws", "extra": {"aws_session_token": CANARY, "region_name": None}}}
     store(db, conns)
     export = dconn("export", "-o", "c.toml", "--env-example", ".env.example", *target(db))
-    assert export.returncode == 0
+    assert export.returncode == 0 and "left out" not in export.stderr
     assert (
-        "Warning: connection 'aws': extra.region_name left out (TOML has no null, and extra_json cannot "
-        "hold the secret references beside it); restore it by hand if it matters"
-    ) in export.stderr
-    assert "# extra.region_name left out: TOML has no null" in Path("c.toml").read_text()
+        'extra_json = \'{"aws_session_token":{"from_env":"AWS_EXTRA_AWS_SESSION_TOKEN"},"region_name":null}\''
+        in Path("c.toml").read_text()
+    )
     env = secret_env(Path(".env.example"), conns)
     plan = dconn("plan", "-c", "c.toml", "--detailed-exitcode", *target(db), env=env)
-    assert plan.returncode == 2
-    assert "Plan: 0 to add, 1 to change, 0 to destroy." in plan.stdout
-    changed = [line.strip() for line in plan.stdout.splitlines() if line.strip().startswith(("~", "-", "+"))]
-    assert len(changed) == 1
-    assert "extra.region_name" in changed[0]
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert plan.stdout.endswith("No changes. The connections match the configuration.\n")
     assert_no_canary(export.stderr, plan.stdout, plan.stderr)
 
 

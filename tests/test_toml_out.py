@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 if sys.version_info >= (3, 11):
@@ -125,8 +125,8 @@ def test_extra_json_falls_back_to_a_basic_string(extra: dict[str, Any]) -> None:
     assert json.loads(loaded["connections"]["c"]["extra_json"]) == extra
 
 
-def test_null_beside_a_secret_is_dropped_with_a_comment() -> None:
-    """When an extra holds a null and a secret, the secret wins: a table, the null commented out."""
+def test_null_beside_a_secret_keeps_both_in_extra_json() -> None:
+    """When an extra holds a null and a secret, extra_json keeps the null and a reference for the secret."""
     extra = {
         "region_name": None,
         "aws_session_token": CANARY,
@@ -134,15 +134,12 @@ def test_null_beside_a_secret_is_dropped_with_a_comment() -> None:
     }
     rendered = render_document([conn("aws", conn_type="aws", extra=extra)])
     assert CANARY not in rendered.text
-    assert "# extra.region_name left out: TOML has no null" in rendered.text
-    assert "# extra.cfg.x left out: TOML has no null" in rendered.text
+    assert "left out" not in rendered.text and rendered.notes == []
     loaded = tomllib.loads(rendered.text)["connections"]["aws"]
-    assert loaded == {
-        "conn_type": "aws",
-        "extra": {
-            "aws_session_token": {"from_env": "AWS_EXTRA_AWS_SESSION_TOKEN"},
-            "cfg": {"y": 1},
-        },
+    assert json.loads(loaded["extra_json"]) == {
+        "region_name": None,
+        "aws_session_token": {"from_env": "AWS_EXTRA_AWS_SESSION_TOKEN"},
+        "cfg": {"x": None, "y": 1},
     }
 
 
@@ -382,12 +379,11 @@ dotless_extras = st.none() | st.dictionaries(
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 def test_placeholders_resolve_back_to_the_specs(specs: list[dict[str, Any]]) -> None:
     """Resolving each placeholder to the value it hides gives back every spec exactly."""
-    assume(not any(holds_null(spec["extra"]) for spec in specs if spec["extra"]))
     rendered = render_document(specs)
     by_id = {spec["conn_id"]: spec for spec in specs}
     env = {p.variable: secret_at(by_id[p.conn_id], p.field) for p in rendered.placeholders}
     loaded = tomllib.loads(rendered.text).get("connections", {})
-    got = {cid: loaded_fields(resolve(table, env)) for cid, table in loaded.items()}
+    got = {cid: resolve(loaded_fields(table), env) for cid, table in loaded.items()}
     assert got == {spec["conn_id"]: expected_fields(spec) for spec in specs}
 
 
