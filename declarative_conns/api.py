@@ -12,7 +12,6 @@ Nothing here prints or exits; failures are DconnError subclasses.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -221,9 +220,10 @@ def _state_content(state: State | None) -> object:
     """Return a state's content without serial and times: `plan` rewrites the file only when it changes."""
     if state is None:
         return None
-    document = json.loads(json.dumps(state.to_json()))
+    # Compared with ==, not serialized: the plan replaces the state's parts, never edits them.
+    document = state.to_json()
     del document["serial"], document["written_at"]
-    document["snapshot"].pop("taken_at", None)
+    document["snapshot"] = {k: v for k, v in document["snapshot"].items() if k != "taken_at"}
     return document
 
 
