@@ -163,9 +163,8 @@ def _markdown_drift(plan: Plan) -> list[str]:
         if d.row_id is None:
             lines.append(f"| {_code(d.conn_id)} | | row deleted |")
         for c in d.changes:
-            shown = show_change(c)
-            if not c.sensitive:
-                shown = {"add": "added: ", "remove": "removed: "}.get(c.kind, "") + _code(shown)
+            shown = show_change(c) if c.sensitive else _code(show_change(c))
+            shown = {"add": "added: ", "remove": "removed: "}.get(c.kind, "") + shown
             lines.append(f"| {_code(d.conn_id)} | {_code(format_path(c.path))} | {shown} |")
     return [*lines, ""]
 

@@ -241,6 +241,19 @@ def test_markdown_cells_survive_pipes_and_backticks() -> None:
     assert drift[1] == ["x", "host", f'"plain" -> "{host}"']
 
 
+def test_markdown_drift_says_whether_a_field_was_added_or_removed() -> None:
+    """A field added or removed outside dconn says so, a secret's value hidden either way."""
+    applied = {"x": recorded(v(conn_type="http", password=CANARY, extra={"a": 1}))}
+    rows = [row(1, "x", conn_type="http", login="root", extra={"a": 1, "api_key": CANARY})]
+    plan = Plan((), drift=detect_drift(applied, rows, recorded, frozenset({"x"})))
+    (drift,) = markdown_tables(render_markdown(plan, CONTEXT))
+    assert drift[1:] == [
+        ["x", "login", 'added: "root"'],
+        ["x", "password", "removed: (sensitive value)"],
+        ["x", "extra.api_key", "added: (sensitive value)"],
+    ]
+
+
 def test_markdown_full_plan_is_the_text_plan_even_with_backtick_fences_in_values() -> None:
     """The folded full plan is exactly the text plan; a value holding ``` cannot close its fence."""
     rows = [row(1, "x", conn_type="http", host="```\n# injected")]
