@@ -251,6 +251,19 @@ def test_key_replaced_outright_is_not_drift_and_warns(project: Project) -> None:
     assert drift_of(project.text(key=new)[0]) == [("warehouse", 2, [("password", "change", True)])]
 
 
+def test_adding_a_fernet_key_later_is_not_drift(project: Project) -> None:
+    """Digests made without a key (the state's random key) are re-made with a Fernet key once set."""
+    project.key = ""
+    project.apply()
+    project.key = Fernet.generate_key().decode()
+    for _ in range(2):
+        run, text = project.text()
+        assert run.plan.drift == (), text
+    assert json.loads(project.state_path.read_text())["digest_key"]["source"] == "fernet"
+    project.update("warehouse", password="typed-in-the-ui")
+    assert drift_of(project.text()[0]) == [("warehouse", 2, [("password", "change", True)])]
+
+
 # --- Ownership: managed, unmanaged, prune, ignore --------------------------------------------
 
 
