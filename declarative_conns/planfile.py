@@ -115,6 +115,10 @@ def load_plan(path: Path, workspace: Workspace) -> PlannedRun:
         (path,),
     )
     run = compute_plan(desired, workspace, rotate=bool(document.get("rotate")), refresh_state=False)
+    if run.state.serial == 0 and not document["managed"]:
+        # No state file here (a fresh CI checkout) and the plan was made on a first run: nothing
+        # was managed either way, so the plan's state lineage carries over.
+        run.state.lineage = document["lineage"]
     try:
         _check_same(document, run)
     except BaseException:

@@ -298,3 +298,20 @@ def test_apply_without_changes_adopts_the_connections(make_db: Any, tmp_path: Pa
         ("delete", "adopted", "removed")
     ]
     removed.close()
+
+
+def test_saved_first_plan_applies_in_a_fresh_checkout(make_db: Any, tmp_path: Path) -> None:
+    """A plan saved on a first run applies where no state file exists (a fresh CI job)."""
+    from declarative_conns.planfile import load_plan, save_plan
+
+    db = make_db("sqlite", "2.x")
+    run = run_plan(tmp_path, db)
+    save_plan(tmp_path / "saved.plan", run)
+    run.close()
+    fresh = Workspace(
+        resolve_target(db.url, db.fernet_key, environ={}), tmp_path / "elsewhere" / "state.json"
+    )
+    saved = load_plan(tmp_path / "saved.plan", fresh)
+    apply(saved)
+    saved.close()
+    assert [r["conn_id"] for r in db.rows()] == ["warehouse"]
