@@ -1,0 +1,571 @@
+"""Benchmark dconn at scale against the raw limit, as whole processes; write a markdown table.
+
+For every backend (SQLite, PostgreSQL) and every N, on an Airflow-shaped `connection` table:
+
+- raw process (`raw_limit.py`): insert N encrypted rows and read them back / update / delete;
+- `dconn apply` creating N connections into an empty table;
+- `dconn plan` with no changes, and with every row changed;
+- `dconn apply` updating N rows, and deleting N rows (a pruning document that declares none);
+- `dconn --version` and `dconn --help` start-up, beside the bare interpreter.
+
+Each measurement is a fresh process, timed wall-clock by this script, its peak RSS taken from
+`/usr/bin/time` (or from getrusage of a fresh intermediate child when that is missing). Every
+run starts from a copy of a prepared database (a file copy on SQLite, CREATE DATABASE ...
+TEMPLATE on PostgreSQL); preparing it is not measured. Best of 3 below 100k, one run at 100k.
+
+    python benchmarks/run.py                       # 1k, 10k, 100k on SQLite and PostgreSQL
+    python benchmarks/run.py --quick               # 1k only, one run each
+    python benchmarks/run.py --sizes 10000 --backends sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE)]
+
+from workload import env_secrets, prune_document, toml_document  # noqa: E402
+
+BIN = Path(sys.executable).parent
+DCONN = str(BIN / "dconn")
+PYTHON = sys.executable
+RAW = str(HERE / "raw_limit.py")
+GNU_TIME = "/usr/bin/time"
+SHAPE = "3.2"  # the connection table of Airflow 3.2+, as Airflow 3.3 creates it
+TIMEOUT = 3600.0
+
+
+@dataclass
+class Measurement:
+    """One measured process: best wall time of its runs, and that run's peak RSS."""
+
+    seconds: float
+    rss_mb: float
+    runs: int
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    """One line of the results table: a dconn operation beside the raw process it compares with."""
+
+    backend: str
+    n: int
+    operation: str
+    dconn: Measurement
+    raw_mode: str
+    raw: Measurement
+
+    @property
+    def ratio(self) -> float:
+        """Return how many times the raw process's wall time dconn took."""
+        return self.dconn.seconds / self.raw.seconds
+
+
+# --- measuring one process -------------------------------------------------------------------
+
+
+def run_once(
+    argv: Sequence[str], env: dict[str, str], cwd: Path, expect: Sequence[int] = (0,)
+) -> tuple[float, float, str]:
+    """Run a command as a fresh process; return wall seconds, peak RSS in MB and its stdout."""
+    stats = cwd / f".stats-{uuid.uuid4().hex}"
+    out_path = cwd / f".stdout-{uuid.uuid4().hex}"
+    if os.access(GNU_TIME, os.X_OK):
+        wrapped = [GNU_TIME, "-f", "%M", "-o", str(stats), *argv]
+    else:
+        wrapped = [PYTHON, "-c", _RUSAGE_CHILD, str(stats), *argv]
+    with out_path.open("wb") as out:
+        start = time.perf_counter()
+        done = subprocess.run(
+            wrapped, cwd=cwd, env=env, stdout=out, stderr=subprocess.PIPE, timeout=TIMEOUT, check=False
+        )
+        seconds = time.perf_counter() - start
+    stdout = out_path.read_text(encoding="utf-8", errors="replace")
+    out_path.unlink()
+    if done.returncode not in expect:
+        tail = done.stderr.decode(errors="replace")[-2000:]
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{tail}")
+    rss_kb = int(stats.read_text().strip().splitlines()[-1])
+    stats.unlink()
+    return seconds, rss_kb / 1024, stdout
+
+
+# Run the command in a fresh child and report that child's peak RSS (KB), as GNU time does.
+_RUSAGE_CHILD = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
+def best_of(
+    runs: int, prepare: Any, argv: Sequence[str], env: dict[str, str], cwd: Path, **kw: Any
+) -> Measurement:
+    """Prepare the database, run the command, `runs` times; keep the fastest run."""
+    best: tuple[float, float, str] | None = None
+    for _ in range(runs):
+        prepare()
+        result = run_once(argv, env, cwd, **kw)
+        if best is None or result[0] < best[0]:
+            best = result
+    assert best is not None
+    detail: dict[str, Any] = {}
+    if argv[:2] == [PYTHON, RAW]:
+        detail = json.loads(best[2].strip().splitlines()[-1])
+    return Measurement(round(best[0], 3), round(best[1], 1), runs, detail)
+
+
+# --- backends: prepared databases and cheap copies of them -----------------------------------
+
+
+class SqliteBackend:
+    """Airflow-shaped SQLite files; a copy is a file copy."""
+
+    name = "sqlite"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def url(self, db: str) -> str:
+        """Return the URL of a database by its short name."""
+        return f"sqlite:///{self.folder / (db + '.db')}"
+
+    def create_empty(self, db: str) -> None:
+        """Create a database holding an empty Airflow connection table."""
+        _create_table(self.url(db))
+
+    def copy(self, source: str, target: str) -> None:
+        """Make `target` a copy of `source`, replacing it."""
+        shutil.copyfile(self.folder / f"{source}.db", self.folder / f"{target}.db")
+
+    def close(self) -> None:
+        """Remove nothing: the work folder is removed as a whole."""
+
+
+class PostgresBackend:
+    """Airflow-shaped PostgreSQL databases, uniquely named; a copy is CREATE DATABASE ... TEMPLATE."""
+
+    name = "postgres"
+
+    def __init__(self, admin_url: str) -> None:
+        import sqlalchemy as sa
+
+        self.admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+        self.prefix = f"dconn_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self.created: set[str] = set()
+        self.base_url = self.admin.url
+
+    def _real(self, db: str) -> str:
+        return f"{self.prefix}_{db}"
+
+    def url(self, db: str) -> str:
+        """Return the URL of a database by its short name (password included: it is a local server)."""
+        return self.base_url.set(database=self._real(db)).render_as_string(hide_password=False)
+
+    def _sql(self, statement: str) -> None:
+        import sqlalchemy as sa
+
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(statement))
+
+    def _drop(self, db: str) -> None:
+        if db in self.created:
+            self._sql(f'DROP DATABASE IF EXISTS "{self._real(db)}" WITH (FORCE)')
+            self.created.discard(db)
+
+    def create_empty(self, db: str) -> None:
+        """Create a database holding an empty Airflow connection table."""
+        self._drop(db)
+        self._sql(f'CREATE DATABASE "{self._real(db)}"')
+        self.created.add(db)
+        _create_table(self.url(db))
+
+    def copy(self, source: str, target: str) -> None:
+        """Make `target` a copy of `source`, replacing it."""
+        self._drop(target)
+        self._sql(f'CREATE DATABASE "{self._real(target)}" TEMPLATE "{self._real(source)}"')
+        self.created.add(target)
+
+    def close(self) -> None:
+        """Drop every database this run created."""
+        for db in sorted(self.created):
+            self._drop(db)
+        self.admin.dispose()
+
+
+def _create_table(url: str) -> None:
+    """Create the connection table (and the team table it references) as Airflow does."""
+    import sqlalchemy as sa
+
+    from tests.airflow_tables import create_airflow_tables
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        create_airflow_tables(engine, SHAPE)
+    finally:
+        engine.dispose()
+
+
+# --- the scenarios ---------------------------------------------------------------------------
+
+
+@dataclass
+class Files:
+    """The TOML documents of one size: as declared, every row changed, prune everything."""
+
+    desired: Path
+    changed: Path
+    prune: Path
+
+
+def write_documents(folder: Path, n: int) -> Files:
+    """Write the three documents for N connections."""
+    files = Files(folder / f"desired-{n}.toml", folder / f"changed-{n}.toml", folder / "prune.toml")
+    files.desired.write_text(toml_document(n), encoding="utf-8")
+    files.changed.write_text(toml_document(n, changed=True), encoding="utf-8")
+    files.prune.write_text(prune_document(), encoding="utf-8")
+    return files
+
+
+OPERATIONS = ("create", "plan", "plan-changed", "update", "delete")
+
+
+def bench_size(backend: Any, n: int, runs: int, work: Path, key: str, ops: set[str]) -> list[Row]:
+    """Measure the operations for one backend and one N (apply creating all always: it prepares)."""
+    files = write_documents(work, n)
+    state = work / "state" / "state.json"
+    saved_state = work / f"state-{backend.name}-{n}.json"
+    base_env = {**os.environ, "DCONN_FERNET_KEY": key, "NO_COLOR": "1"}
+    base_env.pop("DCONN_DB_URL", None)
+
+    def env(db: str, changed: bool = False) -> dict[str, str]:
+        return {**base_env, **env_secrets(changed), "DCONN_DB_URL": backend.url(db)}
+
+    def fresh(source: str, with_state: bool) -> Any:
+        def prepare() -> None:
+            backend.copy(source, "work")
+            shutil.rmtree(state.parent, ignore_errors=True)
+            if with_state:
+                state.parent.mkdir()
+                shutil.copyfile(saved_state, state)
+
+        return prepare
+
+    def dconn(*args: str) -> list[str]:
+        return [DCONN, *args, "--state", str(state)]
+
+    def raw(mode: str) -> list[str]:
+        return [PYTHON, RAW, "--url", backend.url("work"), "--n", str(n), "--mode", mode]
+
+    backend.create_empty("empty")
+    _log(f"{backend.name} N={n}: raw create")
+    raw_create = best_of(runs, fresh("empty", False), raw("create"), env("work"), work)
+    _log(f"{backend.name} N={n}: dconn apply (create)")
+    create = best_of(
+        runs,
+        fresh("empty", False),
+        dconn("apply", "-c", str(files.desired), "--auto-approve"),
+        env("work"),
+        work,
+    )
+    backend.copy("work", "full")  # the last apply's result: N declared rows and their state
+    shutil.copyfile(state, saved_state)
+
+    rows = [Row(backend.name, n, "apply, create all", create, "create", raw_create)]
+    if "plan" in ops or "plan-changed" in ops:
+        _log(f"{backend.name} N={n}: dconn plan")
+        fresh("full", True)()
+    if "plan" in ops:
+        desired = dconn("plan", "-c", str(files.desired), "--detailed-exitcode")
+        plan_same = best_of(runs, _nothing, desired, env("work"), work)
+        rows.insert(0, Row(backend.name, n, "plan, no changes", plan_same, "create", raw_create))
+    if "plan-changed" in ops:
+        changed = dconn("plan", "-c", str(files.changed), "--detailed-exitcode")
+        plan_changed = best_of(runs, _nothing, changed, env("work", True), work, expect=(2,))
+        rows.insert(-1, Row(backend.name, n, "plan, every row changed", plan_changed, "create", raw_create))
+    if "update" in ops:
+        _log(f"{backend.name} N={n}: raw update, dconn apply (update)")
+        raw_update = best_of(runs, fresh("full", False), raw("update"), env("work"), work)
+        apply_changed = dconn("apply", "-c", str(files.changed), "--auto-approve")
+        update = best_of(runs, fresh("full", True), apply_changed, env("work", True), work)
+        rows.append(Row(backend.name, n, "apply, update all", update, "update", raw_update))
+    if "delete" in ops:
+        _log(f"{backend.name} N={n}: raw delete, dconn apply (delete)")
+        raw_delete = best_of(runs, fresh("full", False), raw("delete"), env("work"), work)
+        apply_prune = dconn("apply", "-c", str(files.prune), "--auto-approve")
+        delete = best_of(runs, fresh("full", True), apply_prune, env("work"), work)
+        rows.append(Row(backend.name, n, "apply, delete all", delete, "delete", raw_delete))
+    return rows
+
+
+def _nothing() -> None:
+    """Prepare nothing: plan does not change the database."""
+
+
+def bench_startup(work: Path, runs: int = 5) -> dict[str, Measurement]:
+    """Measure start-up: dconn --version and --help, beside the bare interpreter and raw imports."""
+    env = {**os.environ, "NO_COLOR": "1"}
+    commands = {
+        "dconn --version": [DCONN, "--version"],
+        "dconn --help": [DCONN, "--help"],
+        "python -c pass": [PYTHON, "-c", "pass"],
+        "python -c 'import sqlalchemy, cryptography.fernet'": [
+            PYTHON,
+            "-c",
+            "import sqlalchemy, cryptography.fernet",
+        ],
+    }
+    return {name: best_of(runs, _nothing, argv, env, work) for name, argv in commands.items()}
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def render(rows: list[Row], startup: dict[str, Measurement], meta: dict[str, Any]) -> str:
+    """Return the results as markdown: context, the main table, targets, memory, start-up."""
+    lines = [
+        "# dconn benchmark results",
+        "",
+        f"Generated by `{meta['command']}` on {meta['date']} in {meta['duration']}.",
+        "",
+        f"Machine: {meta['machine']}. {meta['versions']}. Measured: {meta['package']}.",
+        "",
+        f"Each cell is one whole process: wall seconds ({meta['runs']}) and peak RSS. The raw process "
+        "(`benchmarks/raw_limit.py`) imports only SQLAlchemy and cryptography and does the least "
+        "work: *create* inserts the N Fernet-encrypted rows in one transaction and reads and "
+        "decrypts them back; *update* reads and decrypts them and rewrites every row; *delete* "
+        "reads and decrypts them and deletes every row.",
+        "",
+        "| backend | N | dconn operation | dconn s | dconn MB | raw process | raw s | raw MB | dconn / raw |",
+        "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.backend} | {r.n:,} | `{r.operation}` | {r.dconn.seconds:.2f} | {r.dconn.rss_mb:.0f} "
+            f"| {r.raw_mode} | {r.raw.seconds:.2f} | {r.raw.rss_mb:.0f} | {r.ratio:.2f}× |"
+        )
+    lines += ["", *_targets(rows, startup), "", *_memory(rows), "", "## Start-up", ""]
+    lines += ["| command | wall s (best of 5) | peak MB |", "| --- | ---: | ---: |"]
+    lines += [f"| `{name}` | {m.seconds:.3f} | {m.rss_mb:.0f} |" for name, m in startup.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _targets(rows: list[Row], startup: dict[str, Measurement]) -> list[str]:
+    """Return the issue's targets, each with its measured value and whether it is met."""
+    out = ["## Targets (issue #8)", "", "| target | measured | met |", "| --- | --- | :---: |"]
+    for r in rows:
+        if r.n == 10_000 and r.operation in ("apply, create all", "plan, no changes"):
+            out.append(
+                f"| {r.backend} 10k `{r.operation}` ≤ 2.5× raw | {r.ratio:.2f}× "
+                f"({r.dconn.seconds:.2f} s / {r.raw.seconds:.2f} s) | {'yes' if r.ratio <= 2.5 else 'no'} |"
+            )
+    for name in ("dconn --version", "dconn --help"):
+        if name in startup:
+            s = startup[name].seconds
+            out.append(f"| `{name}` < 0.3 s | {s:.3f} s | {'yes' if s < 0.3 else 'no'} |")
+    return out
+
+
+def _memory(rows: list[Row]) -> list[str]:
+    """Return peak RSS per connection between consecutive sizes, to show it is linear in N."""
+    out = [
+        "## Memory",
+        "",
+        "Growth of peak RSS per added connection between consecutive sizes (KB per connection); "
+        "linear memory shows as a roughly constant figure.",
+        "",
+        "| backend | operation | sizes | dconn KB/conn | raw KB/conn |",
+        "| --- | --- | --- | ---: | ---: |",
+    ]
+    keyed = {(r.backend, r.operation, r.n): r for r in rows}
+    for backend, operation in dict.fromkeys((r.backend, r.operation) for r in rows):
+        sizes = sorted(n for b, o, n in keyed if (b, o) == (backend, operation))
+        for small, large in itertools.pairwise(sizes):
+            a, b = keyed[backend, operation, small], keyed[backend, operation, large]
+            per = (b.dconn.rss_mb - a.dconn.rss_mb) * 1024 / (large - small)
+            raw = (b.raw.rss_mb - a.raw.rss_mb) * 1024 / (large - small)
+            out.append(f"| {backend} | `{operation}` | {small:,} → {large:,} | {per:.2f} | {raw:.2f} |")
+    return out
+
+
+def measured_package() -> str:
+    """Say which declarative_conns the benchmarked processes import, and its git revision."""
+    where = subprocess.run(
+        [PYTHON, "-c", "import declarative_conns as d; print(d.__file__, d.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    ).stdout.split()
+    folder = Path(where[0]).parent.parent
+    revision = subprocess.run(
+        ["git", "-C", str(folder), "describe", "--always", "--dirty", "--exclude", "*"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return f"dconn {where[1]} from {folder}" + (f" at git {revision}" if revision else "")
+
+
+def machine_versions(pg_url: str | None) -> tuple[str, str]:
+    """Describe the machine and the versions that matter."""
+    import sqlite3
+    from importlib.metadata import version
+
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        cpu = f"{names[0] if names else platform.processor()}, {len(names) or os.cpu_count()} cores"
+    parts = [f"Python {platform.python_version()}", f"SQLite {sqlite3.sqlite_version}"]
+    parts += [f"{p} {version(p)}" for p in ("SQLAlchemy", "cryptography", "psycopg", "deepdiff")]
+    if pg_url:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+        with engine.connect() as conn:
+            parts.append("PostgreSQL " + str(conn.execute(sa.text("SHOW server_version")).scalar()))
+        engine.dispose()
+    return f"{cpu}, {platform.system()} {platform.release()}", ", ".join(parts)
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def _log(message: str) -> None:
+    """Print progress on stderr with the time of day."""
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+@contextmanager
+def _backend(name: str, work: Path, pg_url: str) -> Iterator[Any]:
+    """Open a backend, and drop what it created afterwards."""
+    backend = SqliteBackend(work) if name == "sqlite" else PostgresBackend(pg_url)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Read the options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default="1000,10000,100000", help="comma-separated N (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--backends", default="sqlite,postgres", help="sqlite, postgres (default: %(default)s)"
+    )
+    parser.add_argument("--quick", action="store_true", help="N=1000 only, one run each (sizes may be given)")
+    parser.add_argument("--repeat", type=int, help="runs per measurement (default: 3 below 100k, 1 at 100k)")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("DCONN_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+        help="an existing PostgreSQL database to connect to for CREATE DATABASE (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=HERE / "results.md", help="markdown table (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--ops", default=",".join(OPERATIONS), help="operations to measure (default: %(default)s)"
+    )
+    parser.add_argument("--no-startup", action="store_true", help="skip the start-up measurements")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args(argv)
+    if args.quick and "--sizes" not in (argv if argv is not None else sys.argv):
+        args.sizes = "1000"
+    if args.quick and args.repeat is None:
+        args.repeat = 1
+    args.sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    args.ops = {o.strip() for o in args.ops.split(",") if o.strip()}
+    if args.ops - set(OPERATIONS):
+        parser.error(f"unknown operations: {', '.join(sorted(args.ops - set(OPERATIONS)))}")
+    unknown = set(args.backends) - {"sqlite", "postgres"}
+    if unknown:
+        parser.error(f"unknown backends: {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark matrix and write the results."""
+    args = parse_args(argv)
+    # A plain `kill` still drops the PostgreSQL databases and removes the work folder.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("benchmark stopped (SIGTERM)"))
+    started = time.perf_counter()
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    work = Path(tempfile.mkdtemp(prefix="dconn-bench-"))
+    rows: list[Row] = []
+    try:
+        startup = {} if args.no_startup else bench_startup(work)
+        for name in args.backends:
+            with _backend(name, work, args.pg_url) as backend:
+                for n in args.sizes:
+                    runs = args.repeat or (3 if n < 100_000 else 1)
+                    rows.extend(bench_size(backend, n, runs, work, key, args.ops))
+                    partial = args.output.with_suffix(".partial.json")
+                    partial.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows], indent=1))
+    finally:
+        if args.keep:
+            _log(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    machine, versions = machine_versions(args.pg_url if "postgres" in args.backends else None)
+    meta = {
+        "command": "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "duration": f"{elapsed / 60:.1f} min" if elapsed >= 60 else f"{elapsed:.0f} s",
+        "machine": machine,
+        "package": measured_package(),
+        "versions": versions,
+        "runs": f"best of {args.repeat}" if args.repeat else "best of 3 below 100k, one run at 100k",
+    }
+    text = render(rows, startup, meta)
+    args.output.write_text(text, encoding="utf-8")
+    args.output.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
+                "startup": {k: asdict(v) for k, v in startup.items()},
+            },
+            indent=1,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    args.output.with_suffix(".partial.json").unlink(missing_ok=True)
+    sys.stdout.write(text)
+    _log(f"wrote {args.output} in {meta['duration']}")
+
+
+if __name__ == "__main__":
+    main()
