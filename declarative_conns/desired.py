@@ -186,6 +186,8 @@ def _parse_toml(file: Path) -> dict[str, Any]:
 
 def validate_document(document: Mapping[str, Any], file: Path) -> list[str]:
     """Return every schema problem of one document, each as `file: dotted.path: message`."""
+    if _fast_check()(document):
+        return []  # jsonschema, slow on thousands of connections, runs only to explain problems
     from jsonschema import Draft202012Validator
 
     validator = _validator(Draft202012Validator)
@@ -203,6 +205,17 @@ def _validator(cls: Any) -> Any:
     if "doc" not in _VALIDATORS:
         _VALIDATORS["doc"] = cls(load_schema("connections.schema.json"))
     return _VALIDATORS["doc"]
+
+
+def _fast_check() -> Callable[[Any], bool]:
+    """Compile the document schema's fast validity check once per process."""
+    if "fast" not in _VALIDATORS:
+        from .fastschema import compile_check
+
+        check = compile_check(load_schema("connections.schema.json"))
+        _VALIDATORS["fast"] = check if check is not None else (lambda _document: False)
+    check_valid: Callable[[Any], bool] = _VALIDATORS["fast"]
+    return check_valid
 
 
 def _describe(error: Any, file: Path) -> list[str]:

@@ -11,8 +11,10 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,8 @@ def _check_schema(document: Any, path: Path) -> None:
     version = document.get("format_version") if isinstance(document, dict) else None
     if isinstance(version, int) and version > STATE_FORMAT_VERSION:
         raise StateError(f"state file {path} was written by a newer dconn; upgrade dconn")
+    if _fast_check()(document):
+        return  # jsonschema, slow on thousands of rows, runs only to name the problem
     from jsonschema import Draft202012Validator
 
     error = next(Draft202012Validator(load_schema("state.schema.json")).iter_errors(document), None)
@@ -92,6 +96,15 @@ def _check_schema(document: Any, path: Path) -> None:
             f"state file {path} is corrupt or not a dconn state file (at {where}: "
             f"{error.validator} check failed); restore it from {path.name}.backup or move it aside"
         )
+
+
+@lru_cache(maxsize=1)
+def _fast_check() -> Callable[[Any], bool]:
+    """Compile the state schema's fast validity check once per process."""
+    from .fastschema import compile_check
+
+    check = compile_check(load_schema("state.schema.json"))
+    return check if check is not None else (lambda _document: False)
 
 
 def save_state(path: Path, state: State) -> None:
