@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from .model import (
@@ -148,7 +149,7 @@ def _explain(
         for name, value in (new or old).items():
             before, after = (None, value) if new else (value, None)
             changes.extend(_split_extra((name,), before, after, kind, secret_paths))
-        return sorted(changes, key=lambda c: (_field_rank(c.path), canonical_json(list(c.path))))
+        return sorted(changes, key=lambda c: _reading_order(c.path))
     from deepdiff import DeepDiff
 
     # threshold 0: always explain field by field, never as one whole-row change.
@@ -160,7 +161,7 @@ def _explain(
             before = None if kind == "add" else item.t1
             after = None if kind == "remove" else item.t2
             changes.extend(_split_extra(path, before, after, kind, secret_paths))
-    return sorted(changes, key=lambda c: (_field_rank(c.path), canonical_json(list(c.path))))
+    return sorted(changes, key=lambda c: _reading_order(c.path))
 
 
 def _split_extra(
@@ -207,6 +208,12 @@ _RANK = {
         ("conn_type", "description", "host", "schema", "login", "password", "port", "extra")
     )
 }
+
+
+@lru_cache(maxsize=8192)
+def _reading_order(path: Path) -> tuple[int, str]:
+    """Return the sort key of a change's path (cached: the same paths recur in every connection)."""
+    return _field_rank(path), canonical_json(list(path))
 
 
 def _field_rank(path: Path) -> int:

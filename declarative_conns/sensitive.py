@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 #: Airflow's secrets_masker DEFAULT_SENSITIVE_FIELDS (3.3.2), matched as substrings.
 SENSITIVE_NAMES: tuple[str, ...] = (
@@ -33,8 +34,10 @@ SENSITIVE_NAMES: tuple[str, ...] = (
 _NON_WORD = re.compile(r"\W+")
 
 
+@lru_cache(maxsize=4096)
 def is_sensitive_key(name: str) -> bool:
     """Tell whether an extra key names a secret, as Airflow's masker decides it."""
+    # Cached: the same few extra keys recur in every connection of a large plan.
     normalized = _NON_WORD.sub("_", name.lower())
     return any(word in normalized for word in SENSITIVE_NAMES)
 
@@ -84,7 +87,7 @@ def is_sensitive_path(
         return False
     if path[0] == "password":
         return True
-    if any(path[:n] in secret_paths for n in range(1, len(path) + 1)):
+    if secret_paths and any(path[:n] in secret_paths for n in range(1, len(path) + 1)):
         return True
     if path[0] != "extra":
         return False
