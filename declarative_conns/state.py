@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -111,10 +111,36 @@ def save_state(path: Path, state: State) -> None:
     """Write the state atomically, keeping the previous one as `<name>.backup`."""
     state.serial += 1
     state.written_at = now()
-    text = json.dumps(state.to_json(), indent=1, ensure_ascii=False) + "\n"
+    text = dumps_lines(state.to_json(), _STATE_LINES) + "\n"
     if path.exists():
         atomic_write(path.with_name(path.name + ".backup"), path.read_bytes())
     atomic_write(path, text.encode("utf-8"))
+
+
+#: Members of the state written one entry per line (the rest of an entry stays on its line).
+_STATE_LINES = frozenset({("managed",), ("applied",), ("snapshot",), ("snapshot", "rows")})
+
+
+def dumps_lines(
+    document: Any, expand: Collection[tuple[str, ...]] = (), default: Callable[[Any], Any] | None = None
+) -> str:
+    """Return JSON text with one line per top-level member and per entry of the `expand` members.
+
+    json.dumps(indent=...) runs the pure-Python encoder: seconds for a state file of 100,000
+    rows. Here the C encoder writes each entry, and the file still reads (and diffs) by line.
+    """
+    encode = json.JSONEncoder(ensure_ascii=False, default=default).encode
+
+    def write(value: Any, path: tuple[str, ...]) -> str:
+        if (path and path not in expand) or not isinstance(value, (dict, list)) or not value:
+            return encode(value)
+        pad = " " * (len(path) + 1)
+        if isinstance(value, dict):
+            members = (f"{pad}{encode(k)}: {write(v, (*path, k))}" for k, v in value.items())
+            return "{\n" + ",\n".join(members) + f"\n{pad[1:]}}}"
+        return "[\n" + ",\n".join(pad + encode(v) for v in value) + f"\n{pad[1:]}]"
+
+    return write(document, ())
 
 
 def atomic_write(path: Path, data: bytes) -> None:
