@@ -144,6 +144,10 @@ def _create_engine(url: str, lock_timeout: float) -> Engine:
         )
     driver = _driver(family, asked)
     args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    if driver == "psycopg":
+        # No server-side prepared statements: PgBouncer in transaction mode (the Helm chart's
+        # default pooler) cannot keep them across transactions.
+        args["prepare_threshold"] = None
     if family == "mysql":
         # utf8mb4 on the wire whatever the URL says: it can carry every character a column holds.
         args["charset"] = "utf8mb4"

@@ -387,6 +387,19 @@ def test_mysql_sessions_are_strict_and_wait_long_after_connecting(make_db: Any) 
 
 
 @pytest.mark.postgres
+def test_postgres_sessions_never_prepare_statements(make_db: Any) -> None:
+    """psycopg never prepares statements server-side, so PgBouncer's transaction pooling works."""
+    db = make_db("postgres", "2.x")
+    opened = airflow_db.open_database(db.url)
+    try:
+        with airflow_db.transaction(opened, write=False) as conn:
+            threshold = conn.connection.dbapi_connection.prepare_threshold  # type: ignore[union-attr]
+    finally:
+        opened.close()
+    assert threshold is None
+
+
+@pytest.mark.postgres
 def test_nul_character_is_refused_on_postgres(make_db: Any, tmp_path: Path) -> None:
     """PostgreSQL cannot store NUL in text: an error naming connection and field, before writing."""
     db = make_db("postgres", "2.x")
