@@ -21,8 +21,8 @@ demo: $(BIN)/dconn
 	DCONN=$(CURDIR)/$(BIN)/dconn PYTHON=$(CURDIR)/$(BIN)/python examples/demo/run_demo.sh
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check declarative_conns tests benchmarks examples
-	$(BIN)/ruff format --check declarative_conns tests benchmarks examples
+	$(BIN)/ruff check declarative_conns tests benchmarks examples compat
+	$(BIN)/ruff format --check declarative_conns tests benchmarks examples compat
 	$(BIN)/mypy
 
 unit: $(VENV)/.dev
@@ -32,6 +32,10 @@ test: lint unit
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run.py
+
+# Real Airflow 2.11 and 3.3 on SQLite, PostgreSQL and MariaDB: see docs/deployments.md.
+compat: $(VENV)/.dev
+	$(BIN)/python compat/run_compat.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
