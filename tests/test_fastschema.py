@@ -266,3 +266,46 @@ def test_agrees_with_jsonschema_on_state_documents(data: st.DataObject) -> None:
 def test_dconn_schemas_compile(name: str) -> None:
     """dconn's own schemas use only supported keywords, so large documents validate fast."""
     assert compile_check(load_schema(name)) is not None
+
+
+def _key_rules() -> list[Any]:
+    """Return every field and extra-key rule of the shipped conn_types."""
+    from declarative_conns.conn_types import load_type_rules
+
+    rules = load_type_rules()
+    found = []
+    for conn_type in rules.conn_types:
+        rule = rules.get(conn_type)
+        assert rule is not None
+        found += [(conn_type, name, key) for name, key in {**rule.fields, **rule.extras}.items()]
+    return found
+
+
+SAMPLES = [
+    None,
+    True,
+    0,
+    1,
+    443,
+    70000,
+    -1,
+    1.5,
+    "",
+    "x",
+    "require",
+    "https",
+    "10",
+    [],
+    ["a"],
+    [1],
+    {},
+    {"a": 1},
+]
+
+
+@pytest.mark.parametrize(("conn_type", "name", "key_rule"), _key_rules())
+def test_conn_type_rules_use_the_fast_check(conn_type: str, name: str, key_rule: Any) -> None:
+    """Every shipped conn_type key compiles to a fast check that judges values as jsonschema does."""
+    assert key_rule.is_valid != key_rule.validator.is_valid, f"{conn_type}.{name} fell back to jsonschema"
+    for value in SAMPLES:
+        assert key_rule.is_valid(value) == key_rule.validator.is_valid(value), (conn_type, name, value)
