@@ -182,10 +182,7 @@ def _driver(family: str, asked: str) -> str:
 
 def _missing_driver(label: str, extra: str) -> NoReturn:
     """Raise the error that says which extra brings a driver."""
-    raise TargetError(
-        f"no {label} driver is installed: pip install 'declarative-conns[{extra}]' "
-        f"(or pipx install 'declarative-conns[{extra}]')"
-    )
+    raise TargetError(f"no {label} driver is installed: pip install 'declarative-conns[{extra}]'")
 
 
 def _installed(module: str) -> bool:
