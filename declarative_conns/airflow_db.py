@@ -10,7 +10,6 @@ import importlib.util
 import os
 import sqlite3
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from . import column_rules
+from .column_rules import ColumnLimit
 from .errors import DatabaseError, DconnError, TargetError, ValidationFailed
 from .model import FIELDS, TableInfo
 from .target import mask_url
@@ -37,15 +38,6 @@ _DRIVERS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 _FAMILIES = {"postgres": "postgresql", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
 _EXTRAS = {"postgresql": ("PostgreSQL", "postgres"), "mysql": ("MySQL/MariaDB", "mysql")}
-
-
-@dataclass(frozen=True)
-class ColumnLimit:
-    """Say what a text column holds: characters, bytes, and (MySQL) its character set."""
-
-    chars: int | None
-    octets: int | None = None
-    charset: str | None = None
 
 
 @dataclass
@@ -338,130 +330,20 @@ def _lock_message(db: Database, timeout: float) -> str:
 
 
 def check_lengths(db: Database, conn_id: str, row: Mapping[str, Any]) -> list[str]:
-    """Return why the database would refuse (or mangle) a row, before anything is written.
-
-    Checks every text column against its length (characters, and bytes for MySQL's TEXT), its
-    MySQL character set, PostgreSQL's ban on NUL, and Airflow 3.2+'s team names. Messages name
-    the connection and field with sizes only, never a value (it may be a secret).
-    """
-    problems = []
-    shown = conn_id if len(conn_id) <= 60 else conn_id[:57] + "..."
-    for name, value in {**row, "conn_id": conn_id}.items():
-        if not isinstance(value, str):
-            continue
-        problem = _text_problem(db, name, value, encrypted=_is_encrypted(name, row))
-        if problem:
-            problems.append(f'connection "{shown}" field {name}: {problem}')
-    team = row.get("team_name")
-    if team and db.teams is not None and team not in db.teams:
-        problems.append(
-            f'connection "{shown}" field team_name: there is no team "{team}" in this Airflow '
-            "(create it first: airflow teams create)"
-        )
-    return problems
-
-
-def _is_encrypted(name: str, row: Mapping[str, Any]) -> bool:
-    """Tell whether a column's value is a Fernet token rather than what was declared."""
-    flag = {"password": "is_encrypted", "extra": "is_extra_encrypted"}.get(name)
-    return bool(flag and row.get(flag))
-
-
-def _text_problem(db: Database, name: str, value: str, encrypted: bool) -> str | None:
-    """Return why one text value does not fit its column, or None."""
-    limit = db.limits.get(name)
-    once = " once encrypted" if encrypted else ""
-    if limit and limit.chars is not None and len(value) > limit.chars:
-        return f"{len(value)} characters{once}, the column holds {limit.chars}"
-    if limit and limit.charset:
-        size = _octets(value, limit.charset)
-        if limit.octets is not None and size > limit.octets:
-            return f"{size} bytes{once}, the column holds {limit.octets} bytes ({limit.charset})"
-        if not _encodable(value, limit.charset):
-            return (
-                f"holds characters its MySQL character set {limit.charset} cannot store"
-                f"{' (beyond U+FFFF, such as emoji)' if limit.charset.startswith('utf8') else ''}; "
-                "convert the table to utf8mb4, or remove them"
-            )
-    if db.dialect == "postgresql" and "\x00" in value:
-        return "holds a NUL character, which PostgreSQL cannot store"
-    return None
-
-
-def _octets(value: str, charset: str) -> int:
-    """Return how many bytes MySQL needs for a value in a character set."""
-    if charset in ("latin1", "ascii", "binary"):
-        return len(value)
-    if charset in ("ucs2", "utf16", "utf16le"):
-        return len(value.encode("utf-16-le"))
-    if charset == "utf32":
-        return 4 * len(value)
-    return len(value.encode("utf-8"))
-
-
-def _encodable(value: str, charset: str) -> bool:
-    """Tell whether MySQL can store the value's characters in a character set."""
-    if charset in ("utf8", "utf8mb3", "ucs2"):
-        return all(ord(c) <= 0xFFFF for c in value)
-    codec = {"latin1": "cp1252", "ascii": "ascii"}.get(charset)
-    if codec is None:
-        return True
-    try:
-        value.encode(codec)
-    except UnicodeEncodeError:
-        return False
-    return True
+    """Return why the database would refuse (or mangle) a row, before anything is written."""
+    return column_rules.row_problems(db.limits, db.dialect, db.teams, conn_id, row)
 
 
 def check_conn_ids(db: Database, declared: Iterable[str], existing: Iterable[str]) -> None:
-    """Refuse declared conn_ids that the database would take for another one (see below)."""
+    """Refuse declared conn_ids that the table's collation takes for another conn_id."""
     problems = conn_id_collisions(db, declared, existing)
     if problems:
         raise ValidationFailed(problems)
 
 
 def conn_id_collisions(db: Database, declared: Iterable[str], existing: Iterable[str]) -> list[str]:
-    """Return declared conn_ids that the table's collation takes for another conn_id.
-
-    Airflow's conn_id column has no collation of its own, so on MySQL it takes the database's
-    default, usually case- and accent-insensitive (utf8mb4_general_ci): there "MyConn" and
-    "myconn" are one connection to Airflow and the UNIQUE constraint refuses the second.
-    """
-    fold = _collation_key(db.conn_id_collation)
-    if fold is None:
-        return []
-    why = f"the conn_id column's collation {db.conn_id_collation} ignores case"
-    problems = []
-    first: dict[str, str] = {}
-    for conn_id in sorted(declared):
-        other = first.setdefault(fold(conn_id), conn_id)
-        if other != conn_id:
-            problems.append(f'connections "{other}" and "{conn_id}" are one connection here: {why}')
-    for stored in sorted(set(existing) - set(declared)):
-        match = first.get(fold(stored))
-        if stored and match is not None:
-            problems.append(
-                f'connection "{match}" is the database\'s connection "{stored}": {why}; declare it '
-                f'as "{stored}", or remove "{stored}" from the database first'
-            )
-    return problems
-
-
-def _collation_key(collation: str | None) -> Callable[[str], str] | None:
-    """Return how a collation compares conn_ids, or None when it compares them exactly."""
-    name = (collation or "").lower()
-    if name == "nocase":  # SQLite: ASCII letters only
-        return lambda s: s.translate(_ASCII_LOWER)
-    if not name.endswith("_ci"):
-        return None
-    if "_as_" in name:
-        return str.lower
-    return lambda s: "".join(
-        c for c in unicodedata.normalize("NFKD", s.lower()) if not unicodedata.combining(c)
-    )
-
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+    """Return the conn_id collisions under the table's collation (see column_rules)."""
+    return column_rules.conn_id_collisions(db.conn_id_collation, declared, existing)
 
 
 def acquire_lock(conn: Connection, db: Database, timeout: float) -> None:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import time
-import types
 import uuid
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -289,30 +288,6 @@ def test_case_insensitive_collation_refuses_colliding_conn_ids(make_db: Any, tmp
     with pytest.raises(ValidationFailed, match='connection "myconn" is the database\'s connection "MyConn"'):
         run_plan(db, tmp_path, '[connections.myconn]\nconn_type = "http"\n')
     assert [r["conn_id"] for r in db.rows()] == ["MyConn"]
-
-
-@pytest.mark.parametrize(
-    ("collation", "a", "b", "collide"),
-    [
-        ("utf8mb4_general_ci", "MyConn", "myconn", True),
-        ("utf8mb4_unicode_ci", "cafe", "Café", True),
-        ("utf8mb4_0900_as_ci", "cafe", "café", False),
-        ("utf8mb4_0900_as_ci", "Cafe", "cafe", True),
-        ("utf8mb3_bin", "MyConn", "myconn", False),
-        ("utf8mb4_0900_as_cs", "MyConn", "myconn", False),
-        (None, "MyConn", "myconn", False),
-        ("NOCASE", "MyConn", "myconn", True),
-        ("NOCASE", "É", "é", False),
-    ],
-)
-def test_conn_id_collisions_follow_the_collation(
-    collation: str | None, a: str, b: str, collide: bool
-) -> None:
-    """Case folds under *_ci, accents too unless *_as_ci; *_bin, *_cs and no collation are exact."""
-    db = cast(airflow_db.Database, types.SimpleNamespace(conn_id_collation=collation))
-    assert bool(airflow_db.conn_id_collisions(db, [a, b], [])) is collide
-    assert bool(airflow_db.conn_id_collisions(db, [a], [b])) is collide
-    assert airflow_db.conn_id_collisions(db, [a], [a]) == []
 
 
 @pytest.mark.mysql
