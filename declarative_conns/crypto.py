@@ -89,6 +89,10 @@ class KeyRing:
         return Digester.from_secret(b"state:" + state_key, source="state", stored_key=state_key)
 
 
+#: json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), built once.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 @dataclass(frozen=True, repr=False)
 class Digester:
     """Make keyed digests (HMAC-SHA256) of secrets and rows, so files hold no guessable value."""
@@ -110,8 +114,9 @@ class Digester:
 
     def digest(self, value: Any) -> str:
         """Return the keyed digest of any JSON-compatible value."""
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hmac.new(self.key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+        # One shared encoder and the one-shot HMAC: called several times per row of a plan.
+        text = _CANONICAL.encode(value)
+        return hmac.digest(self.key, text.encode("utf-8"), "sha256").hex()
 
     def stored_key_text(self) -> str | None:
         """Return the random key as text for the state file, when the key is not the Fernet key."""

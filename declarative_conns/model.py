@@ -198,9 +198,13 @@ class Plan:
         )
 
 
+#: The encoder of canonical_json, built once: it runs several times per connection of a plan.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+
+
 def canonical_json(value: object) -> str:
     """Return a stable JSON text for comparing values semantically (key order ignored)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+    return _CANONICAL.encode(value)
 
 
 def normalize_fields(raw: Mapping[str, Any]) -> dict[str, Any]:

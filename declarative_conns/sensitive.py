@@ -83,11 +83,19 @@ def is_sensitive_path(
     path: tuple[PathItem, ...], secret_paths: frozenset[tuple[PathItem, ...]] = frozenset()
 ) -> bool:
     """Tell whether the value at a field path is secret: password, referenced, or a secret key."""
+    if secret_paths:
+        for n in range(1, len(path) + 1):
+            if path[:n] in secret_paths:
+                return True
+    return _is_sensitive_by_name(path)
+
+
+@lru_cache(maxsize=8192)
+def _is_sensitive_by_name(path: tuple[PathItem, ...]) -> bool:
+    """Tell whether a path is the password or an extra key named like a secret (cached: paths recur)."""
     if not path:
         return False
     if path[0] == "password":
-        return True
-    if secret_paths and any(path[:n] in secret_paths for n in range(1, len(path) + 1)):
         return True
     if path[0] != "extra":
         return False
