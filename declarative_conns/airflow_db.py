@@ -117,6 +117,13 @@ def _connect(engine: Engine, url: str) -> Connection:
         if waited >= CONNECT_TIMEOUT_SECONDS - 1 or "timed out" in reason or "timeout" in reason:
             reason = f"no answer within {CONNECT_TIMEOUT_SECONDS} s (connect timeout): {reason}"
         raise DatabaseError(f"cannot read {mask_url(url)}: cannot connect: {reason}") from None
+    except TypeError as error:
+        # A query parameter that only the URL's own driver knows (e.g. mysqlclient's ssl_mode).
+        driver = engine.dialect.driver
+        raise DatabaseError(
+            f"cannot read {mask_url(url)}: the {driver} driver does not take the URL's parameters "
+            f"({str(error).split('() ', 1)[-1]}); install the driver the URL names, or change them"
+        ) from None
 
 
 def _create_engine(url: str, lock_timeout: float) -> Engine:

@@ -253,7 +253,10 @@ def _run(command: str, where: str) -> str:
 
 def target_identity(url: str, schema: str | None) -> dict[str, str | int | None]:
     """Return what identifies a database across driver spellings: family, host, port, db, schema."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise TargetError(f"not a database URL: {mask_url(url)}") from None
     scheme = parts.scheme.split("+", 1)[0]
     family = {"postgres": "postgresql", "mariadb": "mysql"}.get(scheme, scheme)
     if family == "sqlite":

@@ -618,3 +618,13 @@ def test_check_lengths_names_an_over_long_conn_id(make_db: Any) -> None:
     finally:
         opened.close()
     assert problems == [f'connection "{"c" * 57}..." field conn_id: 251 characters, the column holds 250']
+
+
+def test_url_parameter_the_driver_does_not_take_is_a_clear_error(closed_port: int) -> None:
+    """mysqlclient's ?ssl_mode= served by PyMySQL: an error naming the parameter, not a traceback."""
+    url = f"mysql+mysqldb://root:{CANARY}@127.0.0.1:{closed_port}/x?ssl_mode=REQUIRED"
+    with pytest.raises(
+        DatabaseError, match=r"pymysql driver does not take the URL's parameters .*'ssl_mode'"
+    ) as caught:
+        airflow_db.open_database(url)
+    assert CANARY not in str(caught.value)

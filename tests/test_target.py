@@ -344,3 +344,9 @@ def test_identity_ignores_driver_spelling_and_password() -> None:
     assert a != target_identity("postgresql://etl:one@db.internal:5433/airflow", None)
     assert a != target_identity("postgresql://etl:one@db.internal/airflow", "other_schema")
     assert target_identity("mariadb://u@h/a", None) == target_identity("mysql+pymysql://u@h:3306/a", None)
+
+
+def test_malformed_url_is_an_error_not_a_traceback() -> None:
+    """A URL that cannot be split (a broken IPv6 host) is a TargetError with the password masked."""
+    with pytest.raises(TargetError, match=r"not a database URL: mysql://root:\*\*\*@\[::1/x"):
+        target_identity("mysql://root:s3cret@[::1/x", None)
