@@ -91,6 +91,21 @@ def _unique(value: Any) -> bool:
     return not any(_equal(a, b) for i, a in enumerate(value) for b in value[i + 1 :])
 
 
+def _any(checks: tuple[Check, ...]) -> Check:
+    """Combine checks: valid when one is (tried in order)."""
+    if len(checks) == 1:
+        return checks[0]
+
+    def check(v: Any) -> bool:
+        # A loop, not any() over a generator: these closures run for every value of a document.
+        for c in checks:  # noqa: SIM110
+            if c(v):
+                return True
+        return False
+
+    return check
+
+
 def _all(checks: list[Check]) -> Check:
     """Combine checks: valid when every one is."""
     if not checks:
@@ -101,7 +116,14 @@ def _all(checks: list[Check]) -> Check:
         first, second = checks
         return lambda v: first(v) and second(v)
     frozen = tuple(checks)
-    return lambda v: all(c(v) for c in frozen)
+
+    def check(v: Any) -> bool:
+        for c in frozen:  # noqa: SIM110 - a loop is faster than all() over a generator
+            if not c(v):
+                return False
+        return True
+
+    return check
 
 
 class _Compiler:
@@ -163,7 +185,7 @@ class _Compiler:
         tests = tuple(_TYPES[n] for n in ([names] if isinstance(names, str) else names))
         if len(tests) == 1:
             return tests[0]
-        return lambda v: any(t(v) for t in tests)
+        return _any(tests)
 
     def _k_properties(self, props: Mapping[str, Any], node: Mapping[str, Any]) -> Check:
         compiled = {name: self.compile(sub) for name, sub in props.items()}
@@ -209,6 +231,9 @@ class _Compiler:
 
     def _k_required(self, names: list[str], _node: Mapping[str, Any]) -> Check:
         needed = tuple(names)
+        if len(needed) == 1:
+            (only,) = needed
+            return lambda v: not isinstance(v, dict) or only in v
         return lambda v: not isinstance(v, dict) or all(n in v for n in needed)
 
     def _k_minProperties(self, least: int, _node: Mapping[str, Any]) -> Check:
@@ -269,8 +294,7 @@ class _Compiler:
     # -- logic --------------------------------------------------------------------------
 
     def _k_anyOf(self, subs: list[Any], _node: Mapping[str, Any]) -> Check:
-        checks = tuple(self.compile(s) for s in subs)
-        return lambda v: any(c(v) for c in checks)
+        return _any(tuple(self.compile(s) for s in subs))
 
     def _k_allOf(self, subs: list[Any], _node: Mapping[str, Any]) -> Check:
         return _all([self.compile(s) for s in subs])
