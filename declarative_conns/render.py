@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .model import FIELDS, Action, Drift, FieldChange, Path, Plan, Values
@@ -189,8 +190,9 @@ def flatten_values(values: Values) -> Iterable[tuple[Path, Any]]:
             yield (name,), shown
 
 
+@lru_cache(maxsize=8192)
 def format_path(path: Path) -> str:
-    """Return `extra.hosts[0].name` for a field path."""
+    """Return `extra.hosts[0].name` for a field path (cached: the same paths recur in a plan)."""
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -201,7 +203,7 @@ def show_value(value: Any) -> str:
     """Return a value as JSON text, secrets as (sensitive value)."""
     if value is HIDDEN:
         return "(sensitive value)"
-    return json.dumps(value, ensure_ascii=False, default=_hidden_json)
+    return _SHOW.encode(value)
 
 
 def _hidden_json(value: object) -> str:
@@ -209,3 +211,7 @@ def _hidden_json(value: object) -> str:
     if value is HIDDEN:
         return "(sensitive value)"
     return repr(value)
+
+
+#: json.dumps(value, ensure_ascii=False, default=_hidden_json), built once for every value shown.
+_SHOW = json.JSONEncoder(ensure_ascii=False, default=_hidden_json)
