@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -101,7 +101,7 @@ def _password_forms(url: str | None) -> list[str]:
         password = make_url(url).password
     except (exc.ArgumentError, ValueError):
         return []
-    if not password:
+    if not password or len(str(password)) < 4:  # drivers never echo it; don't mangle words
         return []
     return sorted({str(password), quote(str(password), safe="")}, key=len, reverse=True)
 
@@ -151,7 +151,9 @@ def _create_engine(url: str, lock_timeout: float) -> Engine:
         # utf8mb4 on the wire whatever the URL says: it can carry every character a column holds.
         args["charset"] = "utf8mb4"
         # PyMySQL's connect_timeout stops at the TCP connect; this bounds the handshake too.
-        args["read_timeout"] = CONNECT_TIMEOUT_SECONDS if driver == "pymysql" else QUERY_SILENCE_SECONDS
+        # (mysqlclient bounds the handshake by connect_timeout and cannot change this later.)
+        waiting = max(lock_timeout, 0) + QUERY_SILENCE_SECONDS
+        args["read_timeout"] = CONNECT_TIMEOUT_SECONDS if driver == "pymysql" else waiting
     # MySQL's dialect also serves MariaDB (it asks the server which it is).
     parsed = parsed.set(drivername=f"{family}+{driver}")
     try:
@@ -176,11 +178,6 @@ def _driver(family: str, asked: str) -> str:
         if _installed(module):
             return name
     label, extra = _EXTRAS[family]
-    return _missing_driver(label, extra)
-
-
-def _missing_driver(label: str, extra: str) -> NoReturn:
-    """Raise the error that says which extra brings a driver."""
     raise TargetError(f"no {label} driver is installed: pip install 'declarative-conns[{extra}]'")
 
 

@@ -628,3 +628,12 @@ def test_url_parameter_the_driver_does_not_take_is_a_clear_error(closed_port: in
     ) as caught:
         airflow_db.open_database(url)
     assert CANARY not in str(caught.value)
+
+
+@pytest.mark.parametrize("password", [CANARY, "p@ss/wörd"])
+def test_driver_messages_are_scrubbed_of_the_password(password: str) -> None:
+    """Should a driver echo the URL's password, as written or URL-encoded, the message hides it."""
+    encoded = sa.engine.URL.create("postgresql", "u", password, "h", database="x")
+    url = encoded.render_as_string(hide_password=False)
+    error = RuntimeError(f"failed for {password} and {url.split(':', 2)[2].split('@')[0]}\nsecond line")
+    assert airflow_db.short_reason(error, url) == "failed for *** and ***"
