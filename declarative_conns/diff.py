@@ -255,22 +255,27 @@ def with_recorded_secrets(values: Values, recorded: Mapping[str, Any]) -> Values
     A value declared through a secret reference (a `login` from_env, say) is recorded as a
     digest although the database holds it in clear; it must be digested there too to compare.
     """
-    paths = frozenset(_digest_paths(dict(recorded), ()))
+    found: list[Path] = []
+    _digest_paths(dict(recorded), (), found)
+    paths = frozenset(found)
     if paths <= values.secret_paths:
         return values
     return Values(values.fields, values.secret_paths | paths)
 
 
-def _digest_paths(value: Any, path: Path) -> Iterable[Path]:
-    """Yield the paths of a recorded form where a secret's digest stands."""
+def _digest_paths(value: Any, path: Path, found: list[Path]) -> None:
+    """Add the paths of a recorded form where a secret's digest stands to `found`."""
+    # Recursion only into containers, without generators: this runs for every managed row.
     if _is_digest_object(value):
-        yield path
+        found.append(path)
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _digest_paths(item, (*path, key))
+            if isinstance(item, (dict, list)):
+                _digest_paths(item, (*path, key), found)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _digest_paths(item, (*path, index))
+            if isinstance(item, (dict, list)):
+                _digest_paths(item, (*path, index), found)
 
 
 def rekey_applied(
@@ -323,6 +328,10 @@ def _recorded_changes(
     old: Mapping[str, Any], new: Mapping[str, Any], compare_secrets: bool = True
 ) -> tuple[FieldChange, ...]:
     """Compare two recorded (digested) forms of a connection field by field."""
+    old = {k: v for k, v in old.items() if v is not None}
+    new = {k: v for k, v in new.items() if v is not None}
+    if canonical_json(old) == canonical_json(new):
+        return ()  # equal as recorded, so equal with digests flattened too: the common case
     old = {k: _flatten_digests(v, compare_secrets) for k, v in old.items() if v is not None}
     new = {k: _flatten_digests(v, compare_secrets) for k, v in new.items() if v is not None}
     if canonical_json(old) == canonical_json(new):
