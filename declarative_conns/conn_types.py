@@ -233,9 +233,16 @@ def _unknown_extra(rule: _TypeRule, path: str, name: str) -> Iterator[TypeFindin
     yield TypeFinding(path, f"{message}; did you mean '{close}'?" if close else message, "warning")
 
 
+_SCALARS = frozenset({str, int, float, bool})
+
+
 def _check_value(key_rule: _KeyRule, path: str, value: Any) -> Iterator[TypeFinding]:
     """Yield an error when a value does not have the type the key expects."""
     if value is None:  # a JSON null (extra_json): hooks read it as the key being unset
+        return
+    if type(value) in _SCALARS:  # most values: no secret reference to look for, nothing to stub
+        if not key_rule.is_valid(value):
+            yield TypeFinding(path, f"expected {key_rule.expected}", "error")
         return
     if _is_secret_ref(value):
         if not key_rule.accepts_text:
