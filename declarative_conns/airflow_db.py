@@ -350,13 +350,18 @@ def conn_id_collisions(db: Database, declared: Iterable[str], existing: Iterable
     return column_rules.conn_id_collisions(db.conn_id_collation, declared, existing)
 
 
+#: MySQL's named locks are server-wide: name the lock after the database, so applies to two
+#: Airflow databases on one server do not wait for each other (names hold 64 characters).
+MYSQL_LOCK_NAME = "LEFT(CONCAT('dconn_apply:', DATABASE()), 64)"
+
+
 def acquire_lock(conn: Connection, db: Database, timeout: float) -> None:
     """Serialise applies on one database; raise DatabaseError when the wait times out."""
     if db.dialect == "sqlite":
         return  # BEGIN IMMEDIATE already holds the write lock
     if db.dialect == "mysql":
         got = conn.execute(
-            sa.text("SELECT GET_LOCK('dconn_apply', :t)"), {"t": int(max(timeout, 0))}
+            sa.text(f"SELECT GET_LOCK({MYSQL_LOCK_NAME}, :t)"), {"t": int(max(timeout, 0))}
         ).scalar()
     else:
         got = _poll(
@@ -372,7 +377,7 @@ def acquire_lock(conn: Connection, db: Database, timeout: float) -> None:
 def release_lock(conn: Connection, db: Database) -> None:
     """Release MySQL's session lock; PostgreSQL's ends with the transaction."""
     if db.dialect == "mysql":
-        conn.execute(sa.text("SELECT RELEASE_LOCK('dconn_apply')"))
+        conn.execute(sa.text(f"SELECT RELEASE_LOCK({MYSQL_LOCK_NAME})"))
 
 
 #: Advisory lock key shared by every dconn process: the bytes of "dconn_ap" as a bigint.

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from declarative_conns.airflow_db import _PG_LOCK_KEY
+from declarative_conns.airflow_db import _PG_LOCK_KEY, MYSQL_LOCK_NAME
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
 
@@ -76,7 +76,7 @@ def test_lock_wait_is_bounded_and_clear(make_db: Any, tmp_path: Path, backend: s
     elif backend == "postgres":
         holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
     else:
-        holder.execute(sa.text("SELECT GET_LOCK('dconn_apply', 0)"))
+        holder.execute(sa.text(f"SELECT GET_LOCK({MYSQL_LOCK_NAME}, 0)"))
     try:
         started = time.monotonic()
         result = run(db, tmp_path, "apply", "--auto-approve", "--lock-timeout", "1")
