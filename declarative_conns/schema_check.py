@@ -1,0 +1,125 @@
+"""Validate a desired-state document against its JSON Schema and phrase each problem for people.
+
+Every problem names its file and dotted path. Values are echoed only when short and not secret:
+a password, a secret extra key, `extra_json` or a reference never appear in a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .resources import load_schema
+from .sensitive import is_sensitive_path
+
+_REF_KEYS = ("from_env", "from_file", "from_command")
+
+
+def validate_document(document: Mapping[str, Any], file: Path) -> list[str]:
+    """Return every schema problem of one document, each as `file: dotted.path: message`."""
+    if _fast_check()(document):
+        return []  # jsonschema, slow on thousands of connections, runs only to explain problems
+    from jsonschema import Draft202012Validator
+
+    validator = _validator(Draft202012Validator)
+    problems = []
+    for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.path))):
+        problems.extend(_describe(error, file))
+    return problems
+
+
+_VALIDATORS: dict[str, Any] = {}
+
+
+def _validator(cls: Any) -> Any:
+    """Compile the document schema once per process."""
+    if "doc" not in _VALIDATORS:
+        _VALIDATORS["doc"] = cls(load_schema("connections.schema.json"))
+    return _VALIDATORS["doc"]
+
+
+def _fast_check() -> Callable[[Any], bool]:
+    """Compile the document schema's fast validity check once per process."""
+    if "fast" not in _VALIDATORS:
+        from .fastschema import compile_check
+
+        check = compile_check(load_schema("connections.schema.json"))
+        _VALIDATORS["fast"] = check if check is not None else (lambda _document: False)
+    check_valid: Callable[[Any], bool] = _VALIDATORS["fast"]
+    return check_valid
+
+
+def _describe(error: Any, file: Path) -> list[str]:
+    """Turn one jsonschema error into lines a person can act on, never showing a secret."""
+    path = [str(p) for p in error.absolute_path]
+    where = ".".join(path) or "(document)"
+    if "propertyNames" in error.schema_path:
+        return [f"{file}: {where}.{error.instance}: {_CONN_ID_RULE}"]
+    if error.validator == "anyOf" and _offers_secret_ref(error.validator_value):
+        kind = (
+            "a string"
+            if _is_secret_location(path) or not _printable(error.instance)
+            else f"{error.instance!r}: expected a string"
+        )
+        if kind == "a string":
+            return [f"{file}: {where}: must be a string or a secret reference ({_REF_SPELLING})"]
+        return [f"{file}: {where}: {kind} or a secret reference ({_REF_SPELLING})"]
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        # Report the branch that got furthest, as jsonschema's best_match does.
+        from jsonschema.exceptions import best_match
+
+        return _describe(best_match(error.context), file)
+    return [f"{file}: {where}: {_message(error, _is_secret_location(path))}"]
+
+
+_CONN_ID_RULE = "invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ (Airflow's rule)"
+_REF_SPELLING = "{ from_env = ... }, { from_file = ... } or { from_command = [...] }"
+
+
+def _offers_secret_ref(branches: Any) -> bool:
+    """Tell whether an anyOf is the 'string or secret reference' choice."""
+    return any(str(b.get("$ref", "")).endswith("/secret_ref") for b in branches)
+
+
+def _is_secret_location(path: list[str]) -> bool:
+    """Tell whether a document path may hold a secret value (so the value is never echoed)."""
+    if len(path) < 3 or path[0] != "connections":
+        return False
+    field_path = tuple(path[2:])
+    # `extra` itself, when not a table, is most often JSON text holding the secrets it names.
+    return field_path[0] == "extra_json" or field_path == ("extra",) or is_sensitive_path(field_path)
+
+
+def _message(error: Any, secret: bool) -> str:
+    """Phrase a jsonschema error; echo the offending value only when it is short and not secret."""
+    kind, expected, value = error.validator, error.validator_value, error.instance
+    shown = "the value" if secret or not _printable(value) else repr(value)
+    if kind == "type":
+        names = expected if isinstance(expected, list) else [expected]
+        return f"{shown} is not of type {' or '.join(repr(n) for n in names)}"
+    if kind == "additionalProperties":
+        extras = sorted(set(value) - set(error.schema.get("properties", {})))
+        return "unknown field " + ", ".join(repr(e) for e in extras)
+    if kind == "required":
+        return error.message.replace(repr(value), "").strip() or "a required field is missing"
+    if kind in ("minimum", "maximum"):
+        return f"{shown} is {'below' if kind == 'minimum' else 'above'} the {kind} {expected}"
+    if kind == "pattern" and error.absolute_path and error.path == error.relative_path:
+        return f"{shown} does not match {expected!r}"
+    if kind in ("maxProperties", "minProperties") or error.schema.get("properties", {}).keys() & set(
+        _REF_KEYS
+    ):
+        return "a secret reference has exactly one of from_env, from_file, from_command"
+    if kind == "not":
+        return "declare either extra or extra_json, not both"
+    if kind == "const":
+        return f"{shown} must be {expected!r}"
+    if kind in ("minLength", "maxLength", "minItems"):
+        return f"{shown} is too {'short' if kind.startswith('min') else 'long'} ({kind} {expected})"
+    return f"{shown} is not valid ({kind})"
+
+
+def _printable(value: Any) -> bool:
+    """Tell whether a value is a short scalar worth echoing in a message."""
+    return isinstance(value, (str, int, float, bool)) and len(repr(value)) <= 80
