@@ -47,21 +47,12 @@ from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from declarative_conns.errors import InputError
+from declarative_conns.model import FIELDS
 
 ConnSpec = dict[str, Any]
 
-#: The keys of every spec, in the order dconn writes them.
-SPEC_FIELDS: tuple[str, ...] = (
-    "conn_id",
-    "conn_type",
-    "description",
-    "host",
-    "schema",
-    "login",
-    "password",
-    "port",
-    "extra",
-)
+#: The keys of every spec, in the order dconn writes them (Airflow's files have no team_name).
+SPEC_FIELDS: tuple[str, ...] = ("conn_id", *(f for f in FIELDS if f != "team_name"))
 _STRING_FIELDS = ("conn_type", "description", "host", "schema", "login", "password")
 #: Connection.__init__ parameters (minus team_name, which dconn convert cannot carry) + extra_dejson.
 _MAPPING_KEYS = frozenset((*SPEC_FIELDS, "uri", "extra_dejson"))

@@ -22,6 +22,7 @@ from .errors import ApplyRefused, DconnError
 if TYPE_CHECKING:
     from .api import PlannedRun, Workspace
     from .desired import DesiredState
+    from .onboarding import Onboarded
 
 app = typer.Typer(
     name="dconn",
@@ -67,6 +68,29 @@ StrictOpt = Annotated[
     typer.Option(
         "--strict",
         help="Fail on conn_type warnings (unknown extras, unused fields); also: strict = true in [settings].",
+    ),
+]
+
+DocumentOutOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "-o", "--out", help="Write the document to this file instead of stdout.", show_default=False
+    ),
+]
+IncludeSecretsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-secrets",
+        help="Write secret values in clear, not as references (-o FILE gets mode 0600; "
+        "refused when stdout is a terminal).",
+    ),
+]
+EnvExampleOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--env-example",
+        help="Also write the variables the document reads, values empty, to this file.",
+        show_default=False,
     ),
 ]
 
@@ -393,30 +417,31 @@ def _progress(output: _Output) -> Iterator[Callable[[int, int], None] | None]:
         yield show
 
 
+def _deliver_document(
+    result: Onboarded,
+    output: _Output,
+    out: Path | None,
+    env_example: Path | None,
+    *,
+    verbose: bool,
+    verb: str,
+) -> None:
+    """Write an exported or converted document; warnings, variables and (-v) conn_ids to stderr."""
+    from .onboarding import deliver, secret_warnings, variable_lines
+
+    for warning in [*result.notes, *secret_warnings(result, out, sys.stdout)]:
+        output.warn(warning)
+    for line in [*deliver(result, out, env_example, sys.stdout), *variable_lines(result)]:
+        output.info(line)
+    if verbose:
+        output.info(f"{verb} from {result.source}: " + (", ".join(result.conn_ids) or "nothing"))
+
+
 @app.command()
 def export(
-    out: Annotated[
-        Optional[Path],
-        typer.Option(
-            "-o", "--out", help="Write the document to this file instead of stdout.", show_default=False
-        ),
-    ] = None,
-    include_secrets: Annotated[
-        bool,
-        typer.Option(
-            "--include-secrets",
-            help="Write secret values in clear, not as references (-o FILE gets mode 0600; "
-            "refused when stdout is a terminal).",
-        ),
-    ] = False,
-    env_example: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--env-example",
-            help="Also write the variables the document reads, values empty, to this file.",
-            show_default=False,
-        ),
-    ] = None,
+    out: DocumentOutOpt = None,
+    include_secrets: IncludeSecretsOpt = False,
+    env_example: EnvExampleOpt = None,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     quiet: QuietOpt = False,
@@ -433,23 +458,12 @@ def export(
     """
     output = _Output(quiet, no_color)
     with _guarded(debug):
-        from .onboarding import (
-            deliver,
-            export_document,
-            refuse_secrets_on_terminal,
-            secret_warnings,
-            variable_lines,
-        )
+        from .onboarding import export_document, refuse_secrets_on_terminal
         from .target import resolve_target
 
         refuse_secrets_on_terminal(out, include_secrets, sys.stdout)
         result = export_document(resolve_target(db_url, fernet_key), include_secrets=include_secrets)
-        for warning in [*result.notes, *secret_warnings(result, out, sys.stdout)]:
-            output.warn(warning)
-        for line in [*deliver(result, out, env_example, sys.stdout), *variable_lines(result)]:
-            output.info(line)
-        if verbose:
-            output.info(f"Exported from {result.source}: " + (", ".join(result.conn_ids) or "nothing"))
+        _deliver_document(result, output, out, env_example, verbose=verbose, verb="Exported")
 
 
 @app.command()
@@ -468,28 +482,9 @@ def convert(
             help="Convert AIRFLOW_CONN_* variables: this environment's, or FILE's (NAME=value lines).",
         ),
     ] = False,
-    out: Annotated[
-        Optional[Path],
-        typer.Option(
-            "-o", "--out", help="Write the document to this file instead of stdout.", show_default=False
-        ),
-    ] = None,
-    include_secrets: Annotated[
-        bool,
-        typer.Option(
-            "--include-secrets",
-            help="Write secret values in clear, not as references (-o FILE gets mode 0600; "
-            "refused when stdout is a terminal).",
-        ),
-    ] = False,
-    env_example: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--env-example",
-            help="Also write the variables the document reads, values empty, to this file.",
-            show_default=False,
-        ),
-    ] = None,
+    out: DocumentOutOpt = None,
+    include_secrets: IncludeSecretsOpt = False,
+    env_example: EnvExampleOpt = None,
     quiet: QuietOpt = False,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="List the converted conn_ids on stderr.")
@@ -504,14 +499,7 @@ def convert(
     output = _Output(quiet, no_color)
     with _guarded(debug):
         from .errors import InputError
-        from .onboarding import (
-            convert_environment,
-            convert_file,
-            deliver,
-            refuse_secrets_on_terminal,
-            secret_warnings,
-            variable_lines,
-        )
+        from .onboarding import convert_environment, convert_file, refuse_secrets_on_terminal
 
         if file is None and not from_env:
             raise InputError("give a FILE written by `airflow connections export`, or --from-env")
@@ -521,12 +509,7 @@ def convert(
         else:
             assert file is not None
             result = convert_file(file, include_secrets=include_secrets)
-        for warning in [*result.notes, *secret_warnings(result, out, sys.stdout)]:
-            output.warn(warning)
-        for line in [*deliver(result, out, env_example, sys.stdout), *variable_lines(result)]:
-            output.info(line)
-        if verbose:
-            output.info(f"Converted from {result.source}: " + (", ".join(result.conn_ids) or "nothing"))
+        _deliver_document(result, output, out, env_example, verbose=verbose, verb="Converted")
 
 
 @app.command()
