@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job, end to end: plan, apply, plan again, on a throwaway Airflow-shaped SQLite database.
+# The main job, end to end: plan, apply, plan again, on a throwaway Airflow-shaped SQLite database;
+# then an edit made outside dconn, as the nightly drift check reports it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 dconn=${DCONN:-dconn}
@@ -34,6 +35,17 @@ step "dconn apply -c connections.toml --auto-approve"
 step "dconn plan -c connections.toml --detailed-exitcode   (again: nothing left to do, exit 0)"
 "$dconn" plan -c "$here/connections.toml" --detailed-exitcode --no-color
 echo "exit code: $?"
+
+step "Someone edits the warehouse host in the Airflow UI; the nightly drift check notices (exit 2)"
+"$python" - "$work/airflow.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+with db:
+    db.execute("UPDATE connection SET host = 'edited-in-the-ui' WHERE conn_id = 'warehouse'")
+PY
+code=0
+"$dconn" plan -c "$here/connections.toml" --detailed-exitcode --no-color || code=$?
+echo "exit code: $code"
 
 step "The state file dconn keeps (secrets only as keyed digests):"
 head -c 600 .dconn/state.json; echo " ..."
