@@ -150,18 +150,42 @@ def _explain(
             before, after = (None, value) if new else (value, None)
             changes.extend(_split_extra((name,), before, after, kind, secret_paths))
         return sorted(changes, key=lambda c: _reading_order(c.path))
-    from deepdiff import DeepDiff
-
-    # threshold 0: always explain field by field, never as one whole-row change.
-    report = DeepDiff(dict(old), dict(new), view="tree", verbose_level=2, threshold_to_diff_deeper=0)
-    for report_type, items in report.items():
-        for item in items:
-            path: Path = tuple(item.path(output_format="list"))
-            kind = _kind(report_type)
-            before = None if kind == "add" else item.t1
-            after = None if kind == "remove" else item.t2
-            changes.extend(_split_extra(path, before, after, kind, secret_paths))
+    for name in old.keys() | new.keys():
+        if name not in new:
+            changes.extend(_split_extra((name,), old[name], None, "remove", secret_paths))
+        elif name not in old:
+            changes.extend(_split_extra((name,), None, new[name], "add", secret_paths))
+        else:
+            changes.extend(_field_explained(name, old[name], new[name], secret_paths))
     return sorted(changes, key=lambda c: _reading_order(c.path))
+
+
+def _field_explained(name: str, before: Any, after: Any, secret_paths: frozenset[Path]) -> list[FieldChange]:
+    """Explain one field set on both sides: deepdiff inside a structure (extra), else one change.
+
+    The same report deepdiff gives for the whole row, at a fraction of its cost per changed
+    connection: a top-level scalar differs when its type or value does (values_changed or
+    type_changes), and deepdiff runs only on a pair of structures.
+    """
+    if type(before) is type(after) and isinstance(before, (dict, list)):
+        if before == after and canonical_json(before) == canonical_json(after):
+            return []  # both tests: == alone takes True for 1, canonical JSON alone takes NaN for NaN
+        from deepdiff import DeepDiff
+
+        # threshold 0: always explain key by key, never as one whole-structure change.
+        report = DeepDiff(before, after, view="tree", verbose_level=2, threshold_to_diff_deeper=0)
+        changes: list[FieldChange] = []
+        for report_type, items in report.items():
+            for item in items:
+                path: Path = (name, *item.path(output_format="list"))
+                kind = _kind(report_type)
+                old = None if kind == "add" else item.t1
+                new = None if kind == "remove" else item.t2
+                changes.extend(_split_extra(path, old, new, kind, secret_paths))
+        return changes
+    if before is after or (type(before) is type(after) and before == after):
+        return []
+    return _split_extra((name,), before, after, "change", secret_paths)
 
 
 def _split_extra(
