@@ -132,8 +132,8 @@ def field_changes(before: Values, after: Values, columns: Sequence[str]) -> tupl
     """Return the field-level differences between two connections' values."""
     old = {c: before.fields.get(c) for c in columns if before.fields.get(c) is not None}
     new = {c: after.fields.get(c) for c in columns if after.fields.get(c) is not None}
-    if canonical_json(old) == canonical_json(new):
-        return ()
+    if (not old and not new) or (old and new and canonical_json(old) == canonical_json(new)):
+        return ()  # (one side empty, the other not: a create or delete, different without a test)
     secret_paths = before.secret_paths | after.secret_paths
     return tuple(_explain(old, new, secret_paths))
 
@@ -209,12 +209,23 @@ def _split_extra(
     return [
         FieldChange(
             path,
-            redact(before, path, secret_paths),
-            redact(after, path, secret_paths),
+            _shown(before, path, sensitive, secret_paths),
+            _shown(after, path, sensitive, secret_paths),
             sensitive,
             kind,
         )
     ]
+
+
+def _shown(value: Any, path: Path, sensitive: bool, secret_paths: frozenset[Path]) -> Any:
+    """Return redact(value, path, secret_paths), the path's sensitivity being known already."""
+    if value is None:
+        return None
+    if sensitive:
+        return HIDDEN
+    if isinstance(value, (dict, list)):
+        return redact(value, path, secret_paths)
+    return value
 
 
 def _kind(report_type: str) -> Any:
