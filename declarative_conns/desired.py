@@ -259,6 +259,9 @@ def _parse_refs(value: Any, base: str) -> Any:
 
 def check_against_table(desired: DesiredState, table: TableInfo) -> None:
     """Refuse fields the target's connection table has no column for (e.g. description on 1.10)."""
+    lacking = {name for name in FIELDS if not table.manages(name)}
+    if not lacking or not any(lacking & conn.fields.keys() for conn in desired.connections.values()):
+        return  # the common case, decided without a loop over every field of every connection
     problems = []
     for conn_id, conn in sorted(desired.connections.items()):
         for name in conn.fields:
