@@ -15,7 +15,7 @@ from .crypto import Digester, KeyRing
 from .diff import DIGEST_KEY
 from .errors import DecryptionError
 from .model import FIELDS, Path, StoredRow, Values, normalize_fields
-from .sensitive import redact
+from .sensitive import is_sensitive_path, redact
 
 #: Columns of the stored row that a fingerprint covers (with the managed fields).
 FLAG_COLUMNS = ("is_encrypted", "is_extra_encrypted")
@@ -98,9 +98,24 @@ def encode_values(values: Values, columns: Iterable[str], keyring: KeyRing) -> d
 def recorded_form(values: Values, digester: Digester, columns: Iterable[str]) -> dict[str, Any]:
     """Return the values as a state file records them: secrets become keyed digests."""
     out: dict[str, Any] = {}
+    fields, secret_paths = values.fields, values.secret_paths
+
+    def digest(value: object) -> object:
+        return {DIGEST_KEY: digester.digest(value)}
+
     for name in columns:
-        value = values.get(name)
-        if value is None or name not in FIELDS:
+        value = fields.get(name)
+        if value is None or name not in _FIELD_SET:
             continue
-        out[name] = redact(value, (name,), values.secret_paths, lambda v: {DIGEST_KEY: digester.digest(v)})
+        path = (name,)
+        # What redact returns, the common cases first: it runs for every field of every row.
+        if is_sensitive_path(path, secret_paths):
+            out[name] = digest(value)
+        elif isinstance(value, (dict, list)):
+            out[name] = redact(value, path, secret_paths, digest)
+        else:
+            out[name] = value
     return out
+
+
+_FIELD_SET = frozenset(FIELDS)
