@@ -55,11 +55,12 @@ TIMEOUT = 3600.0
 
 @dataclass
 class Measurement:
-    """One measured process: best wall time of its runs, and that run's peak RSS."""
+    """One measured process: best wall time of its runs, and that run's peak RSS and CPU time."""
 
     seconds: float
     rss_mb: float
     runs: int
+    cpu_seconds: float = 0.0
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,12 +86,12 @@ class Row:
 
 def run_once(
     argv: Sequence[str], env: dict[str, str], cwd: Path, expect: Sequence[int] = (0,)
-) -> tuple[float, float, str]:
-    """Run a command as a fresh process; return wall seconds, peak RSS in MB and its stdout."""
+) -> tuple[float, float, float, str]:
+    """Run a command as a fresh process; return wall seconds, peak RSS in MB, CPU seconds, stdout."""
     stats = cwd / f".stats-{uuid.uuid4().hex}"
     out_path = cwd / f".stdout-{uuid.uuid4().hex}"
     if os.access(GNU_TIME, os.X_OK):
-        wrapped = [GNU_TIME, "-f", "%M", "-o", str(stats), *argv]
+        wrapped = [GNU_TIME, "-f", "%M %U %S", "-o", str(stats), *argv]
     else:
         wrapped = [PYTHON, "-c", _RUSAGE_CHILD, str(stats), *argv]
     with out_path.open("wb") as out:
@@ -104,16 +105,17 @@ def run_once(
     if done.returncode not in expect:
         tail = done.stderr.decode(errors="replace")[-2000:]
         raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{tail}")
-    rss_kb = int(stats.read_text().strip().splitlines()[-1])
+    rss_kb, user, system = stats.read_text().strip().splitlines()[-1].split()
     stats.unlink()
-    return seconds, rss_kb / 1024, stdout
+    return seconds, int(rss_kb) / 1024, float(user) + float(system), stdout
 
 
 # Run the command in a fresh child and report that child's peak RSS (KB), as GNU time does.
 _RUSAGE_CHILD = """
 import resource, subprocess, sys
 code = subprocess.call(sys.argv[2:])
-open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{usage.ru_maxrss} {usage.ru_utime} {usage.ru_stime}")
 sys.exit(code)
 """
 
@@ -122,7 +124,7 @@ def best_of(
     runs: int, prepare: Any, argv: Sequence[str], env: dict[str, str], cwd: Path, **kw: Any
 ) -> Measurement:
     """Prepare the database, run the command, `runs` times; keep the fastest run."""
-    best: tuple[float, float, str] | None = None
+    best: tuple[float, float, float, str] | None = None
     for _ in range(runs):
         prepare()
         result = run_once(argv, env, cwd, **kw)
@@ -131,8 +133,8 @@ def best_of(
     assert best is not None
     detail: dict[str, Any] = {}
     if argv[:2] == [PYTHON, RAW]:
-        detail = json.loads(best[2].strip().splitlines()[-1])
-    return Measurement(round(best[0], 3), round(best[1], 1), runs, detail)
+        detail = json.loads(best[3].strip().splitlines()[-1])
+    return Measurement(round(best[0], 3), round(best[1], 1), runs, round(best[2], 2), detail)
 
 
 # --- backends: prepared databases and cheap copies of them -----------------------------------
@@ -350,19 +352,21 @@ def render(rows: list[Row], startup: dict[str, Measurement], meta: dict[str, Any
         "",
         f"Machine: {meta['machine']}. {meta['versions']}. Measured: {meta['package']}.",
         "",
-        f"Each cell is one whole process: wall seconds ({meta['runs']}) and peak RSS. The raw process "
+        f"Each cell is one whole process: wall seconds ({meta['runs']}), the CPU seconds (user + "
+        "system) and peak RSS (MB) of that run; the ratio is of wall times. The raw process "
         "(`benchmarks/raw_limit.py`) imports only SQLAlchemy and cryptography and does the least "
         "work: *create* inserts the N Fernet-encrypted rows in one transaction and reads and "
         "decrypts them back; *update* reads and decrypts them and rewrites every row; *delete* "
         "reads and decrypts them and deletes every row.",
         "",
-        "| backend | N | dconn operation | dconn s | dconn MB | raw process | raw s | raw MB | dconn / raw |",
-        "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |",
+        "| backend | N | dconn operation | dconn s | CPU s | MB | raw process | raw s | CPU s | MB | dconn / raw |",
+        "| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r.backend} | {r.n:,} | `{r.operation}` | {r.dconn.seconds:.2f} | {r.dconn.rss_mb:.0f} "
-            f"| {r.raw_mode} | {r.raw.seconds:.2f} | {r.raw.rss_mb:.0f} | {r.ratio:.2f}× |"
+            f"| {r.backend} | {r.n:,} | `{r.operation}` | {r.dconn.seconds:.2f} | {r.dconn.cpu_seconds:.2f} "
+            f"| {r.dconn.rss_mb:.0f} | {r.raw_mode} | {r.raw.seconds:.2f} | {r.raw.cpu_seconds:.2f} "
+            f"| {r.raw.rss_mb:.0f} | {r.ratio:.2f}× |"
         )
     lines += ["", *_targets(rows, startup), "", *_memory(rows), "", "## Start-up", ""]
     lines += ["| command | wall s (best of 5) | peak MB |", "| --- | ---: | ---: |"]
