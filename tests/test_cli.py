@@ -15,6 +15,7 @@ from jsonschema import Draft202012Validator
 
 from declarative_conns.resources import load_schema
 from tests.airflow_tables import insert_raw
+from tests.helpers import run_dconn
 
 CANARY = "canary-cli-9d2e"
 DOC = """
@@ -37,19 +38,8 @@ extra = { webhook_token = { from_env = "WH_PASSWORD" }, timeout = 5 }
 def dconn(
     *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL
 ) -> subprocess.CompletedProcess[str]:
-    """Run dconn in a subprocess with a clean environment."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DCONN_"))}
-    base.update({"AIRFLOW_HOME": str(cwd / "airflow-home"), "WH_PASSWORD": CANARY, **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "declarative_conns", *args],
-        cwd=cwd,
-        env=base,
-        capture_output=True,
-        text=True,
-        stdin=stdin,
-        timeout=60,
-        check=False,
-    )
+    """Run dconn in a subprocess with a clean environment and the canary password set."""
+    return run_dconn(*args, cwd=cwd, env={"WH_PASSWORD": CANARY, **(env or {})}, stdin=stdin, timeout=60)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from declarative_conns.errors import StateError
 from declarative_conns.target import resolve_target
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
+from tests.helpers import run_dconn
 
 CANARY = "canary-drift-51c7"
 DOC = f"""
@@ -496,18 +497,7 @@ def test_port_stored_as_text_is_not_drift(text_port_db: AirflowDb, tmp_path: Pat
 
 def dconn(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run dconn in a subprocess with a clean environment."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DCONN_", "DEMO_"))}
-    base.update({"AIRFLOW_HOME": str(cwd / "airflow-home"), **env})
-    return subprocess.run(
-        [sys.executable, "-m", "declarative_conns", *args],
-        cwd=cwd,
-        env=base,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        check=False,
-    )
+    return run_dconn(*args, cwd=cwd, env=env)
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from declarative_conns.model import SecretRef
 from declarative_conns.secrets import resolve_secret
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
+from tests.helpers import run_dconn
 
 CANARIES = {
     "literal": "canary-literal-5b1c",
@@ -45,26 +44,8 @@ def run(
     db: AirflowDb, cwd: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run dconn against the test database."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DCONN_"))}
-    base.update(
-        {
-            "AIRFLOW_HOME": str(cwd / "af"),
-            "DCONN_DB_URL": db.url,
-            "DCONN_FERNET_KEY": db.fernet_key,
-            "WH_TOKEN": CANARIES["env"],
-            **(env or {}),
-        }
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "declarative_conns", *args],
-        cwd=cwd,
-        env=base,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        check=False,
-    )
+    target = {"DCONN_DB_URL": db.url, "DCONN_FERNET_KEY": db.fernet_key, "WH_TOKEN": CANARIES["env"]}
+    return run_dconn(*args, cwd=cwd, env={**target, **(env or {})})
 
 
 def assert_no_canary(text: str, where: str, allowed: tuple[str, ...] = ()) -> None:

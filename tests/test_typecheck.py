@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ from declarative_conns.api import load
 from declarative_conns.errors import ValidationFailed
 from declarative_conns.typecheck import Finding, check_types, raise_for_errors
 from tests.airflow_tables import insert_raw
+from tests.helpers import run_dconn
 
 CANARY = "canary-typecheck-51c7"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "connections.toml"
@@ -35,18 +34,7 @@ TYPO_PROBLEM = "  c.toml: connections.warehouse.extra.ssl_mode: unknown for post
 
 def dconn(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run dconn in a subprocess with no Airflow or dconn settings from the outer environment."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DCONN_"))}
-    base.update({"AIRFLOW_HOME": str(cwd / "airflow-home"), "WH_PASSWORD": CANARY, **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "declarative_conns", *args],
-        cwd=cwd,
-        env=base,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-        check=False,
-    )
+    return run_dconn(*args, cwd=cwd, env={"WH_PASSWORD": CANARY, **(env or {})}, timeout=60)
 
 
 def lines(text: str) -> list[str]:
