@@ -10,7 +10,10 @@ rows removed), prints it with secrets masked, and applies it in one transaction 
 with dconn's lock, staleness check, backup of the rows it replaces and state file.
 
     python examples/sync_from_secrets_manager.py examples/secrets_manager_dump.json \\
-        --db-url sqlite:////path/to/airflow.db --fernet-key "$FERNET_KEY"
+        --db-url sqlite:////path/to/airflow.db --fernet-key="$FERNET_KEY"
+
+(Write --fernet-key=KEY with "=": a Fernet key may start with "-", which argparse would otherwise
+take for an option.)
 
 Without --db-url/--fernet-key the target is found as Airflow finds it (DCONN_DB_URL,
 AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, AIRFLOW__CORE__FERNET_KEY, $AIRFLOW_HOME/airflow.cfg).

@@ -32,7 +32,7 @@ def run_example(
     """Run the example in a subprocess with no Airflow or dconn settings inherited."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DCONN_")) and k != "NO_COLOR"}
     env["AIRFLOW_HOME"] = str(work / "airflow-home")
-    command = [sys.executable, str(SCRIPT), str(source), "--db-url", db.url, "--fernet-key", db.fernet_key]
+    command = [sys.executable, str(SCRIPT), str(source), "--db-url", db.url, f"--fernet-key={db.fernet_key}"]
     return subprocess.run(
         [*command, "--state", str(work / ".dconn" / "state.json"), *args],
         cwd=work,
@@ -154,3 +154,16 @@ def test_database_errors_are_one_line(tmp_path: Path, make_db: Any) -> None:
     assert done.stderr.startswith("Error: ") and "Traceback" not in done.stderr
     assert len(done.stderr.splitlines()) == 1
     assert not missing.exists()
+
+
+def test_fernet_key_starting_with_a_dash_is_accepted(tmp_path: Path) -> None:
+    """A Fernet key may begin with '-' (url-safe base64); the documented --fernet-key=KEY form takes it."""
+    key = "-" + Fernet.generate_key().decode()[1:]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "missing.json"), f"--fernet-key={key}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert "expected one argument" not in done.stderr
