@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import airflow_db, codec
 from .crypto import Digester, KeyRing, decode_stored_key
@@ -169,8 +170,18 @@ class _Found:
     same_key: bool
 
 
-def _diff(desired: DesiredState, values: dict[str, Values], found: _Found, rotate: bool) -> Plan:
-    """Compute the actions, then the drift of managed connections since the last apply."""
+def _diff(
+    desired: DesiredState,
+    values: dict[str, Values],
+    found: _Found,
+    rotate: bool,
+    snapshot: Mapping[str, object],
+) -> Plan:
+    """Compute the actions, then the drift of managed connections since the last apply.
+
+    `snapshot` is this run's snapshot of the rows: where a connection's recorded form there is
+    exactly what dconn last applied, the row has not drifted and is not recorded again.
+    """
     columns = sorted(found.db.info.columns)
     state, digester, same_key = found.state, found.digester, found.same_key
     managed = frozenset(state.managed) if state else frozenset()
@@ -182,7 +193,10 @@ def _diff(desired: DesiredState, values: dict[str, Values], found: _Found, rotat
     def recorded(v: Values) -> dict[str, object]:
         return codec.recorded_form(v, known or digester, columns)
 
-    drift = detect_drift(state.applied, found.rows, recorded, managed, compare_secrets=known is not None)
+    current = _kept_forms(snapshot) if same_key else None  # digested with the record's key
+    drift = detect_drift(
+        state.applied, found.rows, recorded, managed, compare_secrets=known is not None, current=current
+    )
     if not same_key:
         # Re-key the record (a Fernet key rotation is not drift) so the next run compares secrets again.
         state.applied = rekey_applied(
@@ -239,13 +253,14 @@ def _assemble(
 ) -> PlannedRun:
     """Diff, detect drift, and prepare the next state (its snapshot refreshed)."""
     key_warnings = _key_warnings(found)
-    result = _diff(desired, values, found, rotate)
     rows, db, digester, keyring = found.rows, found.db, found.digester, found.keyring
     columns = sorted(db.info.columns)
+    snapshot = snapshot_record(rows, digester, columns, db.info.shape, values)
+    result = _diff(desired, values, found, rotate, snapshot)
     new_state = found.state or State()
     new_state.target = {"url": workspace.target.masked_url, "identity": identity}
     new_state.digest_key = _digest_key_record(digester)
-    new_state.snapshot = snapshot_record(rows, digester, columns, db.info.shape, values)
+    new_state.snapshot = snapshot
     context = PlanContext(
         target=workspace.target.masked_url,
         shape=db.info.shape,
@@ -316,17 +331,27 @@ def snapshot_record(
     columns: list[str],
     shape: str,
     declared: Mapping[str, Values] | None = None,
+    recorded: Mapping[str, Mapping[str, object]] | None = None,
 ) -> dict[str, object]:
     """Return the state's snapshot of every row: ids and fields, secrets as digests.
 
     A stored row cannot tell which of its fields came from a secret reference; the declared
     connection of the same conn_id can, so its secret paths are digested in the row too.
+    `recorded` holds declared connections already in recorded form (digested with `digester`):
+    a row holding exactly those declared values (one dconn just wrote) takes that form as it is.
     """
     declared = declared or {}
+    recorded = recorded or {}
 
     def secret(row: StoredRow) -> Values:
         paths = declared[row.conn_id].secret_paths if row.conn_id in declared else frozenset()
         return Values(row.values.fields, row.values.secret_paths | paths) if paths else row.values
+
+    def fields(row: StoredRow) -> Mapping[str, object]:
+        form = recorded.get(row.conn_id)
+        if form is not None and row.values is declared.get(row.conn_id):
+            return form
+        return codec.recorded_form(secret(row), digester, columns)
 
     return {
         "taken_at": now(),
@@ -336,11 +361,21 @@ def snapshot_record(
                 "id": r.row_id,
                 "conn_id": r.conn_id,
                 "fingerprint": r.fingerprint,
-                "fields": codec.recorded_form(secret(r), digester, columns),
+                "fields": fields(r),
             }
             for r in rows
         ],
     }
+
+
+def _kept_forms(snapshot: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Return each conn_id's recorded form in a snapshot, of its kept row (the lowest id)."""
+    forms: dict[str, tuple[int, Mapping[str, Any]]] = {}
+    for entry in snapshot["rows"]:
+        kept = forms.get(entry["conn_id"])
+        if kept is None or entry["id"] < kept[0]:
+            forms[entry["conn_id"]] = (entry["id"], entry["fields"])
+    return {conn_id: form for conn_id, (_, form) in forms.items()}
 
 
 def apply(run: PlannedRun, progress: Progress | None = None) -> int:

@@ -263,25 +263,42 @@ def detect_drift(
     managed: frozenset[str],
     *,
     compare_secrets: bool = True,
+    current: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[Drift, ...]:
     """Return managed connections whose rows differ from what dconn last applied.
 
     `to_recorded` must digest with the key the applied record was made with. Without that key
     (`compare_secrets=False`) a secret's presence is compared, not its value.
+
+    `current` may hold recorded forms of each conn_id's kept row, made with that same key (the
+    snapshot's). A form identical to the applied record means no drift: digesting the row at the
+    record's digest paths, as below, gives that same form. Any other form is worked out in full.
     """
     by_conn = group_rows(rows)
     drift: list[Drift] = []
+    current = current if compare_secrets and current is not None else {}
     for conn_id in sorted(managed & set(applied)):
         found = by_conn.get(conn_id)
         if not found:
             drift.append(Drift(conn_id, None, ()))
             continue
         recorded = applied[conn_id]
+        if _identical(current.get(conn_id), recorded):
+            continue
         current = to_recorded(with_recorded_secrets(found[0].values, recorded))
         changes = _recorded_changes(recorded, current, compare_secrets)
         if changes:
             drift.append(Drift(conn_id, found[0].row_id, changes))
     return tuple(drift)
+
+
+def _identical(form: Mapping[str, Any] | None, recorded: Mapping[str, Any]) -> bool:
+    """Tell whether two recorded forms are the same JSON, types included (True is not 1).
+
+    repr of JSON values differs whenever their JSON does; it also differs when only the order of
+    keys does, which merely sends the comparison the long way.
+    """
+    return form is not None and form == recorded and repr(form) == repr(recorded)
 
 
 def with_recorded_secrets(values: Values, recorded: Mapping[str, Any]) -> Values:

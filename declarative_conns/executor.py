@@ -192,7 +192,9 @@ def record_state(
     state = run.state
     state.managed = sorted(run.values)
     state.applied = {c: codec.recorded_form(v, run.digester, columns) for c, v in run.values.items()}
-    state.snapshot = snapshot_record(rows, run.digester, columns, run.db.info.shape, run.values)
+    state.snapshot = snapshot_record(
+        rows, run.digester, columns, run.db.info.shape, run.values, recorded=state.applied
+    )
     save_state(run.workspace.state_path, state)
 
 

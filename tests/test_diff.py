@@ -8,10 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from declarative_conns.diff import compute_plan, field_changes
+from declarative_conns.codec import recorded_form
+from declarative_conns.crypto import Digester
+from declarative_conns.diff import compute_plan, detect_drift, field_changes
 from declarative_conns.model import Plan, Settings, StoredRow, Values, canonical_json, normalize_fields
 from declarative_conns.render import render_text
-from tests.strategies import CANARY, COLUMNS, desired_states, row_sets
+from tests.strategies import CANARY, COLUMNS, desired_states, row_sets, values
 
 
 def v(**fields: Any) -> Values:
@@ -236,3 +238,55 @@ def test_many_new_fields_are_listed_one_by_one() -> None:
         (("port",), "add"),
         (("extra", "a"), "add"),
     ]
+
+
+SECRET_PATHS = st.frozensets(
+    st.sampled_from(
+        [
+            ("login",),
+            ("host",),
+            ("password",),
+            ("extra",),
+            ("extra", "sslmode"),
+            ("extra", "nested"),
+            ("extra", "k"),
+        ]
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    declared=values(),
+    stored=values(),
+    same=st.booleans(),
+    applied_paths=SECRET_PATHS,
+    declared_paths=SECRET_PATHS,
+    row_paths=SECRET_PATHS,
+)
+def test_drift_shortcut_through_the_snapshot_agrees_with_the_full_comparison(
+    declared: Values,
+    stored: Values,
+    same: bool,
+    applied_paths: frozenset[Any],
+    declared_paths: frozenset[Any],
+    row_paths: frozenset[Any],
+) -> None:
+    """A snapshot form identical to the applied record means no drift; otherwise drift is computed in full.
+
+    The record was made at the last apply (with that run's secret paths); the snapshot form is the
+    row recorded with this run's declared secret paths. Either way detect_drift gives one answer.
+    """
+    digester = Digester.from_secret(b"k" * 32, source="test")
+    fields = declared.fields if same else stored.fields
+    row = StoredRow(1, "c", Values(fields, row_paths), "fp1")
+    applied = {"c": recorded_form(Values(declared.fields, applied_paths), digester, COLUMNS)}
+    snapshot_form = recorded_form(Values(fields, row_paths | declared_paths), digester, COLUMNS)
+
+    def to_recorded(v: Values) -> dict[str, Any]:
+        return recorded_form(v, digester, COLUMNS)
+
+    full = detect_drift(applied, [row], to_recorded, frozenset({"c"}))
+    shortcut = detect_drift(applied, [row], to_recorded, frozenset({"c"}), current={"c": snapshot_form})
+    assert shortcut == full
