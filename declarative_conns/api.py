@@ -117,7 +117,7 @@ def load(config: Path | str) -> DesiredState:
 
 
 def plan(
-    config: Path | str | DesiredState,
+    config: Path | str | DesiredState | Callable[[], DesiredState],
     workspace: Workspace,
     *,
     resolver: Callable[..., str] = resolve_secret,
@@ -127,25 +127,42 @@ def plan(
 ) -> PlannedRun:
     """Compute the plan for a configuration against the workspace's database.
 
+    `config` is a file or folder, a loaded DesiredState, or a callable returning one: it is
+    called once the rows are read and decrypted (the CLI loads the TOML in a child process
+    meanwhile); when reading fails, it is called first, so a problem in the configuration is
+    reported before one of the database's, as when loading comes first.
+
     With `refresh_state` the state file's snapshot is updated (as `dconn plan` does); with
     `rotate`, rows encrypted with an older key of the ring are re-encrypted with the first.
     """
-    desired = config if isinstance(config, DesiredState) else load(config)
-    check_writable(workspace.state_path)
-    state = load_state(workspace.state_path)
-    recorded_before = _state_content(state)
-    identity = target_identity(workspace.target.url, workspace.target.schema)
-    _check_state_target(state, identity, workspace)
-    keyring = KeyRing.from_setting(workspace.target.fernet_key)
-    digester, same_key = _digester(keyring, state)
-    db = airflow_db.open_database(workspace.target.url, workspace.target.schema, workspace.lock_timeout)
+    if isinstance(config, (str, Path)):
+        config = load(config)
+    later = config if not isinstance(config, DesiredState) else None
+    db: airflow_db.Database | None = None
     try:
-        check_against_table(desired, db.info)
-        values = resolve_desired(desired, resolver)
+        check_writable(workspace.state_path)
+        state = load_state(workspace.state_path)
+        recorded_before = _state_content(state)
+        identity = target_identity(workspace.target.url, workspace.target.schema)
+        _check_state_target(state, identity, workspace)
+        keyring = KeyRing.from_setting(workspace.target.fernet_key)
+        digester, same_key = _digester(keyring, state)
+        db = airflow_db.open_database(workspace.target.url, workspace.target.schema, workspace.lock_timeout)
         with airflow_db.transaction(db, write=False) as conn:
             raw = airflow_db.read_rows(conn, db)
-        airflow_db.check_conn_ids(db, desired.connections, (r["conn_id"] or "" for r in raw))
         rows = codec.decode_rows(raw, keyring, digester)
+    except Exception:
+        if db is not None:
+            db.close()
+        if later is not None:
+            later()  # raises the configuration's problem, if it has one
+        raise
+    try:
+        desired = later() if later is not None else config
+        assert isinstance(desired, DesiredState)
+        check_against_table(desired, db.info)
+        values = resolve_desired(desired, resolver)
+        airflow_db.check_conn_ids(db, desired.connections, (r["conn_id"] or "" for r in raw))
         found = _Found(rows, state, db, keyring, digester, same_key)
         run = _assemble(desired, values, found, workspace, identity, verbose=verbose, rotate=rotate)
     except BaseException:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from .api import PlannedRun, Workspace
     from .desired import DesiredState
     from .onboarding import Onboarded
+    from .target import Target
+    from .typecheck import Finding
 
 app = typer.Typer(
     name="dconn",
@@ -219,9 +221,15 @@ def validate(
 
 def _check_types(desired: DesiredState, strict: bool, output: _Output) -> None:
     """Print conn_type warnings and notes on stderr; raise ValidationFailed on errors."""
-    from .typecheck import check_types, raise_for_errors
+    from .typecheck import check_types
 
-    findings = check_types(desired, strict)
+    _report_types(check_types(desired, strict), output)
+
+
+def _report_types(findings: list[Finding], output: _Output) -> None:
+    """Print conn_type warnings and notes on stderr; raise ValidationFailed on errors."""
+    from .typecheck import raise_for_errors
+
     for finding in findings:
         if finding.severity == "warning":
             output.warn(str(finding))
@@ -261,8 +269,16 @@ def plan(
     output = _Output(quiet, no_color)
     with _guarded(debug):
         _check_format(fmt)
-        workspace = _workspace(db_url, fernet_key, state, lock_timeout)
-        run = _plan(config, workspace, output, strict=strict, verbose=verbose, rotate=rotate, refresh=True)
+        target = _target(db_url, fernet_key)
+        run = _plan(
+            config,
+            lambda: _workspace(target, state, lock_timeout),
+            output,
+            strict=strict,
+            verbose=verbose,
+            rotate=rotate,
+            refresh=True,
+        )
         try:
             output.report(run.render(fmt))
             if out is not None:
@@ -284,17 +300,23 @@ def _check_format(fmt: str) -> None:
         raise InputError(f"--format must be text, json or markdown, not {fmt!r}")
 
 
-def _workspace(db_url: str | None, fernet_key: str | None, state: Path, lock_timeout: float) -> Workspace:
-    """Find the target (flags, environment, airflow.cfg) and pair it with the state file."""
-    from .api import Workspace
+def _target(db_url: str | None, fernet_key: str | None) -> Target:
+    """Find the target database and key: flags, environment, airflow.cfg (a light import)."""
     from .target import resolve_target
 
-    return Workspace(resolve_target(db_url, fernet_key), state, lock_timeout)
+    return resolve_target(db_url, fernet_key)
+
+
+def _workspace(target: Target, state: Path, lock_timeout: float) -> Workspace:
+    """Pair the target with the state file (imports the library, SQLAlchemy included)."""
+    from .api import Workspace
+
+    return Workspace(target, state, lock_timeout)
 
 
 def _plan(
     config: Path,
-    workspace: Workspace,
+    make_workspace: Callable[[], Workspace],
     output: _Output,
     *,
     strict: bool,
@@ -302,16 +324,43 @@ def _plan(
     rotate: bool,
     refresh: bool,
 ) -> PlannedRun:
-    """Check the conn_types, compute the plan, printing warnings on stderr."""
-    from .api import load
-    from .api import plan as compute
+    """Load and type-check the TOML while the database is read, compute the plan, print warnings.
 
-    desired = load(config)
-    _check_types(desired, strict, output)  # before any database access or state write
-    run = compute(desired, workspace, verbose=verbose, rotate=rotate, refresh_state=refresh)
+    Large configurations are loaded in a forked child process (see background.py) while this
+    one imports the library and reads and decrypts the rows; small ones first, in this process.
+    """
+    from .background import start
+
+    pending = start(lambda: _load_checked(config, strict), [config])
+
+    def desired() -> DesiredState:
+        loaded, findings = pending.result()
+        _report_types(findings, output)  # conn_type errors stop the run before anything is written
+        return loaded
+
+    with pending:
+        from .api import plan as compute
+
+        workspace = make_workspace()
+        run = compute(
+            desired if pending.in_background else desired(),
+            workspace,
+            verbose=verbose,
+            rotate=rotate,
+            refresh_state=refresh,
+        )
     for warning in run.warnings:
         output.warn(warning)
     return run
+
+
+def _load_checked(config: Path, strict: bool) -> tuple[DesiredState, list[Finding]]:
+    """Load the TOML files and check each connection against its conn_type's rules."""
+    from .desired import load_desired  # not through api: this child process needs no SQLAlchemy
+    from .typecheck import check_types
+
+    desired = load_desired(config)
+    return desired, check_types(desired, strict)
 
 
 @app.command()
@@ -338,16 +387,22 @@ def apply(
     """
     output = _Output(quiet, no_color)
     with _guarded(debug):
-        workspace = _workspace(db_url, fernet_key, state, lock_timeout)
+        target = _target(db_url, fernet_key)
         if planfile is not None:
             from .planfile import load_plan
 
-            run = load_plan(planfile, workspace)
+            run = load_plan(planfile, _workspace(target, state, lock_timeout))
             for warning in run.warnings:
                 output.warn(warning)
         else:
             run = _plan(
-                config, workspace, output, strict=strict, verbose=verbose, rotate=rotate, refresh=False
+                config,
+                lambda: _workspace(target, state, lock_timeout),
+                output,
+                strict=strict,
+                verbose=verbose,
+                rotate=rotate,
+                refresh=False,
             )
         try:
             _apply(run, output, ask=planfile is None and not auto_approve)
@@ -532,7 +587,7 @@ def restore(
     with _guarded(debug):
         from .restore import execute_restore, plan_restore
 
-        workspace = _workspace(db_url, fernet_key, state, lock_timeout)
+        workspace = _workspace(_target(db_url, fernet_key), state, lock_timeout)
         prepared = plan_restore(backup, workspace.target, lock_timeout)
         try:
             output.report(prepared.describe())

@@ -302,7 +302,13 @@ def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[str, Valu
     resolved: dict[str, Values] = {}
     for conn_id, conn in sorted(desired.connections.items()):
         secret_paths: set[tuple[str | int, ...]] = set()
-        fields = _resolve_value(dict(conn.fields), (), conn_id, resolver, cache, secret_paths, problems)
+        fields = {
+            # Most fields are plain strings and numbers: no call for those (this runs per field).
+            name: value
+            if value.__class__ in _PLAIN
+            else _resolve_value(value, (name,), conn_id, resolver, cache, secret_paths, problems)
+            for name, value in conn.fields.items()
+        }
         resolved[conn_id] = Values(normalize_fields(fields), frozenset(secret_paths))
     if problems:
         raise SecretError(
@@ -314,6 +320,9 @@ def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[str, Valu
             )
         )
     return resolved
+
+
+_PLAIN = frozenset({str, int, float, bool})
 
 
 def _resolve_value(

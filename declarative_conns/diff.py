@@ -145,11 +145,7 @@ def _explain(
     changes: list[FieldChange] = []
     if not old or not new:
         # deepdiff reports a whole-dict change at the root; a create or delete reads better field by field.
-        kind = "add" if new else "remove"
-        for name, value in (new or old).items():
-            before, after = (None, value) if new else (value, None)
-            changes.extend(_split_extra((name,), before, after, kind, secret_paths))
-        return sorted(changes, key=lambda c: _reading_order(c.path))
+        return _whole(new, "add", secret_paths) if new else _whole(old, "remove", secret_paths)
     for name in old.keys() | new.keys():
         if name not in new:
             changes.extend(_split_extra((name,), old[name], None, "remove", secret_paths))
@@ -158,6 +154,27 @@ def _explain(
         else:
             changes.extend(_field_explained(name, old[name], new[name], secret_paths))
     return sorted(changes, key=lambda c: _reading_order(c.path))
+
+
+def _whole(fields: Mapping[str, Any], kind: Any, secret_paths: frozenset[Path]) -> list[FieldChange]:
+    """Return every field of a connection created or deleted as one change, extra key by key.
+
+    What _split_extra gives for each field, written out: it runs for every field of every
+    connection a plan creates.
+    """
+    changes: list[FieldChange] = []
+    for name, value in fields.items():
+        pairs = value.items() if name == "extra" and isinstance(value, dict) and value else ((None, value),)
+        for key, item in pairs:
+            path: Path = (name,) if key is None else (name, key)
+            sensitive = is_sensitive_path(path, secret_paths)
+            shown = _shown(item, path, sensitive, secret_paths)
+            if kind == "add":
+                changes.append(FieldChange(path, None, shown, sensitive, kind))
+            else:
+                changes.append(FieldChange(path, shown, None, sensitive, kind))
+    changes.sort(key=lambda c: _reading_order(c.path))
+    return changes
 
 
 def _field_explained(name: str, before: Any, after: Any, secret_paths: frozenset[Path]) -> list[FieldChange]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 #: Every column dconn manages, in the order people read them.
 FIELDS: tuple[str, ...] = (
@@ -114,9 +114,12 @@ class Settings:
     type_rules: str | None = None
 
 
-@dataclass(frozen=True)
-class FieldChange:
-    """Describe one field's difference: a path, its two sides, whether to hide them."""
+class FieldChange(NamedTuple):
+    """Describe one field's difference: a path, its two sides, whether to hide them.
+
+    A named tuple, not a frozen dataclass: a plan creating 10,000 connections makes 100,000 of
+    them, and a tuple is built in a third of the time.
+    """
 
     path: Path
     before: Any

@@ -83,8 +83,10 @@ def is_sensitive_path(
     path: tuple[PathItem, ...], secret_paths: frozenset[tuple[PathItem, ...]] = frozenset()
 ) -> bool:
     """Tell whether the value at a field path is secret: password, referenced, or a secret key."""
-    if secret_paths:
-        for n in range(1, len(path) + 1):
+    if secret_paths and (path in secret_paths or path[:1] in secret_paths):
+        return True
+    if secret_paths and len(path) > 2:
+        for n in range(2, len(path)):
             if path[:n] in secret_paths:
                 return True
     return _is_sensitive_by_name(path)

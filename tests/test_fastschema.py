@@ -306,6 +306,8 @@ SAMPLES = [
 @pytest.mark.parametrize(("conn_type", "name", "key_rule"), _key_rules())
 def test_conn_type_rules_use_the_fast_check(conn_type: str, name: str, key_rule: Any) -> None:
     """Every shipped conn_type key compiles to a fast check that judges values as jsonschema does."""
-    assert key_rule.is_valid != key_rule.validator.is_valid, f"{conn_type}.{name} fell back to jsonschema"
+    jsonschema_check = Draft202012Validator(key_rule.schema).is_valid
+    fell_back = isinstance(getattr(key_rule.is_valid, "__self__", None), Draft202012Validator)
+    assert not fell_back, f"{conn_type}.{name} fell back to jsonschema"
     for value in SAMPLES:
-        assert key_rule.is_valid(value) == key_rule.validator.is_valid(value), (conn_type, name, value)
+        assert key_rule.is_valid(value) == jsonschema_check(value), (conn_type, name, value)
