@@ -142,7 +142,7 @@ def plan(
     try:
         check_writable(workspace.state_path)
         state = load_state(workspace.state_path)
-        recorded_before = _state_content(state)
+        recorded_before = _state_content(state) if refresh_state else None
         identity = target_identity(workspace.target.url, workspace.target.schema)
         _check_state_target(state, identity, workspace)
         keyring = KeyRing.from_setting(workspace.target.fernet_key)

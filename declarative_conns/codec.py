@@ -109,7 +109,10 @@ def recorded_form(values: Values, digester: Digester, columns: Iterable[str]) ->
             continue
         path = (name,)
         # What redact returns, the common cases first: it runs for every field of every row.
-        if is_sensitive_path(path, secret_paths):
+        if name in _NAMED_PLAINLY and value.__class__ in _SCALARS:
+            # Neither password nor extra: secret only when a reference gives it.
+            out[name] = digest(value) if secret_paths and path in secret_paths else value
+        elif is_sensitive_path(path, secret_paths):
             out[name] = digest(value)
         elif isinstance(value, (dict, list)):
             out[name] = redact(value, path, secret_paths, digest)
@@ -119,3 +122,6 @@ def recorded_form(values: Values, digester: Digester, columns: Iterable[str]) ->
 
 
 _FIELD_SET = frozenset(FIELDS)
+#: Fields whose name never makes them secret (is_sensitive_path: password and extra's keys do).
+_NAMED_PLAINLY = _FIELD_SET - {"password", "extra"}
+_SCALARS = frozenset({str, int, float, bool})

@@ -35,20 +35,30 @@ def row_problems(
     MySQL character set, PostgreSQL's ban on NUL, and Airflow 3.2+'s team names.
     """
     problems = []
-    shown = conn_id if len(conn_id) <= 60 else conn_id[:57] + "..."
+    postgres = dialect == "postgresql"
     for name, value in {**row, "conn_id": conn_id}.items():
         if not isinstance(value, str):
             continue
-        problem = _text_problem(limits.get(name), dialect, value, encrypted=_is_encrypted(name, row))
+        limit = limits.get(name)
+        if (
+            limit is None or ((limit.chars is None or len(value) <= limit.chars) and not limit.charset)
+        ) and not (postgres and "\x00" in value):
+            continue  # fits: the common case, without a call (this runs for every field of every row)
+        problem = _text_problem(limit, dialect, value, encrypted=_is_encrypted(name, row))
         if problem:
-            problems.append(f'connection "{shown}" field {name}: {problem}')
+            problems.append(f'connection "{_shown(conn_id)}" field {name}: {problem}')
     team = row.get("team_name")
     if team and teams is not None and team not in teams:
         problems.append(
-            f'connection "{shown}" field team_name: there is no team "{team}" in this Airflow '
+            f'connection "{_shown(conn_id)}" field team_name: there is no team "{team}" in this Airflow '
             "(create it first: airflow teams create)"
         )
     return problems
+
+
+def _shown(conn_id: str) -> str:
+    """Return a conn_id for a message, cut short when long."""
+    return conn_id if len(conn_id) <= 60 else conn_id[:57] + "..."
 
 
 def _is_encrypted(name: str, row: Mapping[str, Any]) -> bool:

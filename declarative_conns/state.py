@@ -129,18 +129,43 @@ def dumps_lines(
     json.dumps(indent=...) runs the pure-Python encoder: seconds for a state file of 100,000
     rows. Here the C encoder writes each entry, and the file still reads (and diffs) by line.
     """
-    encode = json.JSONEncoder(ensure_ascii=False, default=default).encode
+    encode = _entry_encoder(default)
 
     def write(value: Any, path: tuple[str, ...]) -> str:
         if (path and path not in expand) or not isinstance(value, (dict, list)) or not value:
             return encode(value)
         pad = " " * (len(path) + 1)
         if isinstance(value, dict):
-            members = (f"{pad}{encode(k)}: {write(v, (*path, k))}" for k, v in value.items())
+            members = [
+                f"{pad}{encode(k)}: {write(v, (*path, k)) if (*path, k) in expand else encode(v)}"
+                for k, v in value.items()
+            ]
             return "{\n" + ",\n".join(members) + f"\n{pad[1:]}}}"
-        return "[\n" + ",\n".join(pad + encode(v) for v in value) + f"\n{pad[1:]}]"
+        return "[\n" + ",\n".join([pad + encode(v) for v in value]) + f"\n{pad[1:]}]"
 
     return write(document, ())
+
+
+def _entry_encoder(default: Callable[[Any], Any] | None) -> Callable[[Any], str]:
+    """Return json.dumps(value, ensure_ascii=False, default=default) as one function.
+
+    JSONEncoder.encode builds a new C encoder for every call; a state file encodes each of its
+    entries separately (tens of thousands), so the C encoder is built once here when it exists.
+    """
+    encoder = json.JSONEncoder(ensure_ascii=False, default=default)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - Python without the C accelerator
+        return encoder.encode
+    one_shot = make(
+        None, encoder.default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
+    )
+
+    def encode(value: Any) -> str:
+        if isinstance(value, str):
+            return json.encoder.encode_basestring(value)
+        return "".join(one_shot(value, 0))
+
+    return encode
 
 
 def atomic_write(path: Path, data: bytes) -> None:
