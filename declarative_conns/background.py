@@ -62,8 +62,9 @@ class Pending(Generic[T]):
     def _from_child(self) -> tuple[T] | None:
         """Return the child's result, or None when it failed in any way."""
         assert self._child is not None
-        data, ok = _collect(*self._child)
-        self._child = None
+        pid, fd = self._child
+        self._child = None  # _collect closes the pipe and collects the child, even when interrupted
+        data, ok = _collect(pid, fd)
         if not ok:
             return None
         try:
@@ -145,9 +146,13 @@ def _collect(pid: int, fd: int) -> tuple[bytes, bool]:
     try:
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
+        status = _wait(pid)
+    except BaseException:  # interrupted (Ctrl-C) while waiting: leave no child behind, then go on
+        _kill(pid)
+        _wait(pid)
+        raise
     finally:
         os.close(fd)
-    status = _wait(pid)
     return b"".join(chunks), status == 0
 
 
