@@ -124,6 +124,7 @@ def plan(
     verbose: bool = False,
     rotate: bool = False,
     refresh_state: bool = True,
+    check: Callable[[], None] | None = None,
 ) -> PlannedRun:
     """Compute the plan for a configuration against the workspace's database.
 
@@ -134,11 +135,14 @@ def plan(
 
     With `refresh_state` the state file's snapshot is updated (as `dconn plan` does); with
     `rotate`, rows encrypted with an older key of the ring are re-encrypted with the first.
+    `check` runs once the plan is computed, before the state file is written: it may raise to
+    stop the run (the CLI reports conn_type findings there).
     """
     if isinstance(config, (str, Path)):
         config = load(config)
     later = config if not isinstance(config, DesiredState) else None
     db: airflow_db.Database | None = None
+    failed: Exception | None = None
     try:
         check_writable(workspace.state_path)
         state = load_state(workspace.state_path)
@@ -151,12 +155,15 @@ def plan(
         with airflow_db.transaction(db, write=False) as conn:
             raw = airflow_db.read_rows(conn, db)
         rows = codec.decode_rows(raw, keyring, digester)
-    except Exception:
+    except Exception as error:
         if db is not None:
             db.close()
+        failed = error
+    if failed is not None:
         if later is not None:
-            later()  # raises the configuration's problem, if it has one
-        raise
+            later()  # raises the configuration's problem, if it has one (outside `except`: unchained)
+        raise failed
+    assert db is not None
     try:
         desired = later() if later is not None else config
         assert isinstance(desired, DesiredState)
@@ -165,6 +172,8 @@ def plan(
         airflow_db.check_conn_ids(db, desired.connections, (r["conn_id"] or "" for r in raw))
         found = _Found(rows, state, db, keyring, digester, same_key)
         run = _assemble(desired, values, found, workspace, identity, verbose=verbose, rotate=rotate)
+        if check is not None:
+            check()
     except BaseException:
         db.close()
         raise

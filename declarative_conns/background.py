@@ -25,55 +25,100 @@ import pickle
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 #: Below this many bytes of input, forking costs more than it saves (about 1,000 connections).
 MIN_BYTES = 256 * 1024
 
 
-class Pending(Generic[T]):
-    """The result of work started with `start`: done already, or being done by a child process."""
+class Pending(Generic[T, U]):
+    """Work started with `start`, and optionally what follows from it: done already, or by a child.
 
-    def __init__(self, work: Callable[[], T], child: tuple[int, int] | None = None) -> None:
+    The child sends each result as soon as it has it: `result()` returns while the child is still
+    doing `then` (type-checking the configuration, say), which `then_result()` waits for.
+    """
+
+    def __init__(
+        self,
+        work: Callable[[], T],
+        then: Callable[[T], U] | None = None,
+        child: tuple[int, int] | None = None,
+    ) -> None:
         self._work = work
+        self._then = then
         self._child = child  # (pid, read end of the pipe) until the child is collected
         self._result: tuple[T] | None = None
+        self._then_result: tuple[U] | None = None
 
     @classmethod
-    def done(cls, work: Callable[[], T], value: T) -> Pending[T]:
-        """Return a Pending whose work was done already, in this process."""
-        pending = cls(work)
-        pending._result = (value,)
+    def done(cls, work: Callable[[], T], then: Callable[[T], U] | None = None) -> Pending[T, U]:
+        """Do the work (and what follows) now, in this process; raise its error."""
+        pending = cls(work, then)
+        pending.result()
+        if then is not None:
+            pending.then_result()
         return pending
 
     @property
     def in_background(self) -> bool:
-        """Tell whether a child process is doing the work (until its result is collected)."""
+        """Tell whether a child process is doing the work (until it is collected)."""
         return self._child is not None
+
+    @property
+    def has_result(self) -> bool:
+        """Tell whether the work's result was received (or computed) already."""
+        return self._result is not None
 
     def result(self) -> T:
         """Return the work's result, waiting for the child; raise the work's error."""
         if self._result is None:
-            self._result = (self._from_child() if self._child is not None else None) or (self._work(),)
+            self._result = self._receive() or (self._work(),)
+            if self._then is None and self._child is not None:
+                self._finish()
         return self._result[0]
 
-    def _from_child(self) -> tuple[T] | None:
-        """Return the child's result, or None when it failed in any way."""
-        assert self._child is not None
-        pid, fd = self._child
-        self._child = None  # _collect closes the pipe and collects the child, even when interrupted
-        data, ok = _collect(pid, fd)
-        if not ok:
+    def then_result(self) -> U:
+        """Return what `then` made of the result, waiting for the child; raise its error."""
+        assert self._then is not None, "start() was given no `then`"
+        result = self.result()
+        if self._then_result is None:
+            self._then_result = self._receive() or (self._then(result),)
+        if self._child is not None:
+            self._finish()
+        return self._then_result[0]
+
+    def _receive(self) -> tuple[Any] | None:
+        """Return the child's next result, or None (the child collected) when it failed in any way."""
+        if self._child is None:
+            return None
+        fd = self._child[1]
+        try:
+            data = _read_message(fd)
+        except BaseException:
+            self.close()  # interrupted (Ctrl-C) while waiting: leave no child behind, then go on
+            raise
+        if data is None:  # the child ended before sending it: it failed
+            self.close()
             return None
         try:
             return (pickle.loads(data),)  # noqa: S301 - our own child's bytes, through a pipe
         except Exception:  # whatever went wrong, the work is done here instead
+            self.close()
             return None
 
+    def _finish(self) -> None:
+        """Collect a child that has sent everything."""
+        assert self._child is not None
+        pid, fd = self._child
+        self._child = None
+        os.close(fd)
+        _wait(pid)
+
     def close(self) -> None:
-        """Stop and collect a child whose result is no longer wanted."""
+        """Stop and collect a child whose results are no longer wanted."""
         if self._child is not None:
             pid, fd = self._child
             self._child = None
@@ -81,20 +126,25 @@ class Pending(Generic[T]):
             os.close(fd)
             _wait(pid)
 
-    def __enter__(self) -> Pending[T]:
+    def __enter__(self) -> Pending[T, U]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
-def start(work: Callable[[], T], inputs: Iterable[Path] = ()) -> Pending[T]:
-    """Start `work` in a child process when it is worth it; else do it now, raising its error."""
+def start(
+    work: Callable[[], T], inputs: Iterable[Path] = (), then: Callable[[T], U] | None = None
+) -> Pending[T, U]:
+    """Start `work`, then `then(result)`, in a child process when it is worth it; else do both now.
+
+    Done now, their errors are raised here, before the caller goes on.
+    """
     if _worth_forking(inputs):
-        child = _fork(work)
+        child = _fork(work, then)
         if child is not None:
-            return Pending(work, child)
-    return Pending.done(work, work())
+            return Pending(work, then, child)
+    return Pending.done(work, then)
 
 
 def _worth_forking(inputs: Iterable[Path]) -> bool:
@@ -115,8 +165,8 @@ def _worth_forking(inputs: Iterable[Path]) -> bool:
     return False
 
 
-def _fork(work: Callable[[], object]) -> tuple[int, int] | None:
-    """Fork a child that runs `work` and writes its pickled result to a pipe; None if fork fails."""
+def _fork(work: Callable[[], T], then: Callable[[T], object] | None) -> tuple[int, int] | None:
+    """Fork a child that sends each result, pickled, through a pipe; None if fork fails."""
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -130,9 +180,11 @@ def _fork(work: Callable[[], object]) -> tuple[int, int] | None:
         code = 1
         try:
             os.close(read_end)
-            data = pickle.dumps(work(), protocol=pickle.HIGHEST_PROTOCOL)
             with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(data)
+                result = work()
+                _write_message(pipe, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+                if then is not None:
+                    _write_message(pipe, pickle.dumps(then(result), protocol=pickle.HIGHEST_PROTOCOL))
             code = 0
         finally:
             os._exit(code)
@@ -140,20 +192,31 @@ def _fork(work: Callable[[], object]) -> tuple[int, int] | None:
     return pid, read_end
 
 
-def _collect(pid: int, fd: int) -> tuple[bytes, bool]:
-    """Read everything the child wrote, then wait for it; ok when it exited 0."""
-    chunks = []
-    try:
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        status = _wait(pid)
-    except BaseException:  # interrupted (Ctrl-C) while waiting: leave no child behind, then go on
-        _kill(pid)
-        _wait(pid)
-        raise
-    finally:
-        os.close(fd)
-    return b"".join(chunks), status == 0
+def _write_message(pipe: Any, data: bytes) -> None:
+    """Write one message: its length in 8 bytes, then the bytes."""
+    pipe.write(len(data).to_bytes(8, "big"))
+    pipe.write(data)
+    pipe.flush()
+
+
+def _read_message(fd: int) -> bytes | None:
+    """Read one message from the pipe; None when the child closed it before a whole one."""
+    header = _read_exactly(fd, 8)
+    if header is None:
+        return None
+    return _read_exactly(fd, int.from_bytes(header, "big"))
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    """Read `size` bytes; None at the end of the pipe before that."""
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _wait(pid: int) -> int | None:

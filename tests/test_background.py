@@ -204,6 +204,62 @@ def test_unpicklable_result_is_recomputed_here(forking: Path, tmp_path: Path) ->
     assert_reaped(child)
 
 
+@needs_fork
+def test_then_runs_in_the_child_after_the_result_is_sent(forking: Path) -> None:
+    """The result arrives before `then` finishes; `then_result` waits for it, then the child is reaped."""
+    release = forking.with_name("release")
+
+    def then(result: int) -> tuple[int, int]:
+        deadline = time.monotonic() + 10
+        while not release.exists():  # `then` waits until the parent has the first result
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return result, os.getpid()
+
+    pending = background.start(os.getpid, [forking], then=then)
+    child = pending.result()
+    assert child != os.getpid()
+    assert pending.in_background, "the child is still running `then`"
+    release.touch()
+    assert pending.then_result() == (child, child)
+    assert not pending.in_background
+    assert_reaped(child)
+
+
+@needs_fork
+def test_then_failing_in_the_child_is_rerun_here(forking: Path, tmp_path: Path) -> None:
+    """`then` failing in the child runs again in the parent on the child's result, with its real error."""
+    log = tmp_path / "pids"
+
+    def then(result: int) -> NoReturn:
+        with log.open("a") as file:
+            file.write(f"{os.getpid()}\n")
+        raise WorkFailed(f"type check of {result} failed")
+
+    pending = background.start(os.getpid, [forking], then=then)
+    child = pending.result()
+    with pytest.raises(WorkFailed, match=rf"^type check of {child} failed$"):
+        pending.then_result()
+    assert pids(log) == [child, os.getpid()]
+    assert_reaped(child)
+
+
+def test_then_inline_runs_at_start_and_raises_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a child, `then` runs at start too: its error is raised before the caller goes on."""
+    monkeypatch.delenv("DCONN_PARALLEL", raising=False)
+    small = tmp_path / "connections.toml"
+    small.write_text("version = 1\n")
+    pending = background.start(lambda: 2, [small], then=lambda n: n * 10)
+    assert not pending.in_background
+    assert (pending.result(), pending.then_result()) == (2, 20)
+
+    def then(_: int) -> NoReturn:
+        raise WorkFailed("strict: unknown extra")
+
+    with pytest.raises(WorkFailed, match="strict: unknown extra"):
+        background.start(lambda: 2, [small], then=then)
+
+
 class BreaksOnLoad:
     """A value that pickles in the child and fails to unpickle in the parent."""
 
@@ -324,8 +380,8 @@ from declarative_conns import background
 _fork = background._fork
 
 
-def _logging_fork(work):
-    child = _fork(work)  # the child never returns from here: it leaves with os._exit
+def _logging_fork(*args):
+    child = _fork(*args)  # the child never returns from here: it leaves with os._exit
     if child is not None:
         with open(os.environ["FORK_LOG"], "a") as log:
             log.write(f"{child[0]}\\n")
