@@ -325,66 +325,21 @@ def _plan(
     rotate: bool,
     refresh: bool,
 ) -> PlannedRun:
-    """Load and type-check the TOML while the database is read, compute the plan, print warnings.
+    """Load and type-check the TOML while the database is read, compute the plan, print warnings."""
+    from .planning import plan_files
 
-    Large configurations are loaded in a forked child process (see background.py) while this
-    one imports the library and reads and decrypts the rows; the child type-checks them while
-    this one computes the plan. Small ones are loaded and checked first, in this process.
-    Either way the configuration's problems are reported before any other, and conn_type
-    errors stop the run before anything is written.
-    """
-    from .background import Pending, start
-
-    pending: Pending[DesiredState, list[Finding]] = start(
-        lambda: _load(config), [config], then=lambda desired: _type_findings(desired, strict)
+    run = plan_files(
+        config,
+        make_workspace,
+        strict=strict,
+        report_types=lambda findings: _report_types(findings, output),
+        verbose=verbose,
+        rotate=rotate,
+        refresh_state=refresh,
     )
-    reported = False
-
-    def report_types() -> None:
-        nonlocal reported
-        if not reported:
-            reported = True
-            _report_types(pending.then_result(), output)
-
-    with pending:
-        if not pending.in_background:
-            report_types()
-        from .api import plan as compute
-
-        workspace = make_workspace()
-        failed: Exception | None = None
-        try:
-            run = compute(
-                pending.result if pending.in_background else pending.result(),
-                workspace,
-                verbose=verbose,
-                rotate=rotate,
-                refresh_state=refresh,
-                check=report_types,
-            )
-        except Exception as error:
-            failed = error
-        if failed is not None:
-            if pending.has_result:
-                report_types()  # the configuration's problems first (outside `except`: unchained)
-            raise failed
     for warning in run.warnings:
         output.warn(warning)
     return run
-
-
-def _load(config: Path) -> DesiredState:
-    """Load the TOML files (not through api: a child process loading them needs no SQLAlchemy)."""
-    from .desired import load_desired
-
-    return load_desired(config)
-
-
-def _type_findings(desired: DesiredState, strict: bool) -> list[Finding]:
-    """Check each connection against its conn_type's rules."""
-    from .typecheck import check_types
-
-    return check_types(desired, strict)
 
 
 @app.command()
