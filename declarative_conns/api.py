@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from . import airflow_db, codec
 from .crypto import Digester, KeyRing, decode_stored_key
@@ -30,6 +30,7 @@ from .state import State, check_writable, load_state, now
 from .target import Target, resolve_target, target_identity
 
 Progress = Callable[[int, int], None]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def plan(
     `check` runs once the plan is computed, before the state file is written: it may raise to
     stop the run (the CLI reports conn_type findings there).
     """
-    if isinstance(config, (str, Path)):
+    if isinstance(config, (str, os.PathLike)):
         config = load(config)
     later = config if not isinstance(config, DesiredState) else None
     db: airflow_db.Database | None = None
@@ -152,12 +153,7 @@ def plan(
         keyring = KeyRing.from_setting(workspace.target.fernet_key)
         digester, same_key = _digester(keyring, state)
         db = airflow_db.open_database(workspace.target.url, workspace.target.schema, workspace.lock_timeout)
-        with airflow_db.transaction(db, write=False) as conn:
-            raw = airflow_db.read_rows(conn, db)
-        rows = codec.decode_rows(raw, keyring, digester)
     except Exception as error:
-        if db is not None:
-            db.close()
         failed = error
     if failed is not None:
         if later is not None:
@@ -165,12 +161,16 @@ def plan(
         raise failed
     assert db is not None
     try:
+        # Read and decrypt while a callable's configuration may still be loading elsewhere; their
+        # errors wait for the checks that came before them when the configuration was loaded first.
+        read, rows = _read_and_decode(db, keyring, digester)
         desired = later() if later is not None else config
         assert isinstance(desired, DesiredState)
         check_against_table(desired, db.info)
         values = resolve_desired(desired, resolver)
+        raw = read.result()
         airflow_db.check_conn_ids(db, desired.connections, (r["conn_id"] or "" for r in raw))
-        found = _Found(rows, state, db, keyring, digester, same_key)
+        found = _Found(rows.result(), state, db, keyring, digester, same_key)
         run = _assemble(desired, values, found, workspace, identity, verbose=verbose, rotate=rotate)
         if check is not None:
             check()
@@ -182,6 +182,36 @@ def plan(
 
         save_state(workspace.state_path, run.state)
     return run
+
+
+class _Outcome(Generic[_T]):
+    """A value, or the error computing it raised, kept to be raised later."""
+
+    def __init__(self, compute: Callable[[], _T]) -> None:
+        self._error: Exception | None = None
+        try:
+            self._value = compute()
+        except Exception as error:  # raised by result(), outside this except block
+            self._error = error
+
+    def result(self) -> _T:
+        """Return the value, or raise the error."""
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _read_and_decode(
+    db: airflow_db.Database, keyring: KeyRing, digester: Digester
+) -> tuple[_Outcome[list[dict[str, Any]]], _Outcome[list[StoredRow]]]:
+    """Read every row and decrypt it; each step's error is kept for its turn."""
+
+    def read() -> list[dict[str, Any]]:
+        with airflow_db.transaction(db, write=False) as conn:
+            return airflow_db.read_rows(conn, db)
+
+    raw = _Outcome(read)
+    return raw, _Outcome(lambda: codec.decode_rows(raw.result(), keyring, digester))
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ the child fails in any way (an invalid file, a crash, a result that does not unp
 raises, with its real type and message.
 
 Small inputs, a single usable CPU, platforms other than Linux (where fork without exec is not
-safe for every library) and DCONN_PARALLEL=0 run the work at once, in this process, exactly as
-before: `start` then raises the work's error itself.
+safe for every library) and DCONN_PARALLEL=0 (or false, no, off) run the work at once, in this
+process, exactly as before: `start` then raises the work's error itself.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 U = TypeVar("U")
+
+#: DCONN_PARALLEL values that keep everything in one process.
+_OFF = frozenset({"0", "false", "no", "off"})
 
 #: Below this many bytes of input, forking costs more than it saves (about 1,000 connections).
 MIN_BYTES = 256 * 1024
@@ -149,7 +152,7 @@ def start(
 
 def _worth_forking(inputs: Iterable[Path]) -> bool:
     """Tell whether to fork: Linux, two usable CPUs, not switched off, and enough input."""
-    if sys.platform != "linux" or os.environ.get("DCONN_PARALLEL", "1").strip() == "0":
+    if sys.platform != "linux" or os.environ.get("DCONN_PARALLEL", "").strip().lower() in _OFF:
         return False
     if len(os.sched_getaffinity(0)) < 2:
         return False

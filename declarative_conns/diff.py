@@ -293,17 +293,17 @@ def detect_drift(
     """
     by_conn = group_rows(rows)
     drift: list[Drift] = []
-    current = current if compare_secrets and current is not None else {}
+    known: Mapping[str, Mapping[str, Any]] = current if compare_secrets and current is not None else {}
     for conn_id in sorted(managed & set(applied)):
         found = by_conn.get(conn_id)
         if not found:
             drift.append(Drift(conn_id, None, ()))
             continue
         recorded = applied[conn_id]
-        if _identical(current.get(conn_id), recorded):
+        if _identical(known.get(conn_id), recorded):
             continue
-        current = to_recorded(with_recorded_secrets(found[0].values, recorded))
-        changes = _recorded_changes(recorded, current, compare_secrets)
+        form = to_recorded(with_recorded_secrets(found[0].values, recorded))
+        changes = _recorded_changes(recorded, form, compare_secrets)
         if changes:
             drift.append(Drift(conn_id, found[0].row_id, changes))
     return tuple(drift)

@@ -41,9 +41,6 @@ def plan_files(
     """
     from .background import Pending, start
 
-    pending: Pending[DesiredState, list[Finding]] = start(
-        lambda: _load(config), [config], then=lambda desired: _type_findings(desired, strict)
-    )
     reported = False
 
     def check_types() -> None:
@@ -52,7 +49,10 @@ def plan_files(
             reported = True
             report_types(pending.then_result())
 
-    with pending:
+    pending: Pending[DesiredState, list[Finding]]
+    with start(
+        lambda: _load(config), [config], then=lambda desired: _type_findings(desired, strict)
+    ) as pending:
         if not pending.in_background:
             check_types()
         from .api import plan

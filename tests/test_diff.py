@@ -258,35 +258,57 @@ SECRET_PATHS = st.frozensets(
 
 @settings(max_examples=300, deadline=None)
 @given(
-    declared=values(),
-    stored=values(),
-    same=st.booleans(),
-    applied_paths=SECRET_PATHS,
-    declared_paths=SECRET_PATHS,
-    row_paths=SECRET_PATHS,
+    connections=st.lists(
+        st.tuples(values(), values(), st.booleans(), SECRET_PATHS, SECRET_PATHS, SECRET_PATHS),
+        min_size=1,
+        max_size=4,
+    ),
+    with_snapshot=st.booleans(),
 )
 def test_drift_shortcut_through_the_snapshot_agrees_with_the_full_comparison(
-    declared: Values,
-    stored: Values,
-    same: bool,
-    applied_paths: frozenset[Any],
-    declared_paths: frozenset[Any],
-    row_paths: frozenset[Any],
+    connections: list[tuple[Values, Values, bool, frozenset[Any], frozenset[Any], frozenset[Any]]],
+    with_snapshot: bool,
 ) -> None:
     """A snapshot form identical to the applied record means no drift; otherwise drift is computed in full.
 
-    The record was made at the last apply (with that run's secret paths); the snapshot form is the
-    row recorded with this run's declared secret paths. Either way detect_drift gives one answer.
+    Each record was made at the last apply (with that run's secret paths); the snapshot form is
+    the row recorded with this run's declared secret paths. Several connections, among them one
+    named like a field ("extra"), some drifted and some not: either way detect_drift gives one answer.
     """
     digester = Digester.from_secret(b"k" * 32, source="test")
-    fields = declared.fields if same else stored.fields
-    row = StoredRow(1, "c", Values(fields, row_paths), "fp1")
-    applied = {"c": recorded_form(Values(declared.fields, applied_paths), digester, COLUMNS)}
-    snapshot_form = recorded_form(Values(fields, row_paths | declared_paths), digester, COLUMNS)
+    names = ["a", "extra", "host", "z"]
+    rows, applied, snapshot = [], {}, {}
+    for row_id, (conn_id, item) in enumerate(zip(names, connections, strict=False), start=1):
+        declared, stored, same, applied_paths, declared_paths, row_paths = item
+        fields = declared.fields if same else stored.fields
+        rows.append(StoredRow(row_id, conn_id, Values(fields, row_paths), f"fp{row_id}"))
+        applied[conn_id] = recorded_form(Values(declared.fields, applied_paths), digester, COLUMNS)
+        snapshot[conn_id] = recorded_form(Values(fields, row_paths | declared_paths), digester, COLUMNS)
 
     def to_recorded(v: Values) -> dict[str, Any]:
         return recorded_form(v, digester, COLUMNS)
 
-    full = detect_drift(applied, [row], to_recorded, frozenset({"c"}))
-    shortcut = detect_drift(applied, [row], to_recorded, frozenset({"c"}), current={"c": snapshot_form})
+    managed = frozenset(applied)
+    full = detect_drift(applied, rows, to_recorded, managed)
+    shortcut = detect_drift(applied, rows, to_recorded, managed, current=snapshot if with_snapshot else None)
     assert shortcut == full
+
+
+def test_drift_of_a_connection_named_extra_after_a_drifted_one() -> None:
+    """Regression: the long path for one connection must not change what the next is compared with."""
+    digester = Digester.from_secret(b"k" * 32, source="test")
+
+    def to_recorded(v: Values) -> dict[str, Any]:
+        return recorded_form(v, digester, COLUMNS)
+
+    declared_a = v(conn_type="http", host="a", extra={"conn_type": "http", "host": "h"})
+    declared_extra = v(conn_type="http", host="h")
+    applied = {"a": to_recorded(declared_a), "extra": to_recorded(declared_extra)}
+    rows = [
+        StoredRow(1, "a", v(conn_type="http", host="a2", extra={"conn_type": "http", "host": "h"}), "f1"),
+        StoredRow(2, "extra", v(conn_type="http", host="h2"), "f2"),
+    ]
+    snapshot = {r.conn_id: to_recorded(r.values) for r in rows}
+    for current in (None, snapshot):
+        drift = detect_drift(applied, rows, to_recorded, frozenset(applied), current=current)
+        assert [d.conn_id for d in drift] == ["a", "extra"]

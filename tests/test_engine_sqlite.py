@@ -127,6 +127,32 @@ def test_wrong_key_is_an_error_naming_the_connection(make_db: Any, tmp_path: Pat
     assert not (tmp_path / "state" / "state.json").exists()
 
 
+def test_configuration_errors_come_before_an_undecryptable_row(make_db: Any, tmp_path: Path) -> None:
+    """Problems checked first when the rows were decrypted last still win over a wrong key.
+
+    The rows are read and decrypted while the configuration may still be loading (the CLI's
+    child process); their errors wait for their turn: a missing column, then a secret.
+    """
+    from declarative_conns.errors import SecretError
+
+    db = make_db("sqlite", "1.10")
+    other = Fernet(Fernet.generate_key()).encrypt(b"x").decode()
+    insert_raw(
+        db.engine,
+        db.table,
+        [{"conn_id": "foreign", "conn_type": "http", "password": other, "is_encrypted": True}],
+    )
+    unset = "DCONN_TEST_UNSET_5c1e"
+    missing = f'[connections.svc]\nconn_type = "http"\npassword = {{ from_env = "{unset}" }}\n'
+    with pytest.raises(ValidationFailed, match="has no description column"):
+        run_plan(tmp_path, db, missing + 'description = "d"\n')
+    with pytest.raises(SecretError, match=f"environment variable {unset}"):
+        run_plan(tmp_path, db, missing)
+    with pytest.raises(DecryptionError):
+        run_plan(tmp_path, db, '[connections.svc]\nconn_type = "http"\n')
+    assert not (tmp_path / "state" / "state.json").exists()
+
+
 def test_legacy_duplicates_are_removed_on_110(make_db: Any, tmp_path: Path) -> None:
     """On a 1.10 table, duplicate conn_ids (declared or not) collapse to the lowest id."""
     db = make_db("sqlite", "1.10")
