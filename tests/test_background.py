@@ -121,11 +121,11 @@ def test_no_fork_without_readable_input(forking: Path, tmp_path: Path, case: str
     assert pending.result() == os.getpid()
 
 
-@pytest.mark.parametrize("setting", ["0", " 0\n"])
+@pytest.mark.parametrize("setting", ["0", " 0\n", "false", "No", "OFF"])
 def test_dconn_parallel_0_disables_forking(
     forking: Path, monkeypatch: pytest.MonkeyPatch, setting: str
 ) -> None:
-    """DCONN_PARALLEL=0 runs the work in this process whatever the input's size."""
+    """DCONN_PARALLEL=0 (or false, no, off, any case) runs the work in this process whatever the input's size."""
     monkeypatch.setenv("DCONN_PARALLEL", setting)
     pending = background.start(os.getpid, [forking])
     assert not pending.in_background
