@@ -131,8 +131,10 @@ def plan(
 
     `config` is a file or folder, a loaded DesiredState, or a callable returning one: it is
     called once the rows are read and decrypted (the CLI loads the TOML in a child process
-    meanwhile); when reading fails, it is called first, so a problem in the configuration is
-    reported before one of the database's, as when loading comes first.
+    meanwhile). Errors come in the order of a run that loads the configuration first: when the
+    state or the database cannot be opened, the callable is called before raising, so the
+    configuration's problem wins; an error reading or decrypting the rows waits for the checks
+    of the configuration against the table and its secrets.
 
     With `refresh_state` the state file's snapshot is updated (as `dconn plan` does); with
     `rotate`, rows encrypted with an older key of the ring are re-encrypted with the first.
