@@ -153,6 +153,20 @@ def test_configuration_errors_come_before_an_undecryptable_row(make_db: Any, tmp
     assert not (tmp_path / "state" / "state.json").exists()
 
 
+def test_new_row_ids_are_recorded(make_db: Any, tmp_path: Path) -> None:
+    """The state's snapshot records each created row's id, across a gap in the ids and many batches."""
+    db = make_db("sqlite", "2.x")
+    insert_raw(db.engine, db.table, [{"conn_id": f"old{i}", "conn_type": "http"} for i in range(3)])
+    with db.engine.begin() as conn:  # a gap, so ids are not simply 1..n
+        conn.execute(db.table.delete().where(db.table.c.conn_id == "old1"))
+    doc = "".join(f'[connections.n{i}]\nconn_type = "http"\nhost = "h{i}"\n' for i in range(1200))
+    plan_and_apply(tmp_path, db, doc)
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    recorded = {r["conn_id"]: r["id"] for r in state["snapshot"]["rows"]}
+    assert recorded == {r["conn_id"]: r["id"] for r in db.rows()}
+    assert len(recorded) == 1202
+
+
 def test_legacy_duplicates_are_removed_on_110(make_db: Any, tmp_path: Path) -> None:
     """On a 1.10 table, duplicate conn_ids (declared or not) collapse to the lowest id."""
     db = make_db("sqlite", "1.10")
