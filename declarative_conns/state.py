@@ -151,21 +151,26 @@ def _entry_encoder(default: Callable[[Any], Any] | None) -> Callable[[Any], str]
 
     JSONEncoder.encode builds a new C encoder for every call; a state file encodes each of its
     entries separately (tens of thousands), so the C encoder is built once here when it exists.
+    c_make_encoder is the json module's own (undocumented) accelerator: should a Python build
+    lack it or change its arguments, the check below falls back to JSONEncoder.encode.
     """
     encoder = json.JSONEncoder(ensure_ascii=False, default=default)
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - Python without the C accelerator
-        return encoder.encode
-    one_shot = make(
-        None, encoder.default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
-    )
+    try:
+        one_shot = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+            None, encoder.default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
+        )
 
-    def encode(value: Any) -> str:
-        if isinstance(value, str):
-            return json.encoder.encode_basestring(value)
-        return "".join(one_shot(value, 0))
+        def encode(value: Any) -> str:
+            if isinstance(value, str):
+                return json.encoder.encode_basestring(value)
+            return "".join(one_shot(value, 0))
 
-    return encode
+        sample = {"a": [1, 2.5, None, True, "é\n"], "b": {"c": -0.0}}
+        if encode(sample) == encoder.encode(sample):
+            return encode
+    except Exception:  # noqa: S110 - any surprise: the documented encoder below
+        pass
+    return encoder.encode  # pragma: no cover - a Python without the same C accelerator
 
 
 def atomic_write(path: Path, data: bytes) -> None:
