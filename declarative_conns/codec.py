@@ -14,7 +14,7 @@ from typing import Any
 from .crypto import Digester, KeyRing
 from .diff import DIGEST_KEY
 from .errors import DecryptionError
-from .model import FIELDS, Path, StoredRow, Values, normalize_fields
+from .model import FIELDS, JSON_SCALARS, Path, StoredRow, Values, normalize_fields
 from .sensitive import is_sensitive_path, redact
 
 #: Columns of the stored row that a fingerprint covers (with the managed fields).
@@ -109,7 +109,7 @@ def recorded_form(values: Values, digester: Digester, columns: Iterable[str]) ->
             continue
         path = (name,)
         # What redact returns, the common cases first: it runs for every field of every row.
-        if name in _NAMED_PLAINLY and value.__class__ in _SCALARS:
+        if name in _NAMED_PLAINLY and value.__class__ in JSON_SCALARS:
             # Neither password nor extra: secret only when a reference gives it.
             out[name] = digest(value) if secret_paths and path in secret_paths else value
         elif is_sensitive_path(path, secret_paths):
@@ -124,4 +124,3 @@ def recorded_form(values: Values, digester: Digester, columns: Iterable[str]) ->
 _FIELD_SET = frozenset(FIELDS)
 #: Fields whose name never makes them secret (is_sensitive_path: password and extra's keys do).
 _NAMED_PLAINLY = _FIELD_SET - {"password", "extra"}
-_SCALARS = frozenset({str, int, float, bool})

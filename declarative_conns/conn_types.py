@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from .errors import InputError
 from .fastschema import compile_check
-from .model import SecretRef
+from .model import JSON_SCALARS, SecretRef
 from .resources import schemas_dir
 
 Severity = Literal["error", "warning", "note"]
@@ -189,7 +189,7 @@ def _check_fields(rule: _TypeRule, base: str, table: Mapping[str, Any]) -> Itera
         key_rule = rule.fields.get(name)
         if key_rule is None or name in ("conn_type", "extra"):
             continue
-        if type(value) in _SCALARS and key_rule.is_valid(value):
+        if type(value) in JSON_SCALARS and key_rule.is_valid(value):
             continue  # the common case, without a generator and a path (this runs per field)
         yield from _check_value(key_rule, f"{base}.{name}", value)
 
@@ -217,7 +217,7 @@ def _check_extra(rule: _TypeRule, base: str, extra: Mapping[str, Any]) -> Iterat
         name = key[len(rule.prefix) :] if rule.prefix and key.startswith(rule.prefix) else key
         key_rule = rule.find_extra(name)
         if key_rule is not None:
-            if type(value) in _SCALARS and key_rule.is_valid(value):
+            if type(value) in JSON_SCALARS and key_rule.is_valid(value):
                 continue  # the common case, as in _check_fields
             yield from _check_value(key_rule, f"{base}.{_quote_key(key)}", value)
         elif not any(p.search(name) for p in rule.extra_patterns):
@@ -236,14 +236,11 @@ def _unknown_extra(rule: _TypeRule, path: str, name: str) -> Iterator[TypeFindin
     yield TypeFinding(path, f"{message}; did you mean '{close}'?" if close else message, "warning")
 
 
-_SCALARS = frozenset({str, int, float, bool})
-
-
 def _check_value(key_rule: _KeyRule, path: str, value: Any) -> Iterator[TypeFinding]:
     """Yield an error when a value does not have the type the key expects."""
     if value is None:  # a JSON null (extra_json): hooks read it as the key being unset
         return
-    if type(value) in _SCALARS:  # most values: no secret reference to look for, nothing to stub
+    if type(value) in JSON_SCALARS:  # most values: no secret reference to look for, nothing to stub
         if not key_rule.is_valid(value):
             yield TypeFinding(path, f"expected {key_rule.expected}", "error")
         return

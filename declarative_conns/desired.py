@@ -11,7 +11,7 @@ from typing import Any
 
 from .diff import is_ignored
 from .errors import InputError, SecretError, ValidationFailed
-from .model import FIELDS, SecretRef, Settings, TableInfo, Values, normalize_fields
+from .model import FIELDS, JSON_SCALARS, SecretRef, Settings, TableInfo, Values, normalize_fields
 from .schema_check import validate_document
 
 if sys.version_info >= (3, 11):
@@ -305,7 +305,7 @@ def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[str, Valu
         fields = {
             # Most fields are plain strings and numbers: no call for those (this runs per field).
             name: value
-            if value.__class__ in _PLAIN
+            if value.__class__ in JSON_SCALARS
             else _resolve_value(value, (name,), conn_id, resolver, cache, secret_paths, problems)
             for name, value in conn.fields.items()
         }
@@ -320,9 +320,6 @@ def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[str, Valu
             )
         )
     return resolved
-
-
-_PLAIN = frozenset({str, int, float, bool})
 
 
 def _resolve_value(

@@ -201,6 +201,10 @@ class Plan:
         )
 
 
+#: The types of plain JSON scalars (bool included, None not): values with nothing inside to
+#: redact, resolve or stub, which hot loops handle without a call.
+JSON_SCALARS = frozenset({str, int, float, bool})
+
 #: The encoder of canonical_json, built once: it runs several times per connection of a plan.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
 

@@ -201,8 +201,6 @@ def format_path(path: Path) -> str:
 
 def show_value(value: Any) -> str:
     """Return a value as JSON text, secrets as (sensitive value)."""
-    if value.__class__ is str:  # most values; the same text as the encoder's, without its overhead
-        return _quote(value)
     if value is HIDDEN:
         return "(sensitive value)"
     return _SHOW.encode(value)
@@ -217,5 +215,3 @@ def _hidden_json(value: object) -> str:
 
 #: json.dumps(value, ensure_ascii=False, default=_hidden_json), built once for every value shown.
 _SHOW = json.JSONEncoder(ensure_ascii=False, default=_hidden_json)
-#: What _SHOW.encode does with a str (ensure_ascii=False): the C quoting function.
-_quote = json.encoder.encode_basestring

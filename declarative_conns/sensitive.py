@@ -83,9 +83,10 @@ def is_sensitive_path(
     path: tuple[PathItem, ...], secret_paths: frozenset[tuple[PathItem, ...]] = frozenset()
 ) -> bool:
     """Tell whether the value at a field path is secret: password, referenced, or a secret key."""
-    if secret_paths and (path in secret_paths or path[:1] in secret_paths):
-        return True
-    if secret_paths and len(path) > 2:
+    if secret_paths:
+        # The whole path and its first field first: the common cases, without slicing the rest.
+        if path in secret_paths or path[:1] in secret_paths:
+            return True
         for n in range(2, len(path)):
             if path[:n] in secret_paths:
                 return True
