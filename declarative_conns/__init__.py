@@ -54,9 +54,11 @@ _ERRORS = (
 )
 
 if TYPE_CHECKING:
-    from .api import PlannedRun, Workspace, apply, load, plan
-    from .desired import DesiredConnection, DesiredState, desired_from_dicts
-    from .errors import (
+    from declarative_conns.api import PlannedRun, Workspace, apply, load, plan
+    from declarative_conns.config.loader import DesiredConnection, DesiredState, desired_from_dicts
+    from declarative_conns.config.typecheck import Finding, check_types
+    from declarative_conns.core.model import Plan, SecretRef
+    from declarative_conns.errors import (
         ApplyRefused,
         DatabaseError,
         DconnError,
@@ -68,43 +70,41 @@ if TYPE_CHECKING:
         TargetError,
         ValidationFailed,
     )
-    from .model import Plan, SecretRef
-    from .target import Target, resolve_target
-    from .typecheck import Finding, check_types
+    from declarative_conns.targets.discovery import Target, resolve_target
 
 
 def __getattr__(name: str) -> Any:
     """Import the public API lazily, so `dconn --version` stays fast."""
     if name in ("PlannedRun", "Workspace", "apply", "load", "plan"):
-        from . import api
+        from declarative_conns import api
 
         return getattr(api, name)
     if name == "DconnError":
-        from .errors import DconnError
+        from declarative_conns.errors import DconnError
 
         return DconnError
     if name == "resolve_target":
-        from .target import resolve_target
+        from declarative_conns.targets.discovery import resolve_target
 
         return resolve_target
     if name in _ERRORS:
-        from . import errors
+        from declarative_conns import errors
 
         return getattr(errors, name)
     if name in ("DesiredConnection", "DesiredState", "desired_from_dicts"):
-        from . import desired
+        from declarative_conns.config import loader as desired
 
         return getattr(desired, name)
     if name in ("Plan", "SecretRef"):
-        from . import model
+        from declarative_conns.core import model
 
         return getattr(model, name)
     if name == "Target":
-        from .target import Target
+        from declarative_conns.targets.discovery import Target
 
         return Target
     if name in ("Finding", "check_types"):
-        from . import typecheck
+        from declarative_conns.config import typecheck
 
         return getattr(typecheck, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """Run dconn as `python -m declarative_conns`."""
 
-from .cli import main
+from declarative_conns.cli import main
 
 main()

@@ -16,21 +16,21 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-from . import airflow_db, codec
-from .crypto import Digester, KeyRing, decode_stored_key
-from .desired import DesiredState, check_against_table, load_desired, resolve_desired
-from .diff import compute_plan, detect_drift, rekey_applied
-from .errors import InputError, StateError
-from .model import Plan, StoredRow, Values
-from .render import PlanContext, render_text
-from .secrets import resolve_secret
-from .state import State, check_writable, load_state, now
-from .target import Target, resolve_target, target_identity
+from declarative_conns.config.loader import DesiredState, check_against_table, load_desired, resolve_desired
+from declarative_conns.config.secrets import resolve_secret
+from declarative_conns.core.crypto import Digester, KeyRing, decode_stored_key
+from declarative_conns.core.diff import compute_plan, detect_drift, rekey_applied
+from declarative_conns.core.model import Plan, StoredRow, Values
+from declarative_conns.errors import InputError, StateError
+from declarative_conns.files.state import State, check_writable, load_state, now
+from declarative_conns.output.text import PlanContext, render_text
+from declarative_conns.targets.database import engine as airflow_db
+from declarative_conns.targets.database import rows as codec
+from declarative_conns.targets.discovery import Target, resolve_target, target_identity
 
 Progress = Callable[[int, int], None]
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class PlannedRun:
 
     def render(self, fmt: str = "text") -> str:
         """Return the plan as text, markdown or JSON; secrets never appear in any of them."""
-        from . import report
+        from declarative_conns.output import report
 
         if fmt not in ("text", "json", "markdown"):
             raise InputError(f"the plan format must be text, json or markdown, not {fmt!r}")
@@ -118,102 +118,46 @@ def load(config: Path | str) -> DesiredState:
 
 
 def plan(
-    config: Path | str | DesiredState | Callable[[], DesiredState],
+    config: Path | str | DesiredState,
     workspace: Workspace,
     *,
     resolver: Callable[..., str] = resolve_secret,
     verbose: bool = False,
     rotate: bool = False,
     refresh_state: bool = True,
-    check: Callable[[], None] | None = None,
 ) -> PlannedRun:
     """Compute the plan for a configuration against the workspace's database.
 
-    `config` is a file or folder, a loaded DesiredState, or a callable returning one: it is
-    called once the rows are read and decrypted (the CLI loads the TOML in a child process
-    meanwhile). Errors come in the order of a run that loads the configuration first: when the
-    state or the database cannot be opened, the callable is called before raising, so the
-    configuration's problem wins; an error reading or decrypting the rows waits for the checks
-    of the configuration against the table and its secrets.
-
-    With `refresh_state` the state file's snapshot is updated (as `dconn plan` does); with
-    `rotate`, rows encrypted with an older key of the ring are re-encrypted with the first.
-    `check` runs once the plan is computed, before the state file is written: it may raise to
-    stop the run (the CLI reports conn_type findings there).
+    `config` is a file or folder, or a loaded DesiredState. With `refresh_state` the state
+    file's snapshot is updated (as `dconn plan` does); with `rotate`, rows encrypted with an
+    older key of the ring are re-encrypted with the first.
     """
-    if isinstance(config, (str, os.PathLike)):
-        config = load(config)
-    later = config if not isinstance(config, DesiredState) else None
-    db: airflow_db.Database | None = None
-    failed: Exception | None = None
+    desired = config if isinstance(config, DesiredState) else load(config)
+    check_writable(workspace.state_path)
+    state = load_state(workspace.state_path)
+    recorded_before = _state_content(state) if refresh_state else None
+    identity = target_identity(workspace.target.url, workspace.target.schema)
+    _check_state_target(state, identity, workspace)
+    keyring = KeyRing.from_setting(workspace.target.fernet_key)
+    digester, same_key = _digester(keyring, state)
+    db = airflow_db.open_database(workspace.target.url, workspace.target.schema, workspace.lock_timeout)
     try:
-        check_writable(workspace.state_path)
-        state = load_state(workspace.state_path)
-        recorded_before = _state_content(state) if refresh_state else None
-        identity = target_identity(workspace.target.url, workspace.target.schema)
-        _check_state_target(state, identity, workspace)
-        keyring = KeyRing.from_setting(workspace.target.fernet_key)
-        digester, same_key = _digester(keyring, state)
-        db = airflow_db.open_database(workspace.target.url, workspace.target.schema, workspace.lock_timeout)
-    except Exception as error:
-        failed = error
-    if failed is not None:
-        if later is not None:
-            later()  # raises the configuration's problem, if it has one (outside `except`: unchained)
-        raise failed
-    assert db is not None
-    try:
-        # Read and decrypt while a callable's configuration may still be loading elsewhere; their
-        # errors wait for the checks that came before them when the configuration was loaded first.
-        read, rows = _read_and_decode(db, keyring, digester)
-        desired = later() if later is not None else config
-        assert isinstance(desired, DesiredState)
         check_against_table(desired, db.info)
         values = resolve_desired(desired, resolver)
-        raw = read.result()
+        with airflow_db.transaction(db, write=False) as conn:
+            raw = airflow_db.read_rows(conn, db)
         airflow_db.check_conn_ids(db, desired.connections, (r["conn_id"] or "" for r in raw))
-        found = _Found(rows.result(), state, db, keyring, digester, same_key)
+        rows = codec.decode_rows(raw, keyring, digester)
+        found = _Found(rows, state, db, keyring, digester, same_key)
         run = _assemble(desired, values, found, workspace, identity, verbose=verbose, rotate=rotate)
-        if check is not None:
-            check()
     except BaseException:
         db.close()
         raise
     if refresh_state and _state_content(run.state) != recorded_before:
-        from .state import save_state
+        from declarative_conns.files.state import save_state
 
         save_state(workspace.state_path, run.state)
     return run
-
-
-class _Outcome(Generic[_T]):
-    """A value, or the error computing it raised, kept to be raised later."""
-
-    def __init__(self, compute: Callable[[], _T]) -> None:
-        self._error: Exception | None = None
-        try:
-            self._value = compute()
-        except Exception as error:  # raised by result(), outside this except block
-            self._error = error
-
-    def result(self) -> _T:
-        """Return the value, or raise the error."""
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-def _read_and_decode(
-    db: airflow_db.Database, keyring: KeyRing, digester: Digester
-) -> tuple[_Outcome[list[dict[str, Any]]], _Outcome[list[StoredRow]]]:
-    """Read every row and decrypt it; each step's error is kept for its turn."""
-
-    def read() -> list[dict[str, Any]]:
-        with airflow_db.transaction(db, write=False) as conn:
-            return airflow_db.read_rows(conn, db)
-
-    raw = _Outcome(read)
-    return raw, _Outcome(lambda: codec.decode_rows(raw.result(), keyring, digester))
 
 
 @dataclass(frozen=True)
@@ -441,7 +385,7 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
 
     A plan without changes writes nothing to the database; only the state's snapshot is refreshed.
     """
-    from .executor import execute, record_state
+    from declarative_conns.targets.database.executor import execute, record_state
 
     if not run.plan.summary.has_changes:
         record_state(run)

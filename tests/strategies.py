@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from declarative_conns.model import FIELDS, StoredRow, Values, normalize_fields
+from declarative_conns.core.model import FIELDS, StoredRow, Values, normalize_fields
 
 CANARY = "canary-s3cr3t-"
 

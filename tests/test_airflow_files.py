@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from declarative_conns.airflow_files import (
+from declarative_conns.errors import InputError
+from declarative_conns.onboarding.airflow_files import (
     SPEC_FIELDS,
     parse_airflow_file,
     parse_connection_uri,
     parse_env_vars,
 )
-from declarative_conns.errors import InputError
 
 CANARY = "canary-Pa55w0rd-7f3a"
 
@@ -609,7 +609,7 @@ def test_env_var_with_bad_json_names_the_variable() -> None:
 
 def test_variables_file_reads_shell_and_compose_lines(tmp_path: Path) -> None:
     """An env file: comments skipped, `export` allowed, one pair of quotes removed, later lines win."""
-    from declarative_conns.airflow_files import read_variables_file
+    from declarative_conns.onboarding.airflow_files import read_variables_file
 
     path = tmp_path / "compose.env"
     path.write_text(
@@ -620,7 +620,7 @@ def test_variables_file_reads_shell_and_compose_lines(tmp_path: Path) -> None:
 
 def test_variables_file_refuses_lines_without_a_name(tmp_path: Path) -> None:
     """A line that is not NAME=VALUE is an error naming the file and line, never the value."""
-    from declarative_conns.airflow_files import read_variables_file
+    from declarative_conns.onboarding.airflow_files import read_variables_file
 
     path = tmp_path / "compose.env"
     path.write_text(f"OK=1\n{CANARY}\n1X=2\n", encoding="utf-8")

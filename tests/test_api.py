@@ -333,7 +333,7 @@ def test_all_names_resolve_and_dir_lists_them() -> None:
 def test_apply_stays_the_function_after_the_engine_loads() -> None:
     """`dc.apply` is the apply function even after the executor module was imported directly."""
     code = (
-        "from declarative_conns.executor import execute\n"
+        "from declarative_conns.targets.database.executor import execute\n"
         "import declarative_conns as dc, declarative_conns.api as api\n"
         "print(dc.apply is api.apply, callable(execute))"
     )

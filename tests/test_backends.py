@@ -16,11 +16,11 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from declarative_conns import airflow_db
 from declarative_conns.api import PlannedRun, Workspace, apply, plan
-from declarative_conns.desired import load_desired
+from declarative_conns.config.loader import load_desired
 from declarative_conns.errors import DatabaseError, TargetError, ValidationFailed
-from declarative_conns.target import mask_url, resolve_target
+from declarative_conns.targets.database import engine as airflow_db
+from declarative_conns.targets.discovery import mask_url, resolve_target
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
 

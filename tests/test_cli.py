@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from declarative_conns.resources import load_schema
+from declarative_conns.config.resources import load_schema
 from tests.airflow_tables import insert_raw
 from tests.helpers import run_dconn
 
@@ -255,7 +255,7 @@ def test_debug_shows_traceback_without_secrets(project: Any) -> None:
 def test_core_imports_no_adapters() -> None:
     """The pure core (model, diff, render) imports no SQLAlchemy, typer or rich."""
     code = (
-        "import sys; import declarative_conns.model, declarative_conns.diff, declarative_conns.render;"
+        "import sys; import declarative_conns.core.model, declarative_conns.core.diff, declarative_conns.output.text;"
         "bad = [m for m in ('sqlalchemy', 'typer', 'rich') if m in sys.modules]; print(bad)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

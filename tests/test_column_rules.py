@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from declarative_conns.column_rules import ColumnLimit, conn_id_collisions, row_problems
+from declarative_conns.targets.database.column_rules import ColumnLimit, conn_id_collisions, row_problems
 
 MYSQL_TEXT = ColumnLimit(65535, 65535, "utf8mb4")
 

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from declarative_conns.conn_types import (
+from declarative_conns.config.conn_types import (
     TypeFinding,
     TypeRules,
     check_connection,
     load_type_rules,
 )
+from declarative_conns.core.model import SecretRef
 from declarative_conns.errors import InputError
-from declarative_conns.model import SecretRef
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "conn_types"
 BUILTIN_TYPES = sorted(p.name.removesuffix(".schema.json") for p in SCHEMA_DIR.glob("*.schema.json"))

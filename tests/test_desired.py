@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from declarative_conns.desired import load_desired, resolve_desired
+from declarative_conns.config.loader import load_desired, resolve_desired
+from declarative_conns.config.secrets import resolve_secret
+from declarative_conns.core.model import SecretRef
 from declarative_conns.errors import InputError, SecretError, ValidationFailed
-from declarative_conns.model import SecretRef
-from declarative_conns.secrets import resolve_secret
 
 CANARY = "canary-hunter2"
 

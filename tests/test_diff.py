@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from declarative_conns.codec import recorded_form
-from declarative_conns.crypto import Digester
-from declarative_conns.diff import compute_plan, detect_drift, field_changes
-from declarative_conns.model import Plan, Settings, StoredRow, Values, canonical_json, normalize_fields
-from declarative_conns.render import render_text
+from declarative_conns.core.crypto import Digester
+from declarative_conns.core.diff import compute_plan, detect_drift, field_changes
+from declarative_conns.core.model import Plan, Settings, StoredRow, Values, canonical_json, normalize_fields
+from declarative_conns.output.text import render_text
+from declarative_conns.targets.database.rows import recorded_form
 from tests.strategies import CANARY, COLUMNS, desired_states, row_sets, values
 
 
@@ -185,8 +185,8 @@ def test_render_never_contains_a_secret(
     desired: dict[str, Values], rows: list[StoredRow], prune: bool
 ) -> None:
     """No text, markdown or JSON rendering of any plan contains a password or secret extra."""
-    from declarative_conns.render import PlanContext
-    from declarative_conns.report import render_json, render_markdown
+    from declarative_conns.output.report import render_json, render_markdown
+    from declarative_conns.output.text import PlanContext
 
     plan = compute_plan(desired, rows, Settings(prune=prune), COLUMNS)
     context = PlanContext("sqlite:///x.db", "2.x", len(rows), len(rows), verbose=True)
@@ -210,7 +210,7 @@ def test_old_key_rows_are_reported() -> None:
 
 def test_created_secret_is_shown_as_sensitive() -> None:
     """A created password, token extra and nested secret render as (sensitive value), others in clear."""
-    from declarative_conns.render import PlanContext
+    from declarative_conns.output.text import PlanContext
 
     want = v(
         conn_type="http",

@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from declarative_conns.api import PlannedRun, Workspace, apply, plan
-from declarative_conns.desired import load_desired
+from declarative_conns.config.loader import load_desired
 from declarative_conns.errors import StateError
-from declarative_conns.target import resolve_target
+from declarative_conns.targets.discovery import resolve_target
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
 from tests.helpers import run_dconn

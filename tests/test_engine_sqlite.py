@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from declarative_conns.api import PlannedRun, Workspace, apply, plan
-from declarative_conns.desired import load_desired
+from declarative_conns.config.loader import load_desired
 from declarative_conns.errors import DecryptionError, PlanIsStale, TargetError, ValidationFailed
-from declarative_conns.target import resolve_target
+from declarative_conns.targets.discovery import resolve_target
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
 
@@ -342,7 +342,7 @@ def test_apply_without_changes_adopts_the_connections(make_db: Any, tmp_path: Pa
 
 def test_saved_first_plan_applies_in_a_fresh_checkout(make_db: Any, tmp_path: Path) -> None:
     """A plan saved on a first run applies where no state file exists (a fresh CI job)."""
-    from declarative_conns.planfile import load_plan, save_plan
+    from declarative_conns.files.planfile import load_plan, save_plan
 
     db = make_db("sqlite", "2.x")
     run = run_plan(tmp_path, db)

@@ -9,8 +9,8 @@ from deepdiff import DeepDiff
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from declarative_conns.diff import _explain, _kind, _reading_order, _split_extra
-from declarative_conns.model import FieldChange, Path
+from declarative_conns.core.diff import _explain, _kind, _reading_order, _split_extra
+from declarative_conns.core.model import FieldChange, Path
 
 NAN = float("nan")
 #: Examples for the property test; raise it (DCONN_EXPLAIN_EXAMPLES=20000) for a long search.

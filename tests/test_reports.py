@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from markdown_it import MarkdownIt
 
-from declarative_conns import codec
-from declarative_conns.crypto import Digester
-from declarative_conns.diff import compute_plan, detect_drift
-from declarative_conns.model import Plan, Settings, StoredRow, Values, normalize_fields
-from declarative_conns.render import PlanContext, render_text, summary_line
-from declarative_conns.report import plan_document, render_json, render_markdown
-from declarative_conns.resources import load_schema
+from declarative_conns.config.resources import load_schema
+from declarative_conns.core.crypto import Digester
+from declarative_conns.core.diff import compute_plan, detect_drift
+from declarative_conns.core.model import Plan, Settings, StoredRow, Values, normalize_fields
+from declarative_conns.output.report import plan_document, render_json, render_markdown
+from declarative_conns.output.text import PlanContext, render_text, summary_line
+from declarative_conns.targets.database import rows as codec
 from tests.strategies import CANARY, COLUMNS, desired_states, row_sets
 
 DIGESTER = Digester.from_secret(b"test-key", source="state")

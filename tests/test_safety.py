@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from declarative_conns.airflow_db import _PG_LOCK_KEY, MYSQL_LOCK_NAME
+from declarative_conns.targets.database.engine import _PG_LOCK_KEY, MYSQL_LOCK_NAME
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
 

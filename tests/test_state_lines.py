@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from declarative_conns.state import State, dumps_lines, load_state, save_state
+from declarative_conns.files.state import State, dumps_lines, load_state, save_state
 
 KEYS = st.sampled_from(["a", "rows", "é", 'q"uote', "snapshot"])
 values = st.recursive(

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from declarative_conns import target as target_module
 from declarative_conns.errors import TargetError
-from declarative_conns.target import mask_url, resolve_target, target_identity
+from declarative_conns.targets import discovery as target_module
+from declarative_conns.targets.discovery import mask_url, resolve_target, target_identity
 
 
 def echo(text: str) -> str:

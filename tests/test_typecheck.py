@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from declarative_conns.api import load
+from declarative_conns.config.typecheck import Finding, check_types, raise_for_errors
 from declarative_conns.errors import ValidationFailed
-from declarative_conns.typecheck import Finding, check_types, raise_for_errors
 from tests.airflow_tables import insert_raw
 from tests.helpers import run_dconn
 

@@ -6,20 +6,20 @@ a password, a secret extra key, `extra_json` or a reference never appear in a me
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .resources import load_schema
-from .sensitive import is_sensitive_path
+from declarative_conns.config.resources import load_schema, schema_check
+from declarative_conns.core.sensitive import is_sensitive_path
 
 _REF_KEYS = ("from_env", "from_file", "from_command")
 
 
 def validate_document(document: Mapping[str, Any], file: Path) -> list[str]:
     """Return every schema problem of one document, each as `file: dotted.path: message`."""
-    if _fast_check()(document):
-        return []  # jsonschema, slow on thousands of connections, runs only to explain problems
+    if schema_check("connections.schema.json")(document):
+        return []
     from jsonschema import Draft202012Validator
 
     validator = _validator(Draft202012Validator)
@@ -37,17 +37,6 @@ def _validator(cls: Any) -> Any:
     if "doc" not in _VALIDATORS:
         _VALIDATORS["doc"] = cls(load_schema("connections.schema.json"))
     return _VALIDATORS["doc"]
-
-
-def _fast_check() -> Callable[[Any], bool]:
-    """Compile the document schema's fast validity check once per process."""
-    if "fast" not in _VALIDATORS:
-        from .fastschema import compile_check
-
-        check = compile_check(load_schema("connections.schema.json"))
-        _VALIDATORS["fast"] = check if check is not None else (lambda _document: False)
-    check_valid: Callable[[Any], bool] = _VALIDATORS["fast"]
-    return check_valid
 
 
 def _describe(error: Any, file: Path) -> list[str]:

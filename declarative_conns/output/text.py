@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .model import FIELDS, Action, Drift, FieldChange, Path, Plan, Values
-from .sensitive import HIDDEN, redact
+from declarative_conns.core.model import FIELDS, Action, Drift, FieldChange, Path, Plan, Values
+from declarative_conns.core.sensitive import HIDDEN, redact
 
 PLAN_FORMAT_VERSION = 1
 _SYMBOL = {"add": "+", "remove": "-", "change": "~"}

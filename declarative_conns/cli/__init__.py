@@ -6,8 +6,6 @@ warnings, errors and progress go to stderr.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -17,15 +15,15 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 
-from . import __version__
-from .errors import ApplyRefused, DconnError
+from declarative_conns import __version__
+from declarative_conns.errors import ApplyRefused, DconnError
 
 if TYPE_CHECKING:
-    from .api import PlannedRun, Workspace
-    from .desired import DesiredState
-    from .onboarding import Onboarded
-    from .target import Target
-    from .typecheck import Finding
+    from declarative_conns.api import PlannedRun, Workspace
+    from declarative_conns.config.loader import DesiredState
+    from declarative_conns.config.typecheck import Finding
+    from declarative_conns.onboarding.export import Onboarded
+    from declarative_conns.targets.discovery import Target
 
 app = typer.Typer(
     name="dconn",
@@ -208,7 +206,7 @@ def validate(
     """
     out = _Output(quiet, no_color)
     with _guarded(debug):
-        from .api import load
+        from declarative_conns.api import load
 
         desired = load(config)
         for warning in desired.warnings:
@@ -222,14 +220,14 @@ def validate(
 
 def _check_types(desired: DesiredState, strict: bool, output: _Output) -> None:
     """Print conn_type warnings and notes on stderr; raise ValidationFailed on errors."""
-    from .typecheck import check_types
+    from declarative_conns.config.typecheck import check_types
 
     _report_types(check_types(desired, strict), output)
 
 
 def _report_types(findings: list[Finding], output: _Output) -> None:
     """Print conn_type warnings and notes on stderr; raise ValidationFailed on errors."""
-    from .typecheck import raise_for_errors
+    from declarative_conns.config.typecheck import raise_for_errors
 
     for finding in findings:
         if finding.severity == "warning":
@@ -273,7 +271,7 @@ def plan(
         target = _target(db_url, fernet_key)
         run = _plan(
             config,
-            lambda: _workspace(target, state, lock_timeout),
+            _workspace(target, state, lock_timeout),
             output,
             strict=strict,
             verbose=verbose,
@@ -283,7 +281,7 @@ def plan(
         try:
             output.report(run.render(fmt))
             if out is not None:
-                from .planfile import save_plan
+                from declarative_conns.files.planfile import save_plan
 
                 save_plan(out, run)
                 output.info(f"Saved the plan to {out}; apply it with: dconn apply {out}")
@@ -295,7 +293,7 @@ def plan(
 
 def _check_format(fmt: str) -> None:
     """Refuse an unknown --format."""
-    from .errors import InputError
+    from declarative_conns.errors import InputError
 
     if fmt not in ("text", "json", "markdown"):
         raise InputError(f"--format must be text, json or markdown, not {fmt!r}")
@@ -303,21 +301,21 @@ def _check_format(fmt: str) -> None:
 
 def _target(db_url: str | None, fernet_key: str | None) -> Target:
     """Find the target database and key: flags, environment, airflow.cfg (a light import)."""
-    from .target import resolve_target
+    from declarative_conns.targets.discovery import resolve_target
 
     return resolve_target(db_url, fernet_key)
 
 
 def _workspace(target: Target, state: Path, lock_timeout: float) -> Workspace:
     """Pair the target with the state file (imports the library, SQLAlchemy included)."""
-    from .api import Workspace
+    from declarative_conns.api import Workspace
 
     return Workspace(target, state, lock_timeout)
 
 
 def _plan(
     config: Path,
-    make_workspace: Callable[[], Workspace],
+    workspace: Workspace,
     output: _Output,
     *,
     strict: bool,
@@ -325,18 +323,12 @@ def _plan(
     rotate: bool,
     refresh: bool,
 ) -> PlannedRun:
-    """Load and type-check the TOML while the database is read, compute the plan, print warnings."""
-    from .planning import plan_files
+    """Load and type-check the TOML, compute the plan against the target, print warnings."""
+    from declarative_conns.api import load, plan
 
-    run = plan_files(
-        config,
-        make_workspace,
-        strict=strict,
-        report_types=lambda findings: _report_types(findings, output),
-        verbose=verbose,
-        rotate=rotate,
-        refresh_state=refresh,
-    )
+    desired = load(config)
+    _check_types(desired, strict, output)
+    run = plan(desired, workspace, verbose=verbose, rotate=rotate, refresh_state=refresh)
     for warning in run.warnings:
         output.warn(warning)
     return run
@@ -368,7 +360,7 @@ def apply(
     with _guarded(debug):
         target = _target(db_url, fernet_key)
         if planfile is not None:
-            from .planfile import load_plan
+            from declarative_conns.files.planfile import load_plan
 
             run = load_plan(planfile, _workspace(target, state, lock_timeout))
             for warning in run.warnings:
@@ -376,7 +368,7 @@ def apply(
         else:
             run = _plan(
                 config,
-                lambda: _workspace(target, state, lock_timeout),
+                _workspace(target, state, lock_timeout),
                 output,
                 strict=strict,
                 verbose=verbose,
@@ -391,7 +383,7 @@ def apply(
 
 def _apply(run: PlannedRun, output: _Output, *, ask: bool) -> None:
     """Show the plan, get approval, execute it and report."""
-    from .api import apply as execute
+    from declarative_conns.api import apply as execute
 
     output.report(run.render("text"))
     summary = run.plan.summary
@@ -461,7 +453,7 @@ def _deliver_document(
     verb: str,
 ) -> None:
     """Write an exported or converted document; warnings, variables and (-v) conn_ids to stderr."""
-    from .onboarding import deliver, secret_warnings, variable_lines
+    from declarative_conns.onboarding.export import deliver, secret_warnings, variable_lines
 
     for warning in [*result.notes, *secret_warnings(result, out, sys.stdout)]:
         output.warn(warning)
@@ -492,8 +484,8 @@ def export(
     """
     output = _Output(quiet, no_color)
     with _guarded(debug):
-        from .onboarding import export_document, refuse_secrets_on_terminal
-        from .target import resolve_target
+        from declarative_conns.onboarding.export import export_document, refuse_secrets_on_terminal
+        from declarative_conns.targets.discovery import resolve_target
 
         refuse_secrets_on_terminal(out, include_secrets, sys.stdout)
         result = export_document(resolve_target(db_url, fernet_key), include_secrets=include_secrets)
@@ -532,8 +524,12 @@ def convert(
     """
     output = _Output(quiet, no_color)
     with _guarded(debug):
-        from .errors import InputError
-        from .onboarding import convert_environment, convert_file, refuse_secrets_on_terminal
+        from declarative_conns.errors import InputError
+        from declarative_conns.onboarding.export import (
+            convert_environment,
+            convert_file,
+            refuse_secrets_on_terminal,
+        )
 
         if file is None and not from_env:
             raise InputError("give a FILE written by `airflow connections export`, or --from-env")
@@ -564,7 +560,7 @@ def restore(
     """
     output = _Output(quiet, no_color)
     with _guarded(debug):
-        from .restore import execute_restore, plan_restore
+        from declarative_conns.targets.database.restore import execute_restore, plan_restore
 
         workspace = _workspace(_target(db_url, fernet_key), state, lock_timeout)
         prepared = plan_restore(backup, workspace.target, lock_timeout)
@@ -586,30 +582,4 @@ def main() -> None:
     # typer re-exports click's BadParameter (recent typer vendors click), so find UsageError from it.
     usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
     setattr(usage_error, "exit_code", 1)  # noqa: B010 - a class attribute of a class found at run time
-    # A plan allocates millions of small objects that live to the end of this short process;
-    # the default threshold (700) re-scans them all again and again: 10-15% of a plan's time at
-    # 10k connections. Reference cycles are still collected, only less often.
-    gc.set_threshold(100_000, 20, 100)
-    try:
-        app()
-    except SystemExit as done:  # click ends every run with sys.exit, success included
-        _leave(done.code)
-    _leave(0)
-
-
-def _leave(code: object) -> NoReturn:
-    """Flush the output and end the process without tearing its heap down.
-
-    Every command has closed its database connections and files by now; freeing the millions
-    of objects of a large plan one by one would only add a twentieth of a second at 10k
-    connections. Errors and usage problems have already been printed.
-    """
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):
-        sys.stderr.write(f"{code}\n")
-        code = 1
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`dconn plan | head`)
-            stream.flush()
-    os._exit(code)
+    app()

@@ -11,11 +11,11 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .crypto import Digester, KeyRing
-from .diff import DIGEST_KEY
-from .errors import DecryptionError
-from .model import FIELDS, JSON_SCALARS, Path, StoredRow, Values, normalize_fields
-from .sensitive import is_sensitive_path, redact
+from declarative_conns.core.crypto import Digester, KeyRing
+from declarative_conns.core.diff import DIGEST_KEY
+from declarative_conns.core.model import FIELDS, JSON_SCALARS, Path, StoredRow, Values, normalize_fields
+from declarative_conns.core.sensitive import is_sensitive_path, redact
+from declarative_conns.errors import DecryptionError
 
 #: Columns of the stored row that a fingerprint covers (with the managed fields).
 FLAG_COLUMNS = ("is_encrypted", "is_extra_encrypted")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import TargetError
+from declarative_conns.errors import TargetError
 
 #: How long a `_CMD` command may run, as for dconn's own `from_command` secrets.
 COMMAND_TIMEOUT_SECONDS = 60

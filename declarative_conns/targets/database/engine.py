@@ -20,11 +20,11 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from . import column_rules
-from .column_rules import ColumnLimit
-from .errors import DatabaseError, DconnError, TargetError, ValidationFailed
-from .model import FIELDS, TableInfo
-from .target import mask_url
+from declarative_conns.core.model import FIELDS, TableInfo
+from declarative_conns.errors import DatabaseError, DconnError, TargetError, ValidationFailed
+from declarative_conns.targets.database import column_rules
+from declarative_conns.targets.database.column_rules import ColumnLimit
+from declarative_conns.targets.discovery import mask_url
 
 CONNECT_TIMEOUT_SECONDS = 10
 #: Longest silence accepted from a MySQL server once connected (beyond the apply lock's wait).

@@ -14,12 +14,11 @@ import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import StateError
-from .resources import load_schema
+from declarative_conns.config.resources import load_schema, schema_check
+from declarative_conns.errors import StateError
 
 STATE_FORMAT_VERSION = 1
 
@@ -85,8 +84,8 @@ def _check_schema(document: Any, path: Path) -> None:
     version = document.get("format_version") if isinstance(document, dict) else None
     if isinstance(version, int) and version > STATE_FORMAT_VERSION:
         raise StateError(f"state file {path} was written by a newer dconn; upgrade dconn")
-    if _fast_check()(document):
-        return  # jsonschema, slow on thousands of rows, runs only to name the problem
+    if schema_check("state.schema.json")(document):
+        return
     from jsonschema import Draft202012Validator
 
     error = next(Draft202012Validator(load_schema("state.schema.json")).iter_errors(document), None)
@@ -96,15 +95,6 @@ def _check_schema(document: Any, path: Path) -> None:
             f"state file {path} is corrupt or not a dconn state file (at {where}: "
             f"{error.validator} check failed); restore it from {path.name}.backup or move it aside"
         )
-
-
-@lru_cache(maxsize=1)
-def _fast_check() -> Callable[[Any], bool]:
-    """Compile the state schema's fast validity check once per process."""
-    from .fastschema import compile_check
-
-    check = compile_check(load_schema("state.schema.json"))
-    return check if check is not None else (lambda _document: False)
 
 
 def save_state(path: Path, state: State) -> None:
@@ -126,10 +116,10 @@ def dumps_lines(
 ) -> str:
     """Return JSON text with one line per top-level member and per entry of the `expand` members.
 
-    json.dumps(indent=...) runs the pure-Python encoder: seconds for a state file of 100,000
-    rows. Here the C encoder writes each entry, and the file still reads (and diffs) by line.
+    The file reads (and diffs in git) by line, and each entry is written by the json module's
+    C encoder (`indent=` would switch the whole document to the pure-Python one).
     """
-    encode = _entry_encoder(default)
+    encode = json.JSONEncoder(ensure_ascii=False, default=default).encode
 
     def write(value: Any, path: tuple[str, ...]) -> str:
         if (path and path not in expand) or not isinstance(value, (dict, list)) or not value:
@@ -144,33 +134,6 @@ def dumps_lines(
         return "[\n" + ",\n".join([pad + encode(v) for v in value]) + f"\n{pad[1:]}]"
 
     return write(document, ())
-
-
-def _entry_encoder(default: Callable[[Any], Any] | None) -> Callable[[Any], str]:
-    """Return json.dumps(value, ensure_ascii=False, default=default) as one function.
-
-    JSONEncoder.encode builds a new C encoder for every call; a state file encodes each of its
-    entries separately (tens of thousands), so the C encoder is built once here when it exists.
-    c_make_encoder is the json module's own (undocumented) accelerator: should a Python build
-    lack it or change its arguments, the check below falls back to JSONEncoder.encode.
-    """
-    encoder = json.JSONEncoder(ensure_ascii=False, default=default)
-    try:
-        one_shot = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-            None, encoder.default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True
-        )
-
-        def encode(value: Any) -> str:
-            if isinstance(value, str):
-                return json.encoder.encode_basestring(value)
-            return "".join(one_shot(value, 0))
-
-        sample = {"a": [1, 2.5, None, True, "é\n"], "b": {"c": -0.0}}
-        if encode(sample) == encoder.encode(sample):
-            return encode
-    except Exception:  # noqa: S110 - any surprise: the documented encoder below
-        pass
-    return encoder.encode  # pragma: no cover - a Python without the same C accelerator
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -22,10 +22,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import InputError
-from .fastschema import compile_check
-from .model import JSON_SCALARS, SecretRef
-from .resources import schemas_dir
+from declarative_conns.config.resources import schemas_dir, validity_check
+from declarative_conns.core.model import JSON_SCALARS, SecretRef
+from declarative_conns.errors import InputError
 
 Severity = Literal["error", "warning", "note"]
 
@@ -64,7 +63,6 @@ class _KeyRule:
     schema: Mapping[str, Any]
     accepts_text: bool
     expected: str
-    #: The fastschema check when the schema compiles to one (tens of times faster), else jsonschema's.
     is_valid: Callable[[Any], bool]
 
 
@@ -350,15 +348,8 @@ def _compile_rule(conn_type: str, schema: Mapping[str, Any], check: bool = True)
 def _key_rule(schema: Mapping[str, Any], defs: Any) -> _KeyRule:
     """Compile the schema of one key; carry the root's $defs so local $refs resolve."""
     rooted = {"$defs": defs, **schema} if defs else dict(schema)
-    is_valid = compile_check(rooted) or _jsonschema_check(rooted)
+    is_valid = validity_check(rooted)
     return _KeyRule(rooted, _accepts_text(schema, defs), _expected(schema), is_valid)
-
-
-def _jsonschema_check(schema: Mapping[str, Any]) -> Callable[[Any], bool]:
-    """Return jsonschema's validity check of a schema fastschema cannot compile (imported then only)."""
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(schema).is_valid
 
 
 def _accepts_text(schema: Any, defs: Any) -> bool:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import airflow_db
-from .errors import InputError, TargetError
-from .state import atomic_write, now
-from .target import Target, target_identity
+from declarative_conns.errors import InputError, TargetError
+from declarative_conns.files.state import atomic_write, now
+from declarative_conns.targets.database import engine as airflow_db
+from declarative_conns.targets.discovery import Target, target_identity
 
 
 @dataclass

@@ -7,8 +7,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from .model import Action, FieldChange, Plan
-from .render import (
+from declarative_conns.core.model import Action, FieldChange, Plan
+from declarative_conns.core.sensitive import HIDDEN
+from declarative_conns.output.text import (
     PLAN_FORMAT_VERSION,
     PlanContext,
     flatten_values,
@@ -17,7 +18,6 @@ from .render import (
     show_change,
     summary_line,
 )
-from .sensitive import HIDDEN
 
 
 def plan_document(plan: Plan, context: PlanContext) -> dict[str, Any]:

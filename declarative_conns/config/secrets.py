@@ -6,8 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from .errors import SecretError
-from .model import SecretRef
+from declarative_conns.core.model import SecretRef
+from declarative_conns.errors import SecretError
 
 #: How long a `from_command` may run before it is killed.
 COMMAND_TIMEOUT_SECONDS = 60.0

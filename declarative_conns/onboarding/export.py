@@ -23,14 +23,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__, airflow_db, codec
-from .airflow_files import parse_airflow_file, parse_env_vars, read_variables_file
-from .crypto import KeyRing
-from .diff import group_rows
-from .errors import DconnError, InputError
-from .model import FIELDS, StoredRow, TableInfo, canonical_json
-from .target import Target
-from .toml_out import ConnSpec, Placeholder, printable, render_document, render_env_example
+from declarative_conns import __version__
+from declarative_conns.core.crypto import KeyRing
+from declarative_conns.core.diff import group_rows
+from declarative_conns.core.model import FIELDS, StoredRow, TableInfo, canonical_json
+from declarative_conns.errors import DconnError, InputError
+from declarative_conns.onboarding.airflow_files import parse_airflow_file, parse_env_vars, read_variables_file
+from declarative_conns.onboarding.toml_writer import (
+    ConnSpec,
+    Placeholder,
+    printable,
+    render_document,
+    render_env_example,
+)
+from declarative_conns.targets.database import engine as airflow_db
+from declarative_conns.targets.database import rows as codec
+from declarative_conns.targets.discovery import Target
 
 _CONN_ID = re.compile(r"[\w#!()\-.:/\\]{1,250}")
 _SECRETS_NOTE = (

@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
+from declarative_conns.core.model import FIELDS
 from declarative_conns.errors import InputError
-from declarative_conns.model import FIELDS
 
 ConnSpec = dict[str, Any]
 

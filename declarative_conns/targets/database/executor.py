@@ -10,14 +10,15 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import airflow_db, codec
-from .errors import PlanIsStale, ValidationFailed
-from .model import Action, StoredRow, Values
-from .sensitive import redact
-from .state import atomic_write, now, save_state
+from declarative_conns.core.model import Action, StoredRow, Values
+from declarative_conns.core.sensitive import redact
+from declarative_conns.errors import PlanIsStale, ValidationFailed
+from declarative_conns.files.state import atomic_write, now, save_state
+from declarative_conns.targets.database import engine as airflow_db
+from declarative_conns.targets.database import rows as codec
 
 if TYPE_CHECKING:
-    from .api import PlannedRun
+    from declarative_conns.api import PlannedRun
 
 Progress = Callable[[int, int], None]
 
@@ -184,7 +185,7 @@ def record_state(
     An apply with nothing to change records too: the declared connections match the table, so
     dconn now manages them (as after `dconn export`, adopting an existing deployment).
     """
-    from .api import snapshot_record
+    from declarative_conns.api import snapshot_record
 
     columns = sorted(run.db.info.columns)
     encoded, new_ids = encoded or {}, new_ids or {}

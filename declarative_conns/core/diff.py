@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from .model import (
+from declarative_conns.core.model import (
     Action,
     Drift,
     FieldChange,
@@ -22,7 +22,7 @@ from .model import (
     Values,
     canonical_json,
 )
-from .sensitive import HIDDEN, is_sensitive_path, redact
+from declarative_conns.core.sensitive import HIDDEN, is_sensitive_path, redact
 
 
 def compute_plan(

@@ -41,8 +41,8 @@ from typing import Any
 import tomlkit
 from tomlkit.exceptions import InvalidStringError
 
-from declarative_conns.model import FIELDS
-from declarative_conns.sensitive import is_sensitive_key
+from declarative_conns.core.model import FIELDS
+from declarative_conns.core.sensitive import is_sensitive_key
 
 ConnSpec = dict[str, Any]
 

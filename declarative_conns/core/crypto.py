@@ -15,7 +15,7 @@ from base64 import urlsafe_b64decode, urlsafe_b64encode
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import DecryptionError, TargetError
+from declarative_conns.errors import DecryptionError, TargetError
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet

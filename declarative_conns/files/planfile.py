@@ -12,17 +12,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .api import PlannedRun, Workspace
-from .api import plan as compute_plan
-from .desired import DesiredConnection, DesiredState, references
-from .errors import InputError, PlanIsStale, TargetError
-from .model import SecretRef, Settings
-from .report import plan_document
-from .secrets import resolve_secret
-from .sensitive import is_sensitive_path
-from .state import atomic_write, now
-from .target import target_identity
+from declarative_conns import __version__
+from declarative_conns.api import PlannedRun, Workspace
+from declarative_conns.api import plan as compute_plan
+from declarative_conns.config.loader import DesiredConnection, DesiredState, references
+from declarative_conns.config.secrets import resolve_secret
+from declarative_conns.core.model import SecretRef, Settings
+from declarative_conns.core.sensitive import is_sensitive_path
+from declarative_conns.errors import InputError, PlanIsStale, TargetError
+from declarative_conns.files.state import atomic_write, now
+from declarative_conns.output.report import plan_document
+from declarative_conns.targets.discovery import target_identity
 
 PLAN_FILE_KIND = "dconn-plan"
 PLAN_FILE_VERSION = 1
@@ -106,7 +106,7 @@ def load_plan(path: Path, workspace: Workspace) -> PlannedRun:
         raise TargetError(
             f"{path} was planned for {document['target'].get('url')}, not for {target.masked_url}"
         )
-    from .crypto import KeyRing
+    from declarative_conns.core.crypto import KeyRing
 
     keyring = KeyRing.from_setting(target.fernet_key)
     desired = DesiredState(

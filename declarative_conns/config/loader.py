@@ -9,10 +9,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .diff import is_ignored
-from .errors import InputError, SecretError, ValidationFailed
-from .model import FIELDS, JSON_SCALARS, SecretRef, Settings, TableInfo, Values, normalize_fields
-from .schema_check import validate_document
+from declarative_conns.config.schema import validate_document
+from declarative_conns.core.diff import is_ignored
+from declarative_conns.core.model import (
+    FIELDS,
+    JSON_SCALARS,
+    SecretRef,
+    Settings,
+    TableInfo,
+    Values,
+    normalize_fields,
+)
+from declarative_conns.errors import InputError, SecretError, ValidationFailed
 
 if sys.version_info >= (3, 11):
     import tomllib

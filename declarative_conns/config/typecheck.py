@@ -1,7 +1,7 @@
 """Check every declared connection against the rules of its conn_type.
 
     from declarative_conns.api import load
-    from declarative_conns.typecheck import check_types, raise_for_errors
+    from declarative_conns.config.typecheck import check_types, raise_for_errors
     desired = load("connections.toml")
     findings = check_types(desired)                 # strict: as [settings] says, or pass True
     for finding in findings:
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .conn_types import Severity, check_connection, load_type_rules
-from .desired import DesiredState
-from .errors import ValidationFailed
-from .model import canonical_conn_type
+from declarative_conns.config.conn_types import Severity, check_connection, load_type_rules
+from declarative_conns.config.loader import DesiredState
+from declarative_conns.core.model import canonical_conn_type
+from declarative_conns.errors import ValidationFailed
 
 
 @dataclass(frozen=True)
