@@ -19,6 +19,7 @@ from cryptography.fernet import Fernet
 from declarative_conns.api import PlannedRun, Workspace, apply, plan
 from declarative_conns.config.loader import load_desired
 from declarative_conns.errors import DatabaseError, TargetError, ValidationFailed
+from declarative_conns.targets.database import connect
 from declarative_conns.targets.database import engine as airflow_db
 from declarative_conns.targets.discovery import mask_url, resolve_target
 from tests.airflow_tables import insert_raw
@@ -358,7 +359,7 @@ def test_mysql_sessions_are_strict_and_wait_long_after_connecting(make_db: Any) 
     finally:
         opened.close()
     assert "STRICT_ALL_TABLES" in str(mode)
-    assert read_timeout >= 30 + airflow_db.QUERY_SILENCE_SECONDS
+    assert read_timeout >= 30 + connect.QUERY_SILENCE_SECONDS
 
 
 @pytest.mark.postgres
@@ -636,4 +637,4 @@ def test_driver_messages_are_scrubbed_of_the_password(password: str) -> None:
     encoded = sa.engine.URL.create("postgresql", "u", password, "h", database="x")
     url = encoded.render_as_string(hide_password=False)
     error = RuntimeError(f"failed for {password} and {url.split(':', 2)[2].split('@')[0]}\nsecond line")
-    assert airflow_db.short_reason(error, url) == "failed for *** and ***"
+    assert connect.short_reason(error, url) == "failed for *** and ***"

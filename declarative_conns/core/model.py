@@ -28,6 +28,29 @@ STRING_FIELDS: frozenset[str] = frozenset(FIELDS) - {"port", "extra"}
 OPTIONAL_COLUMNS: tuple[str, ...] = ("description", "team_name")
 
 Path = tuple[str | int, ...]
+
+#: How deep `extra`, `extra_json` and variable values may nest (CONTRACT §13): deeper in the TOML
+#: is a validation error; a deeper stored value is reported by name and its object left alone.
+MAX_NESTING = 100
+
+
+def nesting_exceeds(value: object, limit: int = MAX_NESTING) -> bool:
+    """Tell whether a JSON-like value nests deeper than `limit` levels (without recursion)."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: object = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)  # type: ignore[attr-defined]
+    return False
+
+
 RefKind = Literal["env", "file", "command"]
 
 

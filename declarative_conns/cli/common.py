@@ -1,0 +1,240 @@
+"""What every dconn command shares: the typer app, its options, output to the terminal, errors.
+
+The cli package is the only one that imports typer and rich. stdout carries the plan or report
+only; warnings, errors and progress go to stderr."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+
+import typer
+
+from declarative_conns import __version__
+from declarative_conns.errors import ApplyRefused, DconnError
+
+if TYPE_CHECKING:
+    from declarative_conns.api import Workspace
+    from declarative_conns.config.loader import DesiredState
+    from declarative_conns.config.typecheck import Finding
+    from declarative_conns.targets.discovery import Target
+
+
+app = typer.Typer(
+    name="dconn",
+    help="Manage Apache Airflow connections declaratively: TOML in git -> plan -> apply.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option("-c", "--config", help="A TOML file, or a folder whose *.toml files are read (sorted)."),
+]
+DbUrlOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--db-url",
+        help="Airflow metadata database URL. Default: as Airflow finds it (env, airflow.cfg).",
+        show_default=False,
+    ),
+]
+KeyOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--fernet-key",
+        help="Fernet key (comma-separated ring). Default: as Airflow finds it.",
+        show_default=False,
+    ),
+]
+StateOpt = Annotated[Path, typer.Option("--state", help="State file.")]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print no warnings or progress.")]
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="List unmanaged and ignored connections.")]
+NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Print without colour (also: NO_COLOR).")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors (never secret values).")]
+RotateOpt = Annotated[
+    bool,
+    typer.Option("--rotate", help="Re-encrypt rows under an older key of the ring with the first key."),
+]
+LockOpt = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another apply's lock.")]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Fail on conn_type warnings (unknown extras, unused fields); also: strict = true in [settings].",
+    ),
+]
+
+DocumentOutOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "-o", "--out", help="Write the document to this file instead of stdout.", show_default=False
+    ),
+]
+IncludeSecretsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-secrets",
+        help="Write secret values in clear, not as references (-o FILE gets mode 0600; "
+        "refused when stdout is a terminal).",
+    ),
+]
+EnvExampleOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--env-example",
+        help="Also write the variables the document reads, values empty, to this file.",
+        show_default=False,
+    ),
+]
+
+DEFAULT_CONFIG = Path("connections.toml")
+DEFAULT_STATE = Path(".dconn/state.json")
+
+
+class Output:
+    """Write the report to stdout and messages to stderr, coloured only on a terminal."""
+
+    def __init__(self, quiet: bool = False, no_color: bool = False) -> None:
+        self.quiet = quiet
+        self.color = not no_color and "NO_COLOR" not in os.environ
+
+    def report(self, text: str) -> None:
+        """Print the plan or report on stdout."""
+        if self.color and sys.stdout.isatty():
+            from rich.console import Console
+            from rich.text import Text
+
+            console = Console(highlight=False, soft_wrap=True)
+            for line in text.rstrip("\n").split("\n"):
+                console.print(Text(line, style=line_style(line)))
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    def warn(self, message: str) -> None:
+        """Print a warning on stderr unless quiet."""
+        if not self.quiet:
+            sys.stderr.write(f"Warning: {message}\n")
+
+    def note(self, message: str) -> None:
+        """Print a note on stderr unless quiet."""
+        if not self.quiet:
+            sys.stderr.write(f"Note: {message}\n")
+
+    def info(self, message: str) -> None:
+        """Print a progress message on stderr unless quiet."""
+        if not self.quiet:
+            sys.stderr.write(f"{message}\n")
+
+
+def line_style(line: str) -> str:
+    """Colour plan lines as Terraform does."""
+    stripped = line.lstrip()
+    if stripped.startswith("+ "):
+        return "green"
+    if stripped.startswith("~ "):
+        return "yellow"
+    if stripped.startswith("- "):
+        return "red"
+    if stripped.startswith(("Plan:", "No changes.")):
+        return "bold"
+    return ""
+
+
+def fail(error: BaseException, debug: bool) -> NoReturn:
+    """Print one `Error:` line (the first line of the message leads) and exit 1."""
+    if debug:
+        import traceback
+
+        traceback.print_exception(type(error), error, error.__traceback__)
+    sys.stderr.write(f"Error: {error}\n")
+    raise typer.Exit(1)
+
+
+def guarded(debug: bool):  # type: ignore[no-untyped-def]
+    """Map DconnError (and Ctrl-C) to exit code 1 with one clear line."""
+
+    @contextmanager
+    def guard():  # type: ignore[no-untyped-def]
+        try:
+            yield
+        except DconnError as error:
+            fail(error, debug)
+        except KeyboardInterrupt:
+            sys.stderr.write("Error: interrupted; nothing was changed\n")
+            raise typer.Exit(1) from None
+
+    return guard()
+
+
+def _version(value: bool) -> None:
+    """Print the version and exit."""
+    if value:
+        typer.echo(f"dconn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Manage Apache Airflow connections declaratively: TOML in git -> plan -> apply."""
+
+
+def check_types_or_fail(desired: DesiredState, strict: bool, output: Output) -> None:
+    """Print conn_type warnings and notes on stderr; raise ValidationFailed on errors."""
+    from declarative_conns.config.typecheck import check_types
+
+    report_type_findings(check_types(desired, strict), output)
+
+
+def report_type_findings(findings: list[Finding], output: Output) -> None:
+    """Print conn_type warnings and notes on stderr; raise ValidationFailed on errors."""
+    from declarative_conns.config.typecheck import raise_for_errors
+
+    for finding in findings:
+        if finding.severity == "warning":
+            output.warn(str(finding))
+        elif finding.severity == "note":
+            output.note(str(finding))
+    raise_for_errors(findings)
+
+
+def find_target(db_url: str | None, fernet_key: str | None) -> Target:
+    """Find the target database and key: flags, environment, airflow.cfg (a light import)."""
+    from declarative_conns.targets.discovery import resolve_target
+
+    return resolve_target(db_url, fernet_key)
+
+
+def make_workspace(target: Target, state: Path, lock_timeout: float) -> Workspace:
+    """Pair the target with the state file (imports the library, SQLAlchemy included)."""
+    from declarative_conns.api import Workspace
+
+    return Workspace(target, state, lock_timeout)
+
+
+def approve() -> None:
+    """Ask on the terminal; only `yes` proceeds."""
+    if not sys.stdin.isatty():
+        raise ApplyRefused(
+            "no terminal to ask for approval: pass --auto-approve, or apply a plan saved with "
+            "`dconn plan --out FILE`; nothing was changed"
+        )
+    sys.stderr.write(
+        "\nDo you want to perform these actions?\n"
+        "  dconn will perform the actions described above.\n"
+        "  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+    )
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip()
+    if answer != "yes":
+        raise ApplyRefused("apply cancelled; nothing was changed")

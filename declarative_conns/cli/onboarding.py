@@ -1,0 +1,123 @@
+"""`dconn export` and `dconn convert`: documents from a database or from Airflow's own files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from declarative_conns.onboarding.export import Onboarded
+
+from declarative_conns.cli.common import (
+    DbUrlOpt,
+    DebugOpt,
+    DocumentOutOpt,
+    EnvExampleOpt,
+    IncludeSecretsOpt,
+    KeyOpt,
+    NoColorOpt,
+    Output,
+    QuietOpt,
+    find_target,
+    guarded,
+)
+
+
+def _deliver_document(
+    result: Onboarded,
+    output: Output,
+    out: Path | None,
+    env_example: Path | None,
+    *,
+    verbose: bool,
+    verb: str,
+) -> None:
+    """Write an exported or converted document; warnings, variables and (-v) conn_ids to stderr."""
+    from declarative_conns.onboarding.export import deliver, secret_warnings, variable_lines
+
+    for warning in [*result.notes, *secret_warnings(result, out, sys.stdout)]:
+        output.warn(warning)
+    for line in [*deliver(result, out, env_example, sys.stdout), *variable_lines(result)]:
+        output.info(line)
+    if verbose:
+        output.info(f"{verb} from {result.source}: " + (", ".join(result.conn_ids) or "nothing"))
+
+
+def export(
+    out: DocumentOutOpt = None,
+    include_secrets: IncludeSecretsOpt = False,
+    env_example: EnvExampleOpt = None,
+    db_url: DbUrlOpt = None,
+    fernet_key: KeyOpt = None,
+    quiet: QuietOpt = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="List the exported conn_ids on stderr.")
+    ] = False,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write every connection of the database as a dconn TOML document, secrets as references.
+
+    The document goes to stdout (or -o FILE); the variables to set and any warnings to stderr.
+    Exit codes: 0 written, 1 error.
+    """
+    output = Output(quiet, no_color)
+    with guarded(debug):
+        from declarative_conns.onboarding.export import export_document, refuse_secrets_on_terminal
+
+        refuse_secrets_on_terminal(out, include_secrets, sys.stdout)
+        result = export_document(find_target(db_url, fernet_key), include_secrets=include_secrets)
+        _deliver_document(result, output, out, env_example, verbose=verbose, verb="Exported")
+
+
+def convert(
+    file: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help="A file written by `airflow connections export`: .json, .yaml/.yml or .env.",
+            show_default=False,
+        ),
+    ] = None,
+    from_env: Annotated[
+        bool,
+        typer.Option(
+            "--from-env",
+            help="Convert AIRFLOW_CONN_* variables: this environment's, or FILE's (NAME=value lines).",
+        ),
+    ] = False,
+    out: DocumentOutOpt = None,
+    include_secrets: IncludeSecretsOpt = False,
+    env_example: EnvExampleOpt = None,
+    quiet: QuietOpt = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="List the converted conn_ids on stderr.")
+    ] = False,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Turn Airflow's own connection files or AIRFLOW_CONN_* variables into a dconn TOML document.
+
+    Same secret rules as export; no database is read. Exit codes: 0 written, 1 error.
+    """
+    output = Output(quiet, no_color)
+    with guarded(debug):
+        from declarative_conns.errors import InputError
+        from declarative_conns.onboarding.export import (
+            convert_environment,
+            convert_file,
+            refuse_secrets_on_terminal,
+        )
+
+        if file is None and not from_env:
+            raise InputError("give a FILE written by `airflow connections export`, or --from-env")
+        refuse_secrets_on_terminal(out, include_secrets, sys.stdout)
+        if from_env:
+            result = convert_environment(os.environ, file=file, include_secrets=include_secrets)
+        else:
+            assert file is not None
+            result = convert_file(file, include_secrets=include_secrets)
+        _deliver_document(result, output, out, env_example, verbose=verbose, verb="Converted")

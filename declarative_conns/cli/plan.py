@@ -1,0 +1,208 @@
+"""`dconn plan` and `dconn apply`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from declarative_conns.api import PlannedRun, Workspace
+
+from declarative_conns.cli.common import (
+    DEFAULT_CONFIG,
+    DEFAULT_STATE,
+    ConfigOpt,
+    DbUrlOpt,
+    DebugOpt,
+    KeyOpt,
+    LockOpt,
+    NoColorOpt,
+    Output,
+    QuietOpt,
+    RotateOpt,
+    StateOpt,
+    StrictOpt,
+    VerboseOpt,
+    approve,
+    check_types_or_fail,
+    find_target,
+    guarded,
+    make_workspace,
+)
+
+
+def plan(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Save the plan to this file for `dconn apply FILE`.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Output: text, json or markdown.")] = "text",
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option(
+            "--detailed-exitcode", help="Exit 0 when there are no changes, 2 when there are, 1 on error."
+        ),
+    ] = False,
+    strict: StrictOpt = False,
+    rotate: RotateOpt = False,
+    db_url: DbUrlOpt = None,
+    fernet_key: KeyOpt = None,
+    state: StateOpt = DEFAULT_STATE,
+    lock_timeout: LockOpt = 30.0,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Snapshot the database into the state file, diff it with the TOML and print the plan.
+
+    Exit codes: 0 success; with --detailed-exitcode 0 no changes, 2 changes; 1 error.
+    """
+    output = Output(quiet, no_color)
+    with guarded(debug):
+        _check_format(fmt)
+        target = find_target(db_url, fernet_key)
+        run = _plan(
+            config,
+            make_workspace(target, state, lock_timeout),
+            output,
+            strict=strict,
+            verbose=verbose,
+            rotate=rotate,
+            refresh=True,
+        )
+        try:
+            output.report(run.render(fmt))
+            if out is not None:
+                from declarative_conns.files.planfile import save_plan
+
+                save_plan(out, run)
+                output.info(f"Saved the plan to {out}; apply it with: dconn apply {out}")
+        finally:
+            run.close()
+    if detailed_exitcode and run.plan.summary.has_changes:
+        raise typer.Exit(2)
+
+
+def _check_format(fmt: str) -> None:
+    """Refuse an unknown --format."""
+    from declarative_conns.errors import InputError
+
+    if fmt not in ("text", "json", "markdown"):
+        raise InputError(f"--format must be text, json or markdown, not {fmt!r}")
+
+
+def _plan(
+    config: Path,
+    workspace: Workspace,
+    output: Output,
+    *,
+    strict: bool,
+    verbose: bool,
+    rotate: bool,
+    refresh: bool,
+) -> PlannedRun:
+    """Load and type-check the TOML, compute the plan against the target, print warnings."""
+    from declarative_conns.api import load, plan
+
+    desired = load(config)
+    check_types_or_fail(desired, strict, output)
+    run = plan(desired, workspace, verbose=verbose, rotate=rotate, refresh_state=refresh)
+    for warning in run.warnings:
+        output.warn(warning)
+    return run
+
+
+def apply(
+    planfile: Annotated[
+        Optional[Path], typer.Argument(help="A plan saved with `dconn plan --out`.", show_default=False)
+    ] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
+    strict: StrictOpt = False,
+    rotate: RotateOpt = False,
+    db_url: DbUrlOpt = None,
+    fernet_key: KeyOpt = None,
+    state: StateOpt = DEFAULT_STATE,
+    lock_timeout: LockOpt = 30.0,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Carry out a saved plan, or plan now, show it and ask; one transaction.
+
+    Exit codes: 0 applied or nothing to do, 1 error (nothing changed).
+    """
+    output = Output(quiet, no_color)
+    with guarded(debug):
+        target = find_target(db_url, fernet_key)
+        if planfile is not None:
+            from declarative_conns.files.planfile import load_plan
+
+            run = load_plan(planfile, make_workspace(target, state, lock_timeout))
+            for warning in run.warnings:
+                output.warn(warning)
+        else:
+            run = _plan(
+                config,
+                make_workspace(target, state, lock_timeout),
+                output,
+                strict=strict,
+                verbose=verbose,
+                rotate=rotate,
+                refresh=False,
+            )
+        try:
+            _apply(run, output, ask=planfile is None and not auto_approve)
+        finally:
+            run.close()
+
+
+def _apply(run: PlannedRun, output: Output, *, ask: bool) -> None:
+    """Show the plan, get approval, execute it and report."""
+    from declarative_conns.api import apply as execute
+
+    output.report(run.render("text"))
+    summary = run.plan.summary
+    if not summary.has_changes:
+        execute(run)
+        return
+    if ask:
+        approve()
+    with _progress(output) as progress:
+        changed = execute(run, progress)
+    output.report(
+        f"Apply complete! Resources: {summary.add} added, {summary.change} changed, "
+        f"{summary.destroy} destroyed ({changed} rows).\n"
+    )
+
+
+@contextmanager
+def _progress(output: Output) -> Iterator[Callable[[int, int], None] | None]:
+    """Yield a progress callback drawing a bar on a terminal's stderr; None when piped or quiet."""
+    if output.quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("Applying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True, no_color=not output.color), transient=True) as bar:
+        task = bar.add_task("apply", total=None)
+
+        def show(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield show

@@ -1,0 +1,60 @@
+"""`dconn restore`: put rows back as an apply's backup recorded them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    pass
+
+from declarative_conns.cli.common import (
+    DEFAULT_STATE,
+    DbUrlOpt,
+    DebugOpt,
+    KeyOpt,
+    LockOpt,
+    NoColorOpt,
+    Output,
+    QuietOpt,
+    StateOpt,
+    approve,
+    find_target,
+    guarded,
+    make_workspace,
+)
+
+
+def restore(
+    backup: Annotated[Path, typer.Argument(help="A backup file from backups/ beside the state file.")],
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Restore without asking.")] = False,
+    db_url: DbUrlOpt = None,
+    fernet_key: KeyOpt = None,
+    state: StateOpt = DEFAULT_STATE,
+    lock_timeout: LockOpt = 30.0,
+    quiet: QuietOpt = False,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Put rows back as an apply's backup recorded them (the undo of an apply); one transaction.
+
+    Rows the restore overwrites are backed up first. Exit codes: 0 restored, 1 error (nothing changed).
+    """
+    output = Output(quiet, no_color)
+    with guarded(debug):
+        from declarative_conns.targets.database.restore import execute_restore, plan_restore
+
+        workspace = make_workspace(find_target(db_url, fernet_key), state, lock_timeout)
+        prepared = plan_restore(backup, workspace.target, lock_timeout)
+        try:
+            output.report(prepared.describe())
+            if not auto_approve:
+                approve()
+            written = execute_restore(prepared, state.parent / "backups")
+        finally:
+            prepared.close()
+        output.report(
+            f"Restore complete: {written} rows written. Run dconn plan to see them against the TOML.\n"
+        )

@@ -1,0 +1,45 @@
+"""`dconn validate`: check the TOML without a target."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
+
+from declarative_conns.cli.common import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    DebugOpt,
+    NoColorOpt,
+    Output,
+    QuietOpt,
+    StrictOpt,
+    check_types_or_fail,
+    guarded,
+)
+
+
+def validate(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    strict: StrictOpt = False,
+    quiet: QuietOpt = False,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Check the TOML files against the schema and each conn_type's rules; no database, no secrets.
+
+    Exit codes: 0 valid, 1 invalid.
+    """
+    out = Output(quiet, no_color)
+    with guarded(debug):
+        from declarative_conns.api import load
+
+        desired = load(config)
+        for warning in desired.warnings:
+            out.warn(warning)
+        check_types_or_fail(desired, strict, out)
+        files = len(desired.files)
+        out.report(
+            f"Valid: {len(desired.connections)} connections in {files} file{'s' if files != 1 else ''}.\n"
+        )
