@@ -469,7 +469,7 @@ def test_missing_driver_names_the_extra_to_install(
     monkeypatch: pytest.MonkeyPatch, url: str, extra: str
 ) -> None:
     """With no driver for the backend installed, the error says which extra to install."""
-    monkeypatch.setattr(airflow_db, "_installed", lambda module: False)
+    monkeypatch.setattr(connect, "_installed", lambda module: False)
     with pytest.raises(
         TargetError, match=rf"no .* driver is installed: pip install '{extra}'".replace("[", r"\[")
     ):
@@ -482,7 +482,7 @@ def test_driver_that_fails_to_load_names_the_extra(monkeypatch: pytest.MonkeyPat
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ImportError("no pq wrapper available")
 
-    monkeypatch.setattr(airflow_db.sa, "create_engine", broken)
+    monkeypatch.setattr(connect.sa, "create_engine", broken)
     with pytest.raises(TargetError, match=r"cannot be loaded .*declarative-conns\[postgres\]"):
         airflow_db.open_database("postgresql://u:pw@127.0.0.1/x")
 
@@ -492,7 +492,7 @@ def test_silent_server_is_an_error_within_the_connect_timeout(
     monkeypatch: pytest.MonkeyPatch, silent_server: int, scheme: str
 ) -> None:
     """A server that accepts but never answers fails within the connect timeout, password masked."""
-    monkeypatch.setattr(airflow_db, "CONNECT_TIMEOUT_SECONDS", 2)
+    monkeypatch.setattr(connect, "CONNECT_TIMEOUT_SECONDS", 2)
     started = time.monotonic()
     with pytest.raises(DatabaseError, match=r"no answer within 2 s \(connect timeout\)") as caught:
         airflow_db.open_database(f"{scheme}://u:{CANARY}@127.0.0.1:{silent_server}/x")
