@@ -1,22 +1,59 @@
-"""dconn: manage Apache Airflow connections declaratively, Terraform-style.
+"""dconn: manage Apache Airflow connections, variables and pools declaratively, Terraform-style.
 
-The library API (the CLI is a thin layer on it): `load`, `plan`, `apply`, `Workspace`,
-`resolve_target` and the `DconnError` hierarchy. Heavy modules load on first use.
-Reference: docs/api.md.
+The library API (the CLI is a thin layer on it): `load`, `plan`, `apply`, `save_plan`,
+`load_plan`, `Workspace`, `resolve_target` and the `DconnError` hierarchy. Heavy modules load on
+first use. Reference: docs/api.md.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+#: Where each public name lives; `import declarative_conns` itself imports none of them.
+_PUBLIC = {
+    "Address": "declarative_conns.core.model",
+    "ApplyInterrupted": "declarative_conns.errors",
+    "ApplyRefused": "declarative_conns.errors",
+    "DatabaseError": "declarative_conns.errors",
+    "DconnError": "declarative_conns.errors",
+    "DecryptionError": "declarative_conns.errors",
+    "DesiredConnection": "declarative_conns.config.loader",
+    "DesiredObject": "declarative_conns.config.loader",
+    "DesiredState": "declarative_conns.config.loader",
+    "Finding": "declarative_conns.config.typecheck",
+    "InputError": "declarative_conns.errors",
+    "Plan": "declarative_conns.core.operations",
+    "PlanIsStale": "declarative_conns.errors",
+    "PlannedRun": "declarative_conns.api",
+    "SecretError": "declarative_conns.errors",
+    "SecretRef": "declarative_conns.core.model",
+    "StateError": "declarative_conns.errors",
+    "Target": "declarative_conns.targets.base",
+    "TargetError": "declarative_conns.errors",
+    "ValidationFailed": "declarative_conns.errors",
+    "Workspace": "declarative_conns.api",
+    "apply": "declarative_conns.api",
+    "check_types": "declarative_conns.config.typecheck",
+    "desired_from_dicts": "declarative_conns.config.loader",
+    "load": "declarative_conns.api",
+    "load_plan": "declarative_conns.api",
+    "plan": "declarative_conns.api",
+    "resolve_target": "declarative_conns.targets.discovery",
+    "save_plan": "declarative_conns.api",
+}
 
 __all__ = [
+    "Address",
+    "ApplyInterrupted",
     "ApplyRefused",
     "DatabaseError",
     "DconnError",
     "DecryptionError",
     "DesiredConnection",
+    "DesiredObject",
     "DesiredState",
     "Finding",
     "InputError",
@@ -35,30 +72,25 @@ __all__ = [
     "check_types",
     "desired_from_dicts",
     "load",
+    "load_plan",
     "plan",
     "resolve_target",
+    "save_plan",
 ]
 
-#: The error classes, each a DconnError (docs/api.md lists the hierarchy).
-_ERRORS = (
-    "ApplyRefused",
-    "DatabaseError",
-    "DconnError",
-    "DecryptionError",
-    "InputError",
-    "PlanIsStale",
-    "SecretError",
-    "StateError",
-    "TargetError",
-    "ValidationFailed",
-)
-
 if TYPE_CHECKING:
-    from declarative_conns.api import PlannedRun, Workspace, apply, load, plan
-    from declarative_conns.config.loader import DesiredConnection, DesiredState, desired_from_dicts
+    from declarative_conns.api import PlannedRun, Workspace, apply, load, load_plan, plan, save_plan
+    from declarative_conns.config.loader import (
+        DesiredConnection,
+        DesiredObject,
+        DesiredState,
+        desired_from_dicts,
+    )
     from declarative_conns.config.typecheck import Finding, check_types
-    from declarative_conns.core.model import Plan, SecretRef
+    from declarative_conns.core.model import Address, SecretRef
+    from declarative_conns.core.operations import Plan
     from declarative_conns.errors import (
+        ApplyInterrupted,
         ApplyRefused,
         DatabaseError,
         DconnError,
@@ -70,44 +102,16 @@ if TYPE_CHECKING:
         TargetError,
         ValidationFailed,
     )
-    from declarative_conns.targets.discovery import Target, resolve_target
+    from declarative_conns.targets.base import Target
+    from declarative_conns.targets.discovery import resolve_target
 
 
 def __getattr__(name: str) -> Any:
     """Import the public API lazily, so `dconn --version` stays fast."""
-    if name in ("PlannedRun", "Workspace", "apply", "load", "plan"):
-        from declarative_conns import api
-
-        return getattr(api, name)
-    if name == "DconnError":
-        from declarative_conns.errors import DconnError
-
-        return DconnError
-    if name == "resolve_target":
-        from declarative_conns.targets.discovery import resolve_target
-
-        return resolve_target
-    if name in _ERRORS:
-        from declarative_conns import errors
-
-        return getattr(errors, name)
-    if name in ("DesiredConnection", "DesiredState", "desired_from_dicts"):
-        from declarative_conns.config import loader as desired
-
-        return getattr(desired, name)
-    if name in ("Plan", "SecretRef"):
-        from declarative_conns.core import model
-
-        return getattr(model, name)
-    if name == "Target":
-        from declarative_conns.targets.discovery import Target
-
-        return Target
-    if name in ("Finding", "check_types"):
-        from declarative_conns.config import typecheck
-
-        return getattr(typecheck, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(module), name)
 
 
 def __dir__() -> list[str]:

@@ -1,4 +1,4 @@
-"""dconn as a library: plan and apply with the same guarantees as the CLI.
+"""dconn as a library: plan, apply and restore with the same guarantees as the CLI.
 
     import declarative_conns as dc
     ws = dc.Workspace.from_airflow_config()          # or dc.Workspace.from_url(url, fernet_key)
@@ -7,50 +7,73 @@
         if run.plan.summary.has_changes:
             dc.apply(run)
 
-Nothing here prints or exits; failures are DconnError subclasses.
+Each function is a straight pipeline over the layers: the configuration (config), the target
+(targets), the decisions (core) and the files (files). Nothing here prints or exits; failures
+are DconnError subclasses.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from declarative_conns.config.loader import DesiredState, check_against_table, load_desired, resolve_desired
+from declarative_conns.config.loader import DesiredState, load_desired, resolve_desired
 from declarative_conns.config.secrets import resolve_secret
-from declarative_conns.core.crypto import Digester, KeyRing, decode_stored_key
-from declarative_conns.core.diff import compute_plan, detect_drift, rekey_applied
-from declarative_conns.core.model import Plan, StoredRow, Values
-from declarative_conns.errors import InputError, StateError
-from declarative_conns.files.state import State, check_writable, load_state, now
-from declarative_conns.output.text import PlanContext, render_text
-from declarative_conns.targets.database import engine as airflow_db
-from declarative_conns.targets.database import rows as codec
-from declarative_conns.targets.discovery import Target, resolve_target, target_identity
+from declarative_conns.core.crypto import Digester
+from declarative_conns.core.digests import run_digester
+from declarative_conns.core.kinds import BY_NAME
+from declarative_conns.core.model import Address, SecretRef, Settings, Values
+from declarative_conns.core.operations import Create, Plan, Reencrypt
+from declarative_conns.core.planner import make_plan, state_after_apply
+from declarative_conns.core.state import State
+from declarative_conns.errors import (
+    ApplyInterrupted,
+    InputError,
+    PlanIsStale,
+    StateError,
+    TargetError,
+    ValidationFailed,
+)
+from declarative_conns.files import backups
+from declarative_conns.files.state import StateChanged, StateFile, Version, version_of
+from declarative_conns.output.text import PlanContext
+from declarative_conns.targets.base import Progress, Snapshot, Target, TargetInfo
 
-Progress = Callable[[int, int], None]
+if TYPE_CHECKING:
+    from declarative_conns.targets.database.restore import RestorePlan
+
+Resolver = Callable[[SecretRef], str]
 
 
 @dataclass(frozen=True)
 class Workspace:
-    """Say where dconn works: the target database and key, and the state file."""
+    """Say where dconn works: the target (with its key), the state file, and how to write."""
 
     target: Target
     state_path: Path = Path(".dconn/state.json")
     lock_timeout: float = 30.0
+    #: Write nothing at all: no state, no backup, no lock (`dconn plan --read-only`).
+    read_only: bool = False
 
     def __post_init__(self) -> None:
         # Accept a str too: scripts pass paths as text, and the engine needs a Path.
         object.__setattr__(self, "state_path", Path(self.state_path))
 
+    @property
+    def state(self) -> StateFile:
+        """Return the state store."""
+        return StateFile(self.state_path)
+
     @classmethod
     def from_airflow_config(
         cls, state_path: Path | str = ".dconn/state.json", *, lock_timeout: float = 30.0
     ) -> Workspace:
-        """Find the target as Airflow does (environment, airflow.cfg)."""
-        return cls(resolve_target(), Path(state_path), lock_timeout)
+        """Target the database Airflow's own configuration names (environment, airflow.cfg)."""
+        return cls.from_url(None, None, state_path=state_path, lock_timeout=lock_timeout)
 
     @classmethod
     def from_url(
@@ -62,7 +85,11 @@ class Workspace:
         lock_timeout: float = 30.0,
     ) -> Workspace:
         """Target a database URL and Fernet key; either, when None, is found as Airflow finds it."""
-        return cls(resolve_target(db_url, fernet_key), Path(state_path), lock_timeout)
+        from declarative_conns.targets.database.target import DatabaseTarget
+        from declarative_conns.targets.discovery import resolve_target
+
+        target = DatabaseTarget(resolve_target(db_url, fernet_key), lock_timeout)
+        return cls(target, Path(state_path), lock_timeout)
 
 
 @dataclass(repr=False)
@@ -72,18 +99,25 @@ class PlannedRun:
     plan: Plan
     context: PlanContext
     desired: DesiredState
-    values: dict[str, Values]
-    rows: list[StoredRow]
+    values: dict[Address, Values]
+    snapshot: Snapshot
+    #: The state the run read (what an apply's compare-and-swap expects) and the one it records.
+    read_version: Version
     state: State
-    db: airflow_db.Database
-    keyring: KeyRing
+    info: TargetInfo
     digester: Digester
     workspace: Workspace
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def target(self) -> Target:
+        """Return the target the plan was made against."""
+        return self.workspace.target
+
     def render(self, fmt: str = "text") -> str:
         """Return the plan as text, markdown or JSON; secrets never appear in any of them."""
         from declarative_conns.output import report
+        from declarative_conns.output.text import render_text
 
         if fmt not in ("text", "json", "markdown"):
             raise InputError(f"the plan format must be text, json or markdown, not {fmt!r}")
@@ -94,8 +128,8 @@ class PlannedRun:
         return render_text(self.plan, self.context)
 
     def close(self) -> None:
-        """Release the database connections."""
-        self.db.close()
+        """Release the target's connections."""
+        self.workspace.target.close()
 
     def __enter__(self) -> PlannedRun:
         return self
@@ -104,11 +138,9 @@ class PlannedRun:
         self.close()
 
     def __repr__(self) -> str:
-        # The default repr would reach the raw database URL (with its password) through `db`.
         s = self.plan.summary
         return (
-            f"PlannedRun(target={self.workspace.target.masked_url!r}, "
-            f"add={s.add}, change={s.change}, destroy={s.destroy})"
+            f"PlannedRun(target={self.target.display!r}, add={s.add}, change={s.change}, destroy={s.destroy})"
         )
 
 
@@ -121,274 +153,425 @@ def plan(
     config: Path | str | DesiredState,
     workspace: Workspace,
     *,
-    resolver: Callable[..., str] = resolve_secret,
+    resolver: Resolver = resolve_secret,
     verbose: bool = False,
     rotate: bool = False,
     refresh_state: bool = True,
 ) -> PlannedRun:
-    """Compute the plan for a configuration against the workspace's database.
+    """Compute the plan for a configuration against the workspace's target.
 
-    `config` is a file or folder, or a loaded DesiredState. With `refresh_state` the state
-    file's snapshot is updated (as `dconn plan` does); with `rotate`, rows encrypted with an
-    older key of the ring are re-encrypted with the first.
+    With `refresh_state` (and not read-only) the state's snapshot is rewritten when it changed,
+    as `dconn plan` does; with `rotate`, rows encrypted with an older key of the ring are
+    re-encrypted with the first. The target stays open for `apply`; close the run when done.
     """
     desired = config if isinstance(config, DesiredState) else load(config)
-    check_writable(workspace.state_path)
-    state = load_state(workspace.state_path)
-    recorded_before = _state_content(state) if refresh_state else None
-    identity = target_identity(workspace.target.url, workspace.target.schema)
-    _check_state_target(state, identity, workspace)
-    keyring = KeyRing.from_setting(workspace.target.fernet_key)
-    digester, same_key = _digester(keyring, state)
-    db = airflow_db.open_database(workspace.target.url, workspace.target.schema, workspace.lock_timeout)
+    store, target = workspace.state, workspace.target
+    if not workspace.read_only:
+        store.check_writable()
+    previous = store.load()
+    _check_state_target(previous, target, store)
+    digester, same_key = run_digester(target.keyring, previous)
+    info = target.open()
     try:
-        check_against_table(desired, db.info)
+        kinds = _check_kinds(desired, info, target)
         values = resolve_desired(desired, resolver)
-        with airflow_db.transaction(db, write=False) as conn:
-            raw = airflow_db.read_rows(conn, db)
-        airflow_db.check_conn_ids(db, desired.connections, (r["conn_id"] or "" for r in raw))
-        rows = codec.decode_rows(raw, keyring, digester)
-        found = _Found(rows, state, db, keyring, digester, same_key)
-        run = _assemble(desired, values, found, workspace, identity, verbose=verbose, rotate=rotate)
-    except BaseException:
-        db.close()
-        raise
-    if refresh_state and _state_content(run.state) != recorded_before:
-        from declarative_conns.files.state import save_state
-
-        save_state(workspace.state_path, run.state)
-    return run
-
-
-@dataclass(frozen=True)
-class _Found:
-    """Hold what a plan reads: rows, the previous state, the database and the keys."""
-
-    rows: list[StoredRow]
-    state: State | None
-    db: airflow_db.Database
-    keyring: KeyRing
-    digester: Digester
-    same_key: bool
-
-
-def _diff(
-    desired: DesiredState,
-    values: dict[str, Values],
-    found: _Found,
-    rotate: bool,
-    snapshot: Mapping[str, object],
-) -> Plan:
-    """Compute the actions, then the drift of managed connections since the last apply.
-
-    `snapshot` is this run's snapshot of the rows: where a connection's recorded form there is
-    exactly what dconn last applied, the row has not drifted and is not recorded again.
-    """
-    columns = sorted(found.db.info.columns)
-    state, digester, same_key = found.state, found.digester, found.same_key
-    managed = frozenset(state.managed) if state else frozenset()
-    result = compute_plan(values, found.rows, desired.settings, columns, managed=managed, rotate=rotate)
-    if not state or not state.applied:
-        return result
-    known = digester if same_key else _state_digester(found.keyring, state)
-
-    def recorded(v: Values) -> dict[str, object]:
-        return codec.recorded_form(v, known or digester, columns)
-
-    current = _kept_forms(snapshot) if same_key else None  # digested with the record's key
-    drift = detect_drift(
-        state.applied, found.rows, recorded, managed, compare_secrets=known is not None, current=current
-    )
-    if not same_key:
-        # Re-key the record (a Fernet key rotation is not drift) so the next run compares secrets again.
-        state.applied = rekey_applied(
-            state.applied,
-            found.rows,
-            recorded if known else None,
-            lambda v: codec.recorded_form(v, digester, columns),
+        snapshot = target.read(kinds, digester)
+        problems = target.check_keys(sorted(values), snapshot.objects)
+        if problems:
+            raise ValidationFailed(problems)
+        previous, settled = _settle_pending(store, previous, snapshot, digester, workspace.read_only)
+        read_version = version_of(previous)
+        recorded_before = previous.content() if previous is not None else None
+        skipped = {address for address, _ in snapshot.skipped}
+        declared = {a: v for a, v in values.items() if a not in skipped}
+        planned = make_plan(
+            declared,
+            [o for o in snapshot.objects if o.address not in skipped],
+            desired.settings,
+            kinds,
+            {k: info.fields[k] for k in kinds},
+            previous,
+            target.keyring,
+            digester,
+            same_key,
+            target={"url": target.display, "identity": dict(target.identity)},
+            shape=info.shape,
+            rotate=rotate,
         )
-    return _with_drift(result, drift)
-
-
-def _state_digester(keyring: KeyRing, state: State) -> Digester | None:
-    """Return the digester the state's digests were made with, when its key is still at hand."""
-    record = state.digest_key
-    if record.get("source") == "state" and record.get("key"):
-        candidates = [KeyRing().digester(decode_stored_key(record["key"]))]
-    else:
-        candidates = [KeyRing.from_setting(key.decode()).digester() for key in keyring.keys]
-    return next((d for d in candidates if d.key_id == record.get("id")), None)
-
-
-def _key_warnings(found: _Found) -> list[str]:
-    """Warn when the digest key changed and the previous one is gone: secrets cannot be compared."""
-    state = found.state
-    if found.same_key or not state or not state.applied or _state_digester(found.keyring, state):
-        return []
-    return [
-        "the Fernet key changed since the state was written and the previous key is no longer in "
-        "the key ring: secrets changed outside dconn before this run cannot be detected; the state "
-        "now records the database's current ones"
-    ]
-
-
-def _state_content(state: State | None) -> object:
-    """Return a state's content without serial and times: `plan` rewrites the file only when it changes."""
-    if state is None:
-        return None
-    # Compared with ==, not serialized: the plan replaces the state's parts, never edits them.
-    document = state.to_json()
-    del document["serial"], document["written_at"]
-    document["snapshot"] = {k: v for k, v in document["snapshot"].items() if k != "taken_at"}
-    return document
-
-
-def _assemble(
-    desired: DesiredState,
-    values: dict[str, Values],
-    found: _Found,
-    workspace: Workspace,
-    identity: Mapping[str, object],
-    *,
-    verbose: bool,
-    rotate: bool,
-) -> PlannedRun:
-    """Diff, detect drift, and prepare the next state (its snapshot refreshed)."""
-    key_warnings = _key_warnings(found)
-    rows, db, digester, keyring = found.rows, found.db, found.digester, found.keyring
-    columns = sorted(db.info.columns)
-    snapshot = snapshot_record(rows, digester, columns, db.info.shape, values)
-    result = _diff(desired, values, found, rotate, snapshot)
-    new_state = found.state or State()
-    new_state.target = {"url": workspace.target.masked_url, "identity": identity}
-    new_state.digest_key = _digest_key_record(digester)
-    new_state.snapshot = snapshot
-    context = PlanContext(
-        target=workspace.target.masked_url,
-        shape=db.info.shape,
-        rows=len(rows),
-        connections=len({r.conn_id for r in rows}),
-        verbose=verbose,
-    )
-    warnings = list(desired.warnings) + shadowing_warnings(values) + key_warnings
-    if not keyring.enabled:
+        problems = target.check_writes(planned.plan.operations)
+        if problems:
+            raise ValidationFailed(problems)
+    except BaseException:
+        target.close()
+        raise
+    warnings = [*desired.warnings, *settled, *(why for _, why in snapshot.skipped), *planned.warnings]
+    warnings += shadowing_warnings(values)
+    if not target.keyring.enabled and target.capabilities.sees_secrets:
         warnings.append(
             "no Fernet key is set: passwords and extras are stored in clear, as Airflow does without one"
         )
-    return PlannedRun(
-        result, context, desired, values, rows, new_state, db, keyring, digester, workspace, warnings
+    context = _context(info, target, snapshot, planned.plan, verbose)
+    run = PlannedRun(
+        planned.plan,
+        context,
+        desired,
+        values,
+        snapshot,
+        read_version,
+        planned.state,
+        info,
+        digester,
+        workspace,
+        warnings,
     )
+    if refresh_state and not workspace.read_only and planned.state.content() != recorded_before:
+        _save_snapshot(store, run)
+    return run
 
 
-def shadowing_warnings(values: Mapping[str, Values], environ: Mapping[str, str] | None = None) -> list[str]:
-    """Warn about declared conn_ids that an AIRFLOW_CONN_<ID> variable shadows in Airflow."""
-    env = os.environ if environ is None else environ
-    return [
-        f'connection "{conn_id}": AIRFLOW_CONN_{conn_id.upper()} is set in this environment; '
-        "where Airflow sees it too, Airflow reads that variable, not the database row"
-        for conn_id in sorted(values)
-        if f"AIRFLOW_CONN_{conn_id.upper()}" in env
-    ]
-
-
-def _with_drift(result: Plan, drift: tuple) -> Plan:  # type: ignore[type-arg]
-    """Return the plan with its drift section set."""
-    from dataclasses import replace
-
-    return replace(result, drift=drift)
-
-
-def _check_state_target(state: State | None, identity: Mapping[str, object], workspace: Workspace) -> None:
-    """Refuse a state file recorded for another database."""
-    if state is None or state.target.get("identity") == identity:
+def _check_state_target(state: State | None, target: Target, store: StateFile) -> None:
+    """Refuse a state recorded for another target; the file is left as it is."""
+    if state is None or state.target.get("identity") == dict(target.identity):
         return
+    from declarative_conns.targets.discovery import describe_identity
+
     raise StateError(
-        f"state file {workspace.state_path} belongs to {state.target.get('url')}, not to "
-        f"{workspace.target.masked_url}; pass --state with this target's state file"
+        f"state file {store.describe()} belongs to {describe_identity(state.target.get('identity') or {})}, "
+        f"not to {describe_identity(target.identity)}; pass --state with this target's state file"
     )
 
 
-def _digester(keyring: KeyRing, state: State | None) -> tuple[Digester, bool]:
-    """Return the digester for this run, and whether the state's digests were made with it."""
-    recorded = state.digest_key if state else {}
-    if not keyring.enabled and recorded.get("source") == "state" and recorded.get("key"):
-        digester = keyring.digester(decode_stored_key(recorded["key"]))
-    else:
-        digester = keyring.digester()
-    return digester, recorded.get("id") == digester.key_id
+def _check_kinds(desired: DesiredState, info: TargetInfo, target: Target) -> tuple[str, ...]:
+    """Return the kinds the document manages; refuse fields (or kinds) the target has no place for."""
+    problems = []
+    for kind in desired.kinds:
+        if kind not in info.fields:
+            problems.append(
+                f"{target.display} has no place for {BY_NAME[kind].plural} (Airflow {info.shape})"
+            )
+    for address, obj in sorted(desired.objects.items()):
+        have = info.fields.get(address.kind, ())
+        for name in obj.fields:
+            if name in BY_NAME[address.kind].fields and name not in have:
+                problems.append(
+                    f"{obj.source}: {BY_NAME[address.kind].plural}.{address.key}.{name}: the target's "
+                    f"{address.kind} table (Airflow {info.shape}) has no {name} column"
+                )
+    if problems:
+        raise ValidationFailed(problems)
+    return tuple(kind for kind in BY_NAME if kind in desired.kinds)
 
 
-def _digest_key_record(digester: Digester) -> dict[str, str]:
-    """Return the state's record of the digest key."""
-    record = {"id": digester.key_id, "source": digester.source}
-    stored = digester.stored_key_text()
-    if stored:
-        record["key"] = stored
-    return record
+def _settle_pending(
+    store: StateFile, previous: State | None, snapshot: Snapshot, digester: Digester, read_only: bool
+) -> tuple[State | None, list[str]]:
+    """Settle the state of an apply interrupted between its commit and its state write.
 
-
-def snapshot_record(
-    rows: list[StoredRow],
-    digester: Digester,
-    columns: list[str],
-    shape: str,
-    declared: Mapping[str, Values] | None = None,
-    recorded: Mapping[str, Mapping[str, object]] | None = None,
-) -> dict[str, object]:
-    """Return the state's snapshot of every row: ids and fields, secrets as digests.
-
-    A stored row cannot tell which of its fields came from a secret reference; the declared
-    connection of the same conn_id can, so its secret paths are digested in the row too.
-    `recorded` holds declared connections already in recorded form (digested with `digester`):
-    a row holding exactly those declared values (one dconn just wrote) takes that form as it is.
+    The pending state is the state if the target holds what that apply wrote; otherwise the apply
+    did not commit and the pending state is dropped. A read-only run decides without writing.
     """
-    declared = declared or {}
-    recorded = recorded or {}
-
-    def secret(row: StoredRow) -> Values:
-        paths = declared[row.conn_id].secret_paths if row.conn_id in declared else frozenset()
-        return Values(row.values.fields, row.values.secret_paths | paths) if paths else row.values
-
-    def fields(row: StoredRow) -> Mapping[str, object]:
-        form = recorded.get(row.conn_id)
-        if form is not None and row.values is declared.get(row.conn_id):
-            return form
-        return codec.recorded_form(secret(row), digester, columns)
-
-    return {
-        "taken_at": now(),
-        "shape": shape,
-        "rows": [
-            {
-                "id": r.row_id,
-                "conn_id": r.conn_id,
-                "fingerprint": r.fingerprint,
-                "fields": fields(r),
-            }
-            for r in rows
-        ],
-    }
+    pending = store.load_pending()
+    if pending is None:
+        return previous, []
+    if pending.lineage != (previous.lineage if previous else pending.lineage):
+        return previous, [
+            f"{store.pending_path} belongs to another state (lineage {pending.lineage}); left as it is"
+        ]
+    committed = _holds_pending(pending, snapshot, digester)
+    if not read_only:
+        if committed:
+            store.promote()
+        else:
+            store.discard_pending()
+    if committed:
+        return pending, [
+            f"an earlier apply committed but could not record its state: {store.describe()} now records it"
+        ]
+    return previous, []
 
 
-def _kept_forms(snapshot: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    """Return each conn_id's recorded form in a snapshot, of its kept row (the lowest id)."""
-    forms: dict[str, tuple[int, Mapping[str, Any]]] = {}
-    for entry in snapshot["rows"]:
-        kept = forms.get(entry["conn_id"])
-        if kept is None or entry["id"] < kept[0]:
-            forms[entry["conn_id"]] = (entry["id"], entry["fields"])
-    return {conn_id: form for conn_id, (_, form) in forms.items()}
+def _holds_pending(pending: State, snapshot: Snapshot, digester: Digester) -> bool:
+    """Tell whether the target shows the pending apply's writes.
+
+    A transaction shows all of them or none: when every object the apply touched is as it was
+    before the apply, the apply did not commit.
+    """
+    if pending.digest_key.get("id") != digester.key_id or not pending.before_apply:
+        return True  # nothing to compare with (another key): keep what the apply recorded
+    now: dict[Address, set[tuple[Any, str]]] = {}
+    for obj in snapshot.objects:
+        if obj.address in pending.before_apply:
+            now.setdefault(obj.address, set()).add((obj.row_id, obj.fingerprint))
+    before = {a: {(seen[0], seen[1]) for seen in rows} for a, rows in pending.before_apply.items()}
+    return any(now.get(a, set()) != rows for a, rows in before.items())
+
+
+def _save_snapshot(store: StateFile, run: PlannedRun) -> None:
+    """Write the refreshed snapshot, unless another run wrote the state meanwhile (then it is kept)."""
+    from declarative_conns.files.atomic import now
+
+    run.state.snapshot["taken_at"] = now()
+    try:
+        store.save(run.state, run.read_version)
+    except StateChanged:
+        run.warnings.append(
+            f"{store.describe()} was written by another dconn run meanwhile; its snapshot was not refreshed"
+        )
+        return
+    run.read_version = version_of(run.state)
+
+
+def _context(info: TargetInfo, target: Target, snapshot: Snapshot, plan: Plan, verbose: bool) -> PlanContext:
+    """Describe what the plan was computed against, for its heading."""
+    counts: dict[str, tuple[int, int]] = {}
+    for kind in plan.kinds:
+        objects = [o for o in snapshot.objects if o.address.kind == kind]
+        counts[kind] = (len({o.address for o in objects}), len(objects))
+    return PlanContext(target.display, info.description, info.shape, counts, verbose)
+
+
+def shadowing_warnings(
+    values: Mapping[Address, Values], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Warn about declared objects that an AIRFLOW_CONN_<ID> / AIRFLOW_VAR_<KEY> variable shadows in Airflow."""
+    env = os.environ if environ is None else environ
+    prefixes = {"connection": "AIRFLOW_CONN_", "variable": "AIRFLOW_VAR_"}
+    warnings = []
+    for address in sorted(values):
+        prefix = prefixes.get(address.kind)
+        name = f"{prefix}{address.key.upper()}" if prefix else None
+        if name and name in env:
+            warnings.append(
+                f"{address}: {name} is set in this environment; where Airflow sees it too, Airflow reads "
+                f"that variable, not the database's {address.kind}"
+            )
+    return warnings
 
 
 def apply(run: PlannedRun, progress: Progress | None = None) -> int:
-    """Carry out a planned run in one transaction and record it; return rows changed.
+    """Carry out a planned run (one transaction on a database) and record it; return rows changed.
 
-    A plan without changes writes nothing to the database; only the state's snapshot is refreshed.
+    A plan without changes writes nothing to the target; the state then records the declared
+    objects as managed (adopting them) and its refreshed snapshot.
     """
-    from declarative_conns.targets.database.executor import execute, record_state
-
-    if not run.plan.summary.has_changes:
-        record_state(run)
+    workspace, target, plan = run.workspace, run.target, run.plan
+    if workspace.read_only:
+        raise InputError("this run is read-only: it cannot apply")
+    store = workspace.state
+    if not plan.summary.has_changes:
+        state = _state_after(run, ())
+        store.save(state, run.read_version)
         return 0
+    staged = committed = False
+    try:
+        with target.session(workspace.lock_timeout) as session:
+            _check_fresh(run, session.fingerprints(plan.kinds, run.digester), store)
+            created = [op.address for op in plan.operations if isinstance(op, Create)]
+            pre_images = session.pre_images(plan.operations, run.values, run.digester)
+            backups.write_apply_backup(store.backups_dir, run.state, pre_images, created)
+            result = session.write(plan.operations, run.digester, progress)
+            state = _state_after(run, result.done, result.new_ids, result.fingerprints)
+            state.before_apply = {
+                op.address: [list(s) for s in plan.expected.get(op.address, ())] for op in plan.operations
+            }
+            store.stage(state, run.read_version)
+            staged = True
+        committed = True
+        store.promote()
+    except (KeyboardInterrupt, StateError) as error:
+        if not staged:
+            raise
+        # The state's pending file records the apply; the next run settles it against the target.
+        where = f"the next dconn run records them in {store.describe()}"
+        if isinstance(error, StateError) and committed:
+            raise StateError(
+                f"the apply committed, but its state could not be written ({error}); {where}"
+            ) from None
+        if committed:
+            raise ApplyInterrupted(
+                f"interrupted after the apply committed: the changes are in {target.display}; {where}"
+            ) from None
+        raise ApplyInterrupted(
+            f"interrupted while the apply was committing; the next dconn run finds out whether it did and records it "
+            f"in {store.describe()}"
+        ) from None
+    return len(plan.operations)
 
-    return execute(run, progress)
+
+def _state_after(
+    run: PlannedRun,
+    done: Any,
+    new_ids: Mapping[Address, int | None] | None = None,
+    fingerprints: Mapping[tuple[Address, int | None], str] | None = None,
+) -> State:
+    """Return the state after carrying out `done` of the run's plan."""
+    from declarative_conns.files.atomic import now
+
+    state = state_after_apply(
+        replace(
+            run.state,
+            managed=set(run.state.managed),
+            applied=dict(run.state.applied),
+            snapshot=dict(run.state.snapshot),
+        ),
+        run.plan,
+        run.values,
+        [o for o in run.snapshot.objects if o.address.kind in run.plan.kinds],
+        done,
+        new_ids or {},
+        fingerprints or {},
+        run.digester,
+        {k: run.info.fields[k] for k in run.plan.kinds},
+    )
+    state.snapshot["taken_at"] = now()
+    return state
+
+
+def _check_fresh(run: PlannedRun, current: Mapping[Address, Any], store: StateFile) -> None:
+    """Refuse to go on when an object or the state the plan depends on changed since it was computed."""
+    expected = run.plan.expected
+    changed = sorted(str(a) for a, seen in expected.items() if tuple(current.get(a, ())) != tuple(seen))
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise PlanIsStale(
+            f"the plan is stale: objects changed since it was made ({shown}); nothing was changed, run dconn plan again"
+        )
+    if version_of(store.load()) != run.read_version or store.load_pending() is not None:
+        raise PlanIsStale(
+            f"the plan is stale: {store.describe()} was written by another dconn run since the plan was made; "
+            "nothing was changed, run dconn plan again"
+        )
+
+
+def save_plan(run: PlannedRun, path: Path | str) -> None:
+    """Save the run's plan for `dconn apply FILE` (authenticated; no secret in clear)."""
+    from declarative_conns.files.planfile import encode_fields, plan_keys, write_plan
+
+    keyring = run.target.keyring
+    objects: dict[str, dict[str, Any]] = {}
+    for address, obj in sorted(run.desired.objects.items()):
+        objects.setdefault(address.kind, {})[address.key] = encode_fields(address, obj.fields, keyring)
+    settings = run.desired.settings
+    document = {
+        "target": run.state.target,
+        "settings": {
+            "prune": settings.prune,
+            "ignore": list(settings.ignore),
+            "dedupe": settings.dedupe,
+            "strict": settings.strict,
+        },
+        "kinds": list(run.desired.kinds),
+        "rotate": any(isinstance(op, Reencrypt) for op in run.plan.operations),
+        "objects": objects,
+        **_plan_record(run),
+    }
+    write_plan(Path(path), document, plan_keys(keyring))
+
+
+def load_plan(path: Path | str, workspace: Workspace, *, resolver: Resolver = resolve_secret) -> PlannedRun:
+    """Rebuild a saved plan against the live target; refuse it when it was edited or anything moved.
+
+    The file's authentication is checked first: nothing in a file that fails it is used.
+    """
+    from declarative_conns.config.loader import DesiredObject
+    from declarative_conns.files.planfile import check_same, decode_fields, plan_keys, read_plan
+    from declarative_conns.targets.discovery import describe_identity
+
+    path, target = Path(path), workspace.target
+    document = read_plan(path, plan_keys(target.keyring))
+    if document["target"].get("identity") != dict(target.identity):
+        raise TargetError(
+            f"{path} was planned for {describe_identity(document['target'].get('identity') or {})}, "
+            f"not for {describe_identity(target.identity)}"
+        )
+    objects = {
+        Address(kind, key): DesiredObject(
+            Address(kind, key), path, decode_fields(Address(kind, key), fields, target.keyring)
+        )
+        for kind, items in document["objects"].items()
+        for key, fields in items.items()
+    }
+    saved = document["settings"]
+    settings = Settings(
+        prune=saved["prune"], ignore=tuple(saved["ignore"]), dedupe=saved["dedupe"], strict=saved["strict"]
+    )
+    desired = DesiredState(objects, settings, (path,), (), tuple(document["kinds"]))
+    run = plan(desired, workspace, resolver=resolver, rotate=bool(document["rotate"]), refresh_state=False)
+    try:
+        if run.read_version is None and not document["managed"]:
+            # No state here (a fresh CI checkout) and the plan was made on a first run: nothing was
+            # managed either way, so the plan's state lineage carries over.
+            run.state.lineage = document["lineage"]
+        check_same(document, _plan_record(run), workspace.state.describe())
+    except BaseException:
+        run.close()
+        raise
+    return run
+
+
+def _plan_record(run: PlannedRun) -> dict[str, Any]:
+    """Return what a saved plan must still hold when it is applied: state, keys, secrets, objects, actions."""
+    from declarative_conns.config.loader import references
+    from declarative_conns.output.report import plan_document
+
+    digests: dict[str, str] = {}
+    for address, path, ref in references(run.desired):
+        value: Any = run.values[address].fields
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else _item(value, part)
+        digests[json.dumps([address.kind, address.key, list(path), ref.to_json()])] = run.digester.digest(
+            value
+        )
+    return {
+        "lineage": run.state.lineage,
+        "digest_key_id": run.digester.key_id,
+        "secret_digests": digests,
+        "expected": [
+            [a.kind, a.key, [list(s) for s in seen]] for a, seen in sorted(run.plan.expected.items())
+        ],
+        "managed": sorted([a.kind, a.key] for a in run.state.managed),
+        "plan": plan_document(run.plan, run.context),
+    }
+
+
+def plan_restore(backup: Path | str, workspace: Workspace) -> RestorePlan:
+    """Read an apply's backup and say what restoring it will do to the workspace's target."""
+    from declarative_conns.files.backups import read_backup
+    from declarative_conns.targets.database.restore import plan_restore as compare
+    from declarative_conns.targets.database.target import DatabaseTarget
+    from declarative_conns.targets.discovery import describe_identity
+
+    path, target = Path(backup), workspace.target
+    document = read_backup(path)
+    if not isinstance(target, DatabaseTarget):
+        raise InputError("dconn restore writes rows back into a metadata database; this target is not one")
+    if document["target"].get("identity") != dict(target.identity):
+        raise TargetError(
+            f"{path} was taken from {describe_identity(document['target'].get('identity') or {})}, "
+            f"not from {describe_identity(target.identity)}"
+        )
+    try:
+        return compare(path, document, target)
+    except BaseException:
+        target.close()
+        raise
+
+
+def restore(prepared: RestorePlan, workspace: Workspace) -> int:
+    """Carry out a restore in one transaction under the apply lock; return rows written or deleted."""
+    from declarative_conns.targets.database.restore import execute_restore
+    from declarative_conns.targets.database.target import DatabaseTarget
+
+    target = workspace.target
+    assert isinstance(target, DatabaseTarget)
+    try:
+        return execute_restore(prepared, target, workspace.lock_timeout, workspace.state.backups_dir)
+    finally:
+        target.close()
+
+
+def _item(value: Any, index: str | int) -> Any:
+    """Return a list's element at an index, None when absent."""
+    if isinstance(value, list) and isinstance(index, int) and index < len(value):
+        return value[index]
+    return None

@@ -48,5 +48,9 @@ class PlanIsStale(DconnError):
     """Raise when the database or a secret changed between plan and apply."""
 
 
+class ApplyInterrupted(DconnError):
+    """Raise when an apply is interrupted after its changes were committed (the message says so)."""
+
+
 class ApplyRefused(DconnError):
     """Raise when apply is not approved or cannot ask for approval."""

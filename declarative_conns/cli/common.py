@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from declarative_conns.api import Workspace
     from declarative_conns.config.loader import DesiredState
     from declarative_conns.config.typecheck import Finding
-    from declarative_conns.targets.discovery import Target
+    from declarative_conns.targets.base import Target
 
 
 app = typer.Typer(
@@ -208,18 +208,19 @@ def report_type_findings(findings: list[Finding], output: Output) -> None:
     raise_for_errors(findings)
 
 
-def find_target(db_url: str | None, fernet_key: str | None) -> Target:
-    """Find the target database and key: flags, environment, airflow.cfg (a light import)."""
+def find_target(db_url: str | None, fernet_key: str | None, lock_timeout: float = 30.0) -> Target:
+    """Find the target database and key: flags, environment, airflow.cfg."""
+    from declarative_conns.targets.database.target import DatabaseTarget
     from declarative_conns.targets.discovery import resolve_target
 
-    return resolve_target(db_url, fernet_key)
+    return DatabaseTarget(resolve_target(db_url, fernet_key), lock_timeout)
 
 
-def make_workspace(target: Target, state: Path, lock_timeout: float) -> Workspace:
-    """Pair the target with the state file (imports the library, SQLAlchemy included)."""
+def make_workspace(target: Target, state: Path, lock_timeout: float, *, read_only: bool = False) -> Workspace:
+    """Pair the target with the state file."""
     from declarative_conns.api import Workspace
 
-    return Workspace(target, state, lock_timeout)
+    return Workspace(target, state, lock_timeout, read_only)
 
 
 def approve() -> None:

@@ -50,6 +50,13 @@ def plan(
     ] = False,
     strict: StrictOpt = False,
     rotate: RotateOpt = False,
+    read_only: Annotated[
+        bool,
+        typer.Option(
+            "--read-only",
+            help="Write nothing: no state, no backup, no lock (pull requests, read-only checkouts).",
+        ),
+    ] = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
@@ -59,17 +66,17 @@ def plan(
     no_color: NoColorOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Snapshot the database into the state file, diff it with the TOML and print the plan.
+    """Snapshot the target into the state, diff it with the TOML and print the plan.
 
     Exit codes: 0 success; with --detailed-exitcode 0 no changes, 2 changes; 1 error.
     """
     output = Output(quiet, no_color)
     with guarded(debug):
         _check_format(fmt)
-        target = find_target(db_url, fernet_key)
+        target = find_target(db_url, fernet_key, lock_timeout)
         run = _plan(
             config,
-            make_workspace(target, state, lock_timeout),
+            make_workspace(target, state, lock_timeout, read_only=read_only),
             output,
             strict=strict,
             verbose=verbose,
@@ -79,9 +86,9 @@ def plan(
         try:
             output.report(run.render(fmt))
             if out is not None:
-                from declarative_conns.files.planfile import save_plan
+                from declarative_conns.api import save_plan
 
-                save_plan(out, run)
+                save_plan(run, out)
                 output.info(f"Saved the plan to {out}; apply it with: dconn apply {out}")
         finally:
             run.close()
@@ -141,9 +148,9 @@ def apply(
     """
     output = Output(quiet, no_color)
     with guarded(debug):
-        target = find_target(db_url, fernet_key)
+        target = find_target(db_url, fernet_key, lock_timeout)
         if planfile is not None:
-            from declarative_conns.files.planfile import load_plan
+            from declarative_conns.api import load_plan
 
             run = load_plan(planfile, make_workspace(target, state, lock_timeout))
             for warning in run.warnings:

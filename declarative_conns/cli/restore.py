@@ -44,17 +44,19 @@ def restore(
     """
     output = Output(quiet, no_color)
     with guarded(debug):
-        from declarative_conns.targets.database.restore import execute_restore, plan_restore
+        from declarative_conns.api import plan_restore
+        from declarative_conns.api import restore as carry_out
 
-        workspace = make_workspace(find_target(db_url, fernet_key), state, lock_timeout)
-        prepared = plan_restore(backup, workspace.target, lock_timeout)
+        workspace = make_workspace(find_target(db_url, fernet_key, lock_timeout), state, lock_timeout)
+        prepared = plan_restore(backup, workspace)
         try:
             output.report(prepared.describe())
             if not auto_approve:
                 approve()
-            written = execute_restore(prepared, state.parent / "backups")
-        finally:
-            prepared.close()
+        except BaseException:
+            workspace.target.close()
+            raise
+        written = carry_out(prepared, workspace)
         output.report(
             f"Restore complete: {written} rows written. Run dconn plan to see them against the TOML.\n"
         )

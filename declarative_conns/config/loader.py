@@ -1,4 +1,8 @@
-"""Load the desired state: TOML files -> validated, with secret references kept as references."""
+"""Load the desired state: TOML files -> validated objects of each kind, secret references kept as references.
+
+A document's `[connections]`, `[variables]` and `[pools]` tables each make their kind managed
+(an empty table too); a document without `[variables]` never touches variables.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from declarative_conns.config.schema import validate_document
-from declarative_conns.core.diff import is_ignored
-from declarative_conns.core.model import (
-    FIELDS,
-    JSON_SCALARS,
-    SecretRef,
-    Settings,
-    TableInfo,
-    Values,
-    normalize_fields,
-)
+from declarative_conns.core.kinds import BY_NAME, KINDS
+from declarative_conns.core.model import JSON_SCALARS, Address, SecretRef, Settings, Values
+from declarative_conns.core.planner import is_ignored
 from declarative_conns.errors import InputError, SecretError, ValidationFailed
 
 if sys.version_info >= (3, 11):
@@ -31,26 +28,51 @@ _REF_KEYS = {"from_env": "env", "from_file": "file", "from_command": "command"}
 
 
 @dataclass(frozen=True, repr=False)
-class DesiredConnection:
-    """Hold one declared connection as written, with references parsed, not resolved."""
+class DesiredObject:
+    """Hold one declared object as written, with references parsed, not resolved."""
 
-    conn_id: str
+    address: Address
     source: Path
-    #: Declared fields; `extra` is a dict (from `extra` or `extra_json`); refs are SecretRefs.
+    #: Declared fields; a connection's `extra` is a dict (from `extra` or `extra_json`); refs are SecretRefs.
     fields: Mapping[str, Any]
 
+    @property
+    def key(self) -> str:
+        """Return the object's key (conn_id, variable key, pool name)."""
+        return self.address.key
+
+    @property
+    def conn_id(self) -> str:
+        """Return the key, by the name connections have used since dconn's first release."""
+        return self.address.key
+
     def __repr__(self) -> str:
-        return f"DesiredConnection({self.conn_id!r}, source={str(self.source)!r})"
+        return f"DesiredObject({self.address}, source={str(self.source)!r})"
+
+
+#: The name of a declared object before variables and pools existed; the same class.
+DesiredConnection = DesiredObject
 
 
 @dataclass(frozen=True)
 class DesiredState:
-    """Hold every declared connection and the merged settings of the loaded files."""
+    """Hold every declared object, the kinds the document manages, and the merged settings."""
 
-    connections: Mapping[str, DesiredConnection]
+    objects: Mapping[Address, DesiredObject]
     settings: Settings
     files: tuple[Path, ...]
     warnings: tuple[str, ...] = field(default=())
+    #: The kinds whose table the document has (connection, variable, pool), in that order.
+    kinds: tuple[str, ...] = ("connection",)
+
+    @property
+    def connections(self) -> Mapping[str, DesiredObject]:
+        """Return the declared connections by conn_id."""
+        return self.of_kind("connection")
+
+    def of_kind(self, kind: str) -> Mapping[str, DesiredObject]:
+        """Return the declared objects of one kind by key."""
+        return {a.key: o for a, o in self.objects.items() if a.kind == kind}
 
 
 def config_files(path: Path) -> list[Path]:
@@ -69,7 +91,8 @@ def load_desired(path: Path) -> DesiredState:
     """Read, validate and merge the TOML files at a path; report every problem at once."""
     files = config_files(path)
     problems: list[str] = []
-    connections: dict[str, DesiredConnection] = {}
+    objects: dict[Address, DesiredObject] = {}
+    kinds: set[str] = set()
     settings_seen: dict[str, tuple[Any, Path]] = {}
     for file in files:
         document = _parse_toml(file)
@@ -78,55 +101,84 @@ def load_desired(path: Path) -> DesiredState:
         if file_problems:
             continue
         _merge_settings(document.get("settings", {}), file, settings_seen, problems)
-        for conn_id, table in document.get("connections", {}).items():
-            if conn_id in connections:
-                first = connections[conn_id].source
-                problems.append(
-                    f'{file}: connections.{conn_id}: conn_id "{conn_id}" is also declared in {first}'
-                )
+        for kind in KINDS:
+            if kind.plural not in document:
                 continue
-            parsed = _parse_connection(conn_id, table, file, problems)
-            if parsed is not None:
-                connections[conn_id] = parsed
+            kinds.add(kind.name)
+            for key, table in document[kind.plural].items():
+                address = Address(kind.name, key)
+                if address in objects:
+                    first = objects[address].source
+                    problems.append(
+                        f'{file}: {kind.plural}.{key}: {kind.key_label} "{key}" is also declared in {first}'
+                    )
+                    continue
+                parsed = _parse_object(address, table, file, problems)
+                if parsed is not None:
+                    objects[address] = parsed
     if problems:
         raise ValidationFailed(problems)
     settings = _settings(settings_seen)
-    warnings = tuple(
-        f'connection "{c}" matches an ignore pattern but is declared, so dconn manages it'
-        for c in sorted(connections)
-        if is_ignored(c, settings.ignore)
+    return DesiredState(objects, settings, tuple(files), _ignore_warnings(objects, settings), _ordered(kinds))
+
+
+def _ordered(kinds: Iterable[str]) -> tuple[str, ...]:
+    """Return kind names in plan order (connections, variables, pools)."""
+    present = set(kinds)
+    return tuple(k.name for k in KINDS if k.name in present)
+
+
+def _ignore_warnings(objects: Mapping[Address, DesiredObject], settings: Settings) -> tuple[str, ...]:
+    """Warn about declared objects that match an ignore pattern (they are managed all the same)."""
+    return tuple(
+        f"{address} matches an ignore pattern but is declared, so dconn manages it"
+        for address in sorted(objects)
+        if is_ignored(address.key, settings.ignore)
     )
-    return DesiredState(connections, settings, tuple(files), warnings)
 
 
 def desired_from_dicts(
-    connections: Mapping[str, Mapping[str, Any]],
+    connections: Mapping[str, Mapping[str, Any]] | None = None,
     settings: Mapping[str, Any] | None = None,
     source: str = "<python>",
     *,
     base_dir: Path | str | None = None,
+    variables: Mapping[str, Mapping[str, Any]] | None = None,
+    pools: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> DesiredState:
     """Build a validated desired state from Python mappings, as if they were one TOML document.
 
-    Same schema, rules and messages as a TOML file, `source` standing for the file name. A
-    reference is a `SecretRef` or a `{"from_env": ...}`-style dict; relative `from_file`
-    paths and `from_command`s resolve in `base_dir` (default: the current directory). A
-    top-level field set to None is not declared. Raise ValidationFailed listing every problem.
+    Same schema, rules and messages as a TOML file, `source` standing for the file name. A kind
+    is managed when its mapping is given (`connections={}` manages connections and declares
+    none). A reference is a `SecretRef` or a `{"from_env": ...}`-style dict; relative
+    `from_file` paths and `from_command`s resolve in `base_dir` (default: the current
+    directory). A top-level field set to None is not declared. Raise ValidationFailed listing
+    every problem.
     """
     file = Path(source)
     base = str(Path(base_dir) if base_dir is not None else Path.cwd())
-    document: dict[str, Any] = {"connections": _python_value(connections, refs=False, top=True)}
+    tables = {"connections": connections, "variables": variables, "pools": pools}
+    document: dict[str, Any] = {
+        name: _python_value(table, refs=False, top=True)
+        for name, table in tables.items()
+        if table is not None
+    }
     if settings is not None:
         document["settings"] = _python_value(settings, refs=False)
     problems = [f"{file}: {where}: keys must be strings" for where in _non_string_keys(document, ())]
     problems = problems or validate_document(document, file)
     if problems:
         raise ValidationFailed(problems)
-    parsed: dict[str, DesiredConnection] = {}
-    for conn_id, table in _python_value(connections, refs=True, top=True).items():
-        conn = _parse_connection(conn_id, table, file, problems, base)
-        if conn is not None:
-            parsed[conn_id] = conn
+    parsed: dict[Address, DesiredObject] = {}
+    for kind in KINDS:
+        table = tables[kind.plural]
+        if table is None:
+            continue
+        for key, fields in _python_value(table, refs=True, top=True).items():
+            address = Address(kind.name, key)
+            obj = _parse_object(address, fields, file, problems, base)
+            if obj is not None:
+                parsed[address] = obj
     if problems:
         raise ValidationFailed(problems)
     values = dict(document.get("settings", {}))
@@ -134,12 +186,8 @@ def desired_from_dicts(
         values["type_rules"] = str(Path(base) / values["type_rules"])
     values["ignore"] = tuple(values.get("ignore", ()))
     merged = Settings(**values)
-    warnings = tuple(
-        f'connection "{c}" matches an ignore pattern but is declared, so dconn manages it'
-        for c in sorted(parsed)
-        if is_ignored(c, merged.ignore)
-    )
-    return DesiredState(parsed, merged, (file,), warnings)
+    kinds = _ordered(k.name for k in KINDS if tables[k.plural] is not None)
+    return DesiredState(parsed, merged, (file,), _ignore_warnings(parsed, merged), kinds)
 
 
 def _python_value(value: Any, *, refs: bool, top: bool = False) -> Any:
@@ -218,21 +266,22 @@ def _settings(seen: Mapping[str, tuple[Any, Path]]) -> Settings:
     return Settings(**values)
 
 
-def _parse_connection(
-    conn_id: str, table: Mapping[str, Any], file: Path, problems: list[str], base: str | None = None
-) -> DesiredConnection | None:
-    """Turn one validated TOML table into a DesiredConnection with SecretRefs (relative to `base`)."""
+def _parse_object(
+    address: Address, table: Mapping[str, Any], file: Path, problems: list[str], base: str | None = None
+) -> DesiredObject | None:
+    """Turn one validated TOML table into a DesiredObject with SecretRefs (relative to `base`)."""
     base = str(file.parent) if base is None else base
     fields: dict[str, Any] = {}
     for name, value in table.items():
         if name == "extra_json":
-            extra = _parse_extra_json(value, f"{file}: connections.{conn_id}.extra_json", problems)
+            where = f"{file}: connections.{address.key}.extra_json"
+            extra = _parse_extra_json(value, where, problems)
             if extra is None:
                 return None
             fields["extra"] = _parse_refs(extra, base)
         else:
             fields[name] = _parse_refs(value, base)
-    return DesiredConnection(conn_id, file, fields)
+    return DesiredObject(address, file, fields)
 
 
 def _parse_extra_json(text: str, where: str, problems: list[str]) -> dict[str, Any] | None:
@@ -265,27 +314,10 @@ def _parse_refs(value: Any, base: str) -> Any:
     return value
 
 
-def check_against_table(desired: DesiredState, table: TableInfo) -> None:
-    """Refuse fields the target's connection table has no column for (e.g. description on 1.10)."""
-    lacking = {name for name in FIELDS if not table.manages(name)}
-    if not lacking or not any(lacking & conn.fields.keys() for conn in desired.connections.values()):
-        return  # the common case, decided without a loop over every field of every connection
-    problems = []
-    for conn_id, conn in sorted(desired.connections.items()):
-        for name in conn.fields:
-            if name in FIELDS and not table.manages(name):
-                problems.append(
-                    f"{conn.source}: connections.{conn_id}.{name}: the target's connection table "
-                    f"(Airflow {table.shape}) has no {name} column"
-                )
-    if problems:
-        raise ValidationFailed(problems)
-
-
-def references(desired: DesiredState) -> Iterable[tuple[str, tuple[str | int, ...], SecretRef]]:
-    """Yield (conn_id, field path, reference) for every secret reference declared."""
-    for conn_id, conn in sorted(desired.connections.items()):
-        yield from ((conn_id, path, ref) for path, ref in _walk_refs(conn.fields, ()))
+def references(desired: DesiredState) -> Iterable[tuple[Address, tuple[str | int, ...], SecretRef]]:
+    """Yield (address, field path, reference) for every secret reference declared."""
+    for address, obj in sorted(desired.objects.items()):
+        yield from ((address, path, ref) for path, ref in _walk_refs(obj.fields, ()))
 
 
 def _walk_refs(value: Any, path: tuple[str | int, ...]) -> Iterable[tuple[tuple[str | int, ...], SecretRef]]:
@@ -303,21 +335,21 @@ def _walk_refs(value: Any, path: tuple[str | int, ...]) -> Iterable[tuple[tuple[
 Resolver = Callable[[SecretRef], str]
 
 
-def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[str, Values]:
+def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[Address, Values]:
     """Resolve every reference (once each) and normalize; report every failing reference."""
     cache: dict[SecretRef, str] = {}
     problems: list[str] = []
-    resolved: dict[str, Values] = {}
-    for conn_id, conn in sorted(desired.connections.items()):
-        secret_paths: set[tuple[str | int, ...]] = set()
+    resolved: dict[Address, Values] = {}
+    for address, obj in sorted(desired.objects.items()):
+        kind = BY_NAME[address.kind]
+        secret_paths: set[tuple[str | int, ...]] = set(kind.key_secret_paths(address.key))
         fields = {
-            # Most fields are plain strings and numbers: no call for those (this runs per field).
             name: value
             if value.__class__ in JSON_SCALARS
-            else _resolve_value(value, (name,), conn_id, resolver, cache, secret_paths, problems)
-            for name, value in conn.fields.items()
+            else _resolve_value(value, (name,), address, resolver, cache, secret_paths, problems)
+            for name, value in obj.fields.items()
         }
-        resolved[conn_id] = Values(normalize_fields(fields), frozenset(secret_paths))
+        resolved[address] = Values(kind.normalize(fields), frozenset(secret_paths))
     if problems:
         raise SecretError(
             "could not resolve "
@@ -333,7 +365,7 @@ def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[str, Valu
 def _resolve_value(
     value: Any,
     path: tuple[str | int, ...],
-    conn_id: str,
+    address: Address,
     resolver: Resolver,
     cache: dict[SecretRef, str],
     secret_paths: set[tuple[str | int, ...]],
@@ -347,17 +379,17 @@ def _resolve_value(
                 cache[value] = resolver(value)
             except SecretError as exc:
                 where = ".".join(map(str, path))
-                problems.append(f'connection "{conn_id}" field {where}: {exc}')
+                problems.append(f"{address} field {where}: {exc}")
                 return None
         return cache[value]
     if isinstance(value, dict):
         return {
-            k: _resolve_value(v, (*path, k), conn_id, resolver, cache, secret_paths, problems)
+            k: _resolve_value(v, (*path, k), address, resolver, cache, secret_paths, problems)
             for k, v in value.items()
         }
     if isinstance(value, list):
         return [
-            _resolve_value(v, (*path, i), conn_id, resolver, cache, secret_paths, problems)
+            _resolve_value(v, (*path, i), address, resolver, cache, secret_paths, problems)
             for i, v in enumerate(value)
         ]
     return value

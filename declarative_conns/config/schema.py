@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from declarative_conns.config.resources import load_schema, schema_check
+from declarative_conns.core.kinds import CONNECTION
 from declarative_conns.core.sensitive import is_sensitive_path
 
 _REF_KEYS = ("from_env", "from_file", "from_command")
@@ -73,11 +74,17 @@ def _offers_secret_ref(branches: Any) -> bool:
 
 def _is_secret_location(path: list[str]) -> bool:
     """Tell whether a document path may hold a secret value (so the value is never echoed)."""
+    if len(path) >= 3 and path[0] == "variables":
+        return path[2] == "value"  # a variable's value may be a secret whatever its key says
     if len(path) < 3 or path[0] != "connections":
         return False
     field_path = tuple(path[2:])
     # `extra` itself, when not a table, is most often JSON text holding the secrets it names.
-    return field_path[0] == "extra_json" or field_path == ("extra",) or is_sensitive_path(field_path)
+    return (
+        field_path[0] == "extra_json"
+        or field_path == ("extra",)
+        or is_sensitive_path(field_path, frozenset(), CONNECTION)
+    )
 
 
 def _message(error: Any, secret: bool) -> str:

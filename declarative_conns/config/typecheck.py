@@ -22,7 +22,7 @@ from typing import Any
 
 from declarative_conns.config.conn_types import Severity, check_connection, load_type_rules
 from declarative_conns.config.loader import DesiredState
-from declarative_conns.core.model import canonical_conn_type
+from declarative_conns.core.kinds import canonical_conn_type
 from declarative_conns.errors import ValidationFailed
 
 

@@ -60,11 +60,14 @@ class KeyRing:
         """Encrypt with the first key, exactly as Airflow's `fernet.encrypt(...).decode()`."""
         return self._fernets[0].encrypt(plaintext.encode("utf-8")).decode()
 
-    def decrypt(self, token: str, *, conn_id: str, what: str) -> tuple[str, int]:
-        """Decrypt a token with the ring; return the text and the index of the key that worked."""
+    def decrypt(self, token: str, *, owner: str, what: str) -> tuple[str, int]:
+        """Decrypt a token with the ring; return the text and the index of the key that worked.
+
+        `owner` names the object in errors (`connection "warehouse"`), `what` the value.
+        """
         if not self._fernets:
             raise DecryptionError(
-                f'connection "{conn_id}": the {what} is encrypted but no Fernet key is set; '
+                f"{owner}: the {what} is encrypted but no Fernet key is set; "
                 "pass --fernet-key or set AIRFLOW__CORE__FERNET_KEY"
             )
         from cryptography.fernet import InvalidToken
@@ -76,8 +79,7 @@ class KeyRing:
             except InvalidToken:
                 continue
         raise DecryptionError(
-            f'connection "{conn_id}": no key of the Fernet key ring decrypts its {what}; '
-            "is this the deployment's fernet_key?"
+            f"{owner}: no key of the Fernet key ring decrypts its {what}; is this the deployment's fernet_key?"
         )
 
     def digester(self, state_key: bytes | None = None) -> Digester:

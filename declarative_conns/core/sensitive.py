@@ -1,10 +1,11 @@
-"""Decide which values are secret, by Airflow's own rules, and keep them out of reprs."""
+"""Decide which values are secret, by Airflow's own rules, and redact them."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Protocol
 
 #: Airflow's secrets_masker DEFAULT_SENSITIVE_FIELDS (3.3.2), matched as substrings.
 SENSITIVE_NAMES: tuple[str, ...] = (
@@ -42,30 +43,6 @@ def is_sensitive_key(name: str) -> bool:
     return any(word in normalized for word in SENSITIVE_NAMES)
 
 
-class Sensitive:
-    """Hold a secret string whose ``repr`` and ``str`` never show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """Return the secret itself; call only where the value is written to its destination."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Sensitive('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sensitive) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(("Sensitive", self._value))
-
-
 class _Hidden:
     """Stand in for a secret inside a redacted value."""
 
@@ -79,10 +56,20 @@ HIDDEN = _Hidden()
 PathItem = str | int
 
 
+class SecretRules(Protocol):
+    """What a kind of object says about its secrets (core.kinds.Kind)."""
+
+    def is_secret_by_name(self, path: tuple[PathItem, ...]) -> bool:
+        """Tell whether a field path is secret by its names alone."""
+        ...
+
+
 def is_sensitive_path(
-    path: tuple[PathItem, ...], secret_paths: frozenset[tuple[PathItem, ...]] = frozenset()
+    path: tuple[PathItem, ...],
+    secret_paths: frozenset[tuple[PathItem, ...]],
+    kind: SecretRules,
 ) -> bool:
-    """Tell whether the value at a field path is secret: password, referenced, or a secret key."""
+    """Tell whether the value at a field path is secret: referenced, or secret by its kind's names."""
     if secret_paths:
         # The whole path and its first field first: the common cases, without slicing the rest.
         if path in secret_paths or path[:1] in secret_paths:
@@ -90,34 +77,23 @@ def is_sensitive_path(
         for n in range(2, len(path)):
             if path[:n] in secret_paths:
                 return True
-    return _is_sensitive_by_name(path)
-
-
-@lru_cache(maxsize=8192)
-def _is_sensitive_by_name(path: tuple[PathItem, ...]) -> bool:
-    """Tell whether a path is the password or an extra key named like a secret (cached: paths recur)."""
-    if not path:
-        return False
-    if path[0] == "password":
-        return True
-    if path[0] != "extra":
-        return False
-    return any(isinstance(p, str) and is_sensitive_key(p) for p in path[1:])
+    return kind.is_secret_by_name(path)
 
 
 def redact(
     value: object,
     path: tuple[PathItem, ...],
-    secret_paths: frozenset[tuple[PathItem, ...]] = frozenset(),
+    secret_paths: frozenset[tuple[PathItem, ...]],
+    kind: SecretRules,
     replace: Callable[[object], object] = lambda _: HIDDEN,
 ) -> object:
     """Return the value with every secret inside it replaced (by `HIDDEN` unless told)."""
     if value is None:
         return None
-    if is_sensitive_path(path, secret_paths):
+    if is_sensitive_path(path, secret_paths, kind):
         return replace(value)
     if isinstance(value, dict):
-        return {k: redact(v, (*path, k), secret_paths, replace) for k, v in value.items()}
+        return {k: redact(v, (*path, k), secret_paths, kind, replace) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact(v, (*path, i), secret_paths, replace) for i, v in enumerate(value)]
+        return [redact(v, (*path, i), secret_paths, kind, replace) for i, v in enumerate(value)]
     return value

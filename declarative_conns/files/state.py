@@ -1,114 +1,195 @@
-"""Read and write dconn's files: the state file, backups and saved plans.
+"""The state file: read, checked against its schema, and written only by compare-and-swap.
 
-Every write is atomic (temporary file, fsync, rename) and private (mode 0600). The previous
-state is kept as `state.json.backup`. A corrupt or foreign state file is an error, never
-silently replaced.
+`.dconn/state.json` (or `--state PATH`) holds core.state.State's document, one entry per line so
+that it reads and diffs well in git. Every write keeps the previous file as `state.json.backup`
+and happens only when the file still holds the state the run read (same lineage and serial),
+under an advisory lock on its folder: two applies a moment apart can never both win.
+
+An apply writes the state it is about to commit as `state.json.pending` first, inside its
+transaction; after the commit the pending file replaces the state. A run that finds a pending
+file settles it against what the target holds (api.py): so the state follows the commit
+whatever happens after it — Ctrl-C, a full disk, a killed process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
-import uuid
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from declarative_conns.config.resources import load_schema, schema_check
+from declarative_conns.core.state import STATE_FORMAT_VERSION, State
 from declarative_conns.errors import StateError
+from declarative_conns.files.atomic import atomic_write, check_writable, now
 
-STATE_FORMAT_VERSION = 1
-
-
-@dataclass
-class State:
-    """Hold what dconn knows between runs: what it manages and how it last left it."""
-
-    lineage: str = field(default_factory=lambda: str(uuid.uuid4()))
-    serial: int = 0
-    target: dict[str, Any] = field(default_factory=dict)
-    digest_key: dict[str, Any] = field(default_factory=dict)
-    managed: list[str] = field(default_factory=list)
-    applied: dict[str, dict[str, Any]] = field(default_factory=dict)
-    snapshot: dict[str, Any] = field(default_factory=dict)
-    written_at: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the state as its JSON document."""
-        return {
-            "format_version": STATE_FORMAT_VERSION,
-            "lineage": self.lineage,
-            "serial": self.serial,
-            "written_at": self.written_at,
-            "target": self.target,
-            "digest_key": self.digest_key,
-            "managed": sorted(self.managed),
-            "applied": {k: self.applied[k] for k in sorted(self.applied)},
-            "snapshot": self.snapshot,
-        }
+#: (lineage, serial) of the state a run read, or None when there was none: what a write compares.
+Version = tuple[str, int] | None
 
 
-def load_state(path: Path) -> State | None:
-    """Return the state at a path, None when there is none yet (a first run)."""
+class StateChanged(StateError):
+    """Raise when the state file changed since this run read it (another run wrote it)."""
+
+
+@dataclass(frozen=True)
+class StateFile:
+    """The state kept in a file; its pending apply beside it."""
+
+    path: Path
+
+    @property
+    def pending_path(self) -> Path:
+        """Return where an apply's state waits for its commit."""
+        return self.path.with_name(self.path.name + ".pending")
+
+    @property
+    def backup_path(self) -> Path:
+        """Return where the previous state is kept."""
+        return self.path.with_name(self.path.name + ".backup")
+
+    @property
+    def backups_dir(self) -> Path:
+        """Return the folder of the apply's row backups, beside the state file."""
+        return self.path.parent / "backups"
+
+    def describe(self) -> str:
+        """Return the state's location as messages name it."""
+        return str(self.path)
+
+    def check_writable(self) -> None:
+        """Fail early, before touching the target, when the state cannot be written."""
+        check_writable(self.path)
+
+    def load(self) -> State | None:
+        """Return the state, None when there is none yet (a first run)."""
+        return _read(self.path, "state file")
+
+    def load_pending(self) -> State | None:
+        """Return the state of an apply that may not have been settled, if there is one."""
+        return _read(self.pending_path, "pending state file")
+
+    def save(self, state: State, expected: Version) -> None:
+        """Write the state as the next serial, if the file still holds the `expected` version."""
+        with self._locked():
+            self._check_version(expected)
+            self._write(self.path, state, keep_previous=True)
+
+    def stage(self, state: State, expected: Version) -> None:
+        """Write the state an apply is about to commit beside the state file (before the commit)."""
+        with self._locked():
+            self._check_version(expected)
+            self._write(self.pending_path, state, keep_previous=False)
+
+    def promote(self) -> None:
+        """Make the pending state the state (after the commit), keeping the previous one as backup."""
+        with self._locked():
+            if not self.pending_path.exists():
+                return
+            if self.path.exists():
+                atomic_write(self.backup_path, self.path.read_bytes())
+            try:
+                os.replace(self.pending_path, self.path)
+            except OSError as exc:
+                raise StateError(f"cannot write {self.path}: {exc.strerror}") from None
+
+    def discard_pending(self) -> None:
+        """Remove the pending state of an apply that did not commit."""
+        with contextlib.suppress(FileNotFoundError):
+            self.pending_path.unlink()
+
+    def _check_version(self, expected: Version) -> None:
+        """Refuse to write when the file holds another state than the run read."""
+        found = _version(_read(self.path, "state file"))
+        if found != expected:
+            raise StateChanged(
+                f"state file {self.path} changed while this run was working (another dconn run wrote "
+                f"serial {found[1] if found else '-'}); nothing was written to it: run dconn plan again"
+            )
+
+    def _write(self, path: Path, state: State, *, keep_previous: bool) -> None:
+        """Write the state's next serial to a path."""
+        state.serial += 1
+        state.written_at = now()
+        text = dumps_lines(state.to_json(), _STATE_LINES) + "\n"
+        if keep_previous and path.exists():
+            atomic_write(self.backup_path, path.read_bytes())
+        try:
+            atomic_write(path, text.encode("utf-8"))
+        except BaseException:
+            state.serial -= 1
+            raise
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold an advisory lock on the state's folder (POSIX), serialising every dconn writer."""
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: the target's lock still serialises applies
+            yield
+            return
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def version_of(state: State | None) -> Version:
+    """Return the (lineage, serial) a later write compares with."""
+    return _version(state)
+
+
+def _version(state: State | None) -> Version:
+    """Return a state's (lineage, serial), None for no state."""
+    return None if state is None else (state.lineage, state.serial)
+
+
+def _read(path: Path, what: str) -> State | None:
+    """Read and check one state document; None when the file does not exist."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise StateError(f"state file {path} cannot be read: {exc}") from None
+        raise StateError(f"{what} {path} cannot be read: {exc}") from None
+    return parse_state(text, str(path), what)
+
+
+def parse_state(text: str, where: str, what: str = "state file") -> State:
+    """Parse a state document's text; a corrupt or foreign one is an error, never replaced."""
+    hint = f"restore it from {Path(where).name}.backup or move it aside"
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise StateError(
-            f"state file {path} is corrupt ({exc.msg} at line {exc.lineno}); restore it from "
-            f"{path.name}.backup or move it aside"
-        ) from None
-    _check_schema(document, path)
-    return State(
-        lineage=document["lineage"],
-        serial=document["serial"],
-        target=document["target"],
-        digest_key=document["digest_key"],
-        managed=list(document["managed"]),
-        applied=dict(document["applied"]),
-        snapshot=document["snapshot"],
-        written_at=document["written_at"],
-    )
-
-
-def _check_schema(document: Any, path: Path) -> None:
-    """Refuse a state file that is not dconn's, or of a newer format."""
+        raise StateError(f"{what} {where} is corrupt ({exc.msg} at line {exc.lineno}); {hint}") from None
     version = document.get("format_version") if isinstance(document, dict) else None
     if isinstance(version, int) and version > STATE_FORMAT_VERSION:
-        raise StateError(f"state file {path} was written by a newer dconn; upgrade dconn")
-    if schema_check("state.schema.json")(document):
-        return
-    from jsonschema import Draft202012Validator
+        raise StateError(f"{what} {where} was written by a newer dconn; upgrade dconn")
+    schema = "state-v1.schema.json" if version == 1 else "state.schema.json"
+    if not schema_check(schema)(document):
+        from jsonschema import Draft202012Validator
 
-    error = next(Draft202012Validator(load_schema("state.schema.json")).iter_errors(document), None)
-    if error is not None:
-        where = ".".join(map(str, error.absolute_path)) or "(document)"
+        error = next(Draft202012Validator(load_schema(schema)).iter_errors(document), None)
+        place = ".".join(map(str, error.absolute_path)) or "(document)" if error else "(document)"
+        check = error.validator if error else "schema"
         raise StateError(
-            f"state file {path} is corrupt or not a dconn state file (at {where}: "
-            f"{error.validator} check failed); restore it from {path.name}.backup or move it aside"
+            f"{what} {where} is corrupt or not a dconn state file (at {place}: {check} check failed); {hint}"
         )
-
-
-def save_state(path: Path, state: State) -> None:
-    """Write the state atomically, keeping the previous one as `<name>.backup`."""
-    state.serial += 1
-    state.written_at = now()
-    text = dumps_lines(state.to_json(), _STATE_LINES) + "\n"
-    if path.exists():
-        atomic_write(path.with_name(path.name + ".backup"), path.read_bytes())
-    atomic_write(path, text.encode("utf-8"))
+    return State.from_json(document)
 
 
 #: Members of the state written one entry per line (the rest of an entry stays on its line).
-_STATE_LINES = frozenset({("managed",), ("applied",), ("snapshot",), ("snapshot", "rows")})
+_STATE_LINES = frozenset(
+    {("managed",), ("applied",), ("snapshot",), ("snapshot", "objects"), ("sent",)}
+    | {("applied", kind) for kind in ("connection", "variable", "pool")}
+    | {("sent", kind) for kind in ("connection", "variable", "pool")}
+)
 
 
 def dumps_lines(
@@ -134,52 +215,3 @@ def dumps_lines(
         return "[\n" + ",\n".join([pad + encode(v) for v in value]) + f"\n{pad[1:]}]"
 
     return write(document, ())
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a part; mode 0600."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        raise StateError(f"cannot write {path}: {exc.strerror}") from None
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable by syncing its folder."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def check_writable(path: Path) -> None:
-    """Fail early, before touching the database, when the state file cannot be written."""
-    folder = path.parent
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise StateError(f"cannot write the state file {path}: {probe} is not writable")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise StateError(f"cannot write the state file {path}: permission denied")
-
-
-def now() -> str:
-    """Return the current UTC time in ISO 8601."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -46,13 +46,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
-from declarative_conns.core.model import FIELDS
+from declarative_conns.core.kinds import CONNECTION
 from declarative_conns.errors import InputError
 
 ConnSpec = dict[str, Any]
 
 #: The keys of every spec, in the order dconn writes them (Airflow's files have no team_name).
-SPEC_FIELDS: tuple[str, ...] = ("conn_id", *(f for f in FIELDS if f != "team_name"))
+SPEC_FIELDS: tuple[str, ...] = ("conn_id", *(f for f in CONNECTION.fields if f != "team_name"))
 _STRING_FIELDS = ("conn_type", "description", "host", "schema", "login", "password")
 #: Connection.__init__ parameters (minus team_name, which dconn convert cannot carry) + extra_dejson.
 _MAPPING_KEYS = frozenset((*SPEC_FIELDS, "uri", "extra_dejson"))

@@ -1,8 +1,8 @@
 """Onboard an existing deployment: export its connections, or convert Airflow's own files.
 
-Export reads the rows through the plan's own path (`airflow_db.open_database`, `read_rows`,
-`codec.decode_rows` with the target's key ring), so table shapes and decryption errors behave as
-in `dconn plan`, and it writes what the plan compares: the lowest row of each conn_id, the fields
+Export reads the objects through the plan's own path (the target's `read`, with its key ring),
+so table shapes and decryption errors behave as in `dconn plan`, and it writes what the plan
+compares: the lowest row of each conn_id, the fields
 the table has. Export, set the variables, plan: "No changes" (duplicate rows aside, which the plan
 deletes). A connection the document cannot declare as it is (no conn_id or conn_type, a conn_id
 Airflow 3 refuses, a port outside 1-65535, an extra that is not a JSON object) is left out with
@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from declarative_conns import __version__
-from declarative_conns.core.crypto import KeyRing
-from declarative_conns.core.diff import group_rows
-from declarative_conns.core.model import FIELDS, StoredRow, TableInfo, canonical_json
+from declarative_conns.core.drift import group_by_address
+from declarative_conns.core.kinds import CONNECTION
+from declarative_conns.core.model import StoredObject, canonical_json
 from declarative_conns.errors import DconnError, InputError
 from declarative_conns.onboarding.airflow_files import parse_airflow_file, parse_env_vars, read_variables_file
 from declarative_conns.onboarding.toml_writer import (
@@ -36,9 +36,7 @@ from declarative_conns.onboarding.toml_writer import (
     render_document,
     render_env_example,
 )
-from declarative_conns.targets.database import engine as airflow_db
-from declarative_conns.targets.database import rows as codec
-from declarative_conns.targets.discovery import Target
+from declarative_conns.targets.base import Target, TargetInfo
 
 _CONN_ID = re.compile(r"[\w#!()\-.:/\\]{1,250}")
 _SECRETS_NOTE = (
@@ -63,28 +61,25 @@ class Onboarded:
     rows: int | None = None
 
 
-def export_document(
-    target: Target, *, include_secrets: bool = False, lock_timeout: float = 30.0
-) -> Onboarded:
+def export_document(target: Target, *, include_secrets: bool = False) -> Onboarded:
     """Read every connection of the target and render it as a dconn document."""
-    keyring = KeyRing.from_setting(target.fernet_key)
-    digester = keyring.digester()
-    db = airflow_db.open_database(target.url, target.schema, lock_timeout)
     try:
-        with airflow_db.transaction(db, write=False) as conn:
-            raw = airflow_db.read_rows(conn, db)
-        rows = codec.decode_rows(raw, keyring, digester)
+        info = target.open()
+        snapshot = target.read(["connection"], target.keyring.digester())
     finally:
-        db.close()
-    return export_rows(rows, db.info, target.masked_url, include_secrets=include_secrets)
+        target.close()
+    notes = [why for _, why in snapshot.skipped]
+    result = export_rows(snapshot.objects, info, target.display, include_secrets=include_secrets)
+    result.notes[:0] = notes
+    return result
 
 
 def export_rows(
-    rows: Sequence[StoredRow], info: TableInfo, target: str, *, include_secrets: bool = False
+    rows: Sequence[StoredObject], info: TargetInfo, target: str, *, include_secrets: bool = False
 ) -> Onboarded:
     """Render decoded rows of a connection table as a dconn document (pure: no I/O)."""
     specs, comments, left_out, notes = specs_from_rows(rows, info)
-    where = f"{target} (Airflow {info.shape} table)"
+    where = f"{target} ({info.description})"
     header = [
         f"dconn {__version__} export of {where}:",
         f"{_count(len(specs), 'connection')} from {_count(len(rows), 'row')}.",
@@ -95,15 +90,16 @@ def export_rows(
 
 
 def specs_from_rows(
-    rows: Sequence[StoredRow], info: TableInfo
+    rows: Sequence[StoredObject], info: TargetInfo
 ) -> tuple[list[ConnSpec], dict[str, list[str]], list[str], list[str]]:
     """Return the specs of the rows the plan keeps, comments on duplicates, and what is left out."""
     specs: list[ConnSpec] = []
     comments: dict[str, list[str]] = {}
     left_out: list[str] = []
     notes: list[str] = []
-    columns = [name for name in FIELDS if info.manages(name)]
-    for conn_id, group in sorted(group_rows(rows).items()):
+    columns = list(info.fields.get("connection", CONNECTION.fields))
+    for address, group in sorted(group_by_address(rows).items()):
+        conn_id = address.key
         kept = group[0]
         problem = _unexportable(kept)
         ids = ", ".join(str(r.row_id) for r in group)
@@ -119,11 +115,11 @@ def specs_from_rows(
     return specs, comments, left_out, notes
 
 
-def _unexportable(row: StoredRow) -> str | None:
+def _unexportable(row: StoredObject) -> str | None:
     """Say why a row cannot be declared as it is stored, or return None."""
-    if not row.conn_id:
+    if not row.address.key:
         return "the row has no conn_id"
-    if not _CONN_ID.fullmatch(row.conn_id):
+    if not _CONN_ID.fullmatch(row.address.key):
         return "the conn_id breaks Airflow's rule (1-250 letters, digits and _ # ! ( ) - . : / \\)"
     if not row.values.get("conn_type"):
         return "it has no conn_type, which dconn requires"
@@ -148,7 +144,7 @@ def _json_kind(value: Any) -> str:
     return "array" if isinstance(value, list) else "value"
 
 
-def _duplicate_comment(group: Sequence[StoredRow], columns: Sequence[str]) -> list[str]:
+def _duplicate_comment(group: Sequence[StoredObject], columns: Sequence[str]) -> list[str]:
     """Explain a conn_id's duplicate rows: which is written and kept, which the plan deletes."""
     kept, others = group[0], group[1:]
     same = canonical_json({c: kept.values.get(c) for c in columns})

@@ -1,4 +1,4 @@
-"""Render a Plan as machine-readable JSON or as a markdown report for pull requests and CI."""
+"""Render a Plan as machine-readable JSON (schemas/plan.schema.json) or as a markdown report for pull requests."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from declarative_conns.core.model import Action, FieldChange, Plan
+from declarative_conns.core.model import Address, FieldChange
+from declarative_conns.core.operations import Create, Delete, DeleteReason, Operation, Plan, Reencrypt, Update
 from declarative_conns.core.sensitive import HIDDEN
 from declarative_conns.output.text import (
     PLAN_FORMAT_VERSION,
     PlanContext,
+    count,
     flatten_values,
     format_path,
+    heading,
     render_text,
     show_change,
     summary_line,
@@ -27,20 +30,24 @@ def plan_document(plan: Plan, context: PlanContext) -> dict[str, Any]:
         "format_version": PLAN_FORMAT_VERSION,
         "target": {
             "url": context.target,
+            "description": context.description,
             "shape": context.shape,
             "rows": context.rows,
             "connections": context.connections,
+            "kinds": {kind: {"objects": n, "rows": rows} for kind, (n, rows) in context.counts.items()},
         },
+        "notes": list(context.notes),
+        "kinds": list(plan.kinds),
         "changes_outside": [
             {
-                "conn_id": d.conn_id,
+                **_named(d.address),
                 "row_id": d.row_id,
-                "deleted": d.row_id is None,
+                "deleted": d.deleted,
                 "changes": _changes(d.changes),
             }
             for d in plan.drift
         ],
-        "actions": [_action(a) for a in plan.actions],
+        "actions": [_action(op) for op in plan.operations],
         "summary": {
             "add": s.add,
             "change": s.change,
@@ -51,11 +58,24 @@ def plan_document(plan: Plan, context: PlanContext) -> dict[str, Any]:
             "ignored": len(plan.ignored),
             "has_changes": s.has_changes,
         },
-        "unchanged": list(plan.unchanged),
-        "unmanaged": list(plan.unmanaged),
-        "ignored": list(plan.ignored),
-        "old_key_rows": list(plan.old_key_rows),
+        "unchanged": [a.key for a in plan.unchanged],
+        "unmanaged": [a.key for a in plan.unmanaged],
+        "ignored": [a.key for a in plan.ignored],
+        "objects": {
+            "unchanged": [_named(a) for a in plan.unchanged],
+            "unmanaged": [_named(a) for a in plan.unmanaged],
+            "ignored": [_named(a) for a in plan.ignored],
+        },
+        "old_key_rows": [a.key for a in plan.old_key],
     }
+
+
+def _named(address: Address) -> dict[str, str]:
+    """Return an object's kind and key (and conn_id, as the first format named connections)."""
+    named = {"kind": address.kind, "key": address.key}
+    if address.kind == "connection":
+        named["conn_id"] = address.key
+    return named
 
 
 def render_json(plan: Plan, context: PlanContext) -> str:
@@ -70,20 +90,36 @@ def _jsonable(value: object) -> object:
     raise TypeError(type(value).__name__)
 
 
-def _action(action: Action) -> dict[str, Any]:
-    """Return one action as JSON."""
+def action_name(op: Operation) -> str:
+    """Return the JSON plan's action: create, update (a re-encryption too) or delete."""
+    if isinstance(op, Create):
+        return "create"
+    return "delete" if isinstance(op, Delete) else "update"
+
+
+def reason_name(op: Operation) -> str:
+    """Return the JSON plan's reason: declared, duplicate, removed, pruned or rotate."""
+    if isinstance(op, Delete):
+        return op.reason.value
+    return "rotate" if isinstance(op, Reencrypt) else "declared"
+
+
+def _action(op: Operation) -> dict[str, Any]:
+    """Return one operation as JSON."""
     out: dict[str, Any] = {
-        "action": action.kind,
-        "conn_id": action.conn_id,
-        "row_id": action.row_id,
-        "reason": action.reason,
+        "action": action_name(op),
+        **_named(op.address),
+        "row_id": op.row_id,
+        "reason": reason_name(op),
     }
-    if action.kind == "delete":
-        out["kept_row_id"] = action.kept_row_id
-        if action.reason != "duplicate" and action.values is not None:
-            out["values"] = {format_path(p): v for p, v in flatten_values(action.values)}
+    if isinstance(op, Delete):
+        out["kept_row_id"] = op.kept_row_id
+        if op.reason is not DeleteReason.DUPLICATE:
+            out["values"] = {format_path(p): v for p, v in flatten_values(op.address, op.values)}
+    elif isinstance(op, (Create, Update)):
+        out["changes"] = _changes(op.changes)
     else:
-        out["changes"] = _changes(action.changes)
+        out["changes"] = []
     return out
 
 
@@ -112,27 +148,27 @@ def render_markdown(plan: Plan, context: PlanContext) -> str:
         "",
         f"**{summary_line(plan)}**",
         "",
-        f"Target: {_code(context.target)} (Airflow {context.shape} table, "
-        f"{_count(context.connections, 'connection')} in {_count(context.rows, 'row')})",
+        f"Target: {_code(context.target)}{heading(context)[len(context.target) :]}",
         "",
     ]
     if plan.drift:
-        lines += _markdown_drift(plan)
-    if plan.old_key_rows:
-        listed = ", ".join(_code(c) for c in plan.old_key_rows)
+        lines += _markdown_drift(plan, context.where)
+    lines += [*(f"**Note:** {note}" for note in context.notes), *([""] if context.notes else [])]
+    if plan.old_key:
+        listed = ", ".join(_code(a.key) for a in plan.old_key)
         lines += [
-            f"**Note:** {_count(len(plan.old_key_rows), 'connection')} encrypted with an older Fernet key "
+            f"**Note:** {count(len(plan.old_key), 'object')} encrypted with an older Fernet key "
             f"(not the first of the ring): {listed}",
             "",
         ]
-    if plan.actions:
+    if plan.operations:
         lines += [
             "#### Actions",
             "",
-            "| | Connection | Action | Row | Details |",
+            "| | Object | Action | Row | Details |",
             "| --- | --- | --- | --- | --- |",
         ]
-        lines += [_markdown_row(a) for a in plan.actions]
+        lines += [_markdown_row(op) for op in plan.operations]
         lines.append("")
     lines += [
         f"{len(plan.unchanged)} unchanged, {len(plan.unmanaged)} unmanaged, {len(plan.ignored)} ignored.",
@@ -141,31 +177,31 @@ def render_markdown(plan: Plan, context: PlanContext) -> str:
     if context.verbose:
         for label, names in (("Unmanaged", plan.unmanaged), ("Ignored", plan.ignored)):
             if names:
-                lines += [f"{label}: " + ", ".join(_code(c) for c in names), ""]
+                lines += [f"{label}: " + ", ".join(f"{a.kind} {_code(a.key)}" for a in names), ""]
     text = render_text(plan, context).rstrip("\n")
     fence = _fence(text)
     lines += ["<details><summary>Full plan</summary>", "", f"{fence}diff", text, fence, "", "</details>"]
     return "\n".join(lines) + "\n"
 
 
-def _markdown_drift(plan: Plan) -> list[str]:
-    """Return the section on managed connections changed outside dconn, one row per field."""
+def _markdown_drift(plan: Plan, where: str) -> list[str]:
+    """Return the section on managed objects changed outside dconn, one row per field."""
     lines = [
         "#### Changed outside dconn",
         "",
-        "These connections were changed in the database since dconn last applied them; "
-        "the actions below revert them.",
+        f"These objects were changed in {where} since dconn last applied them; the actions below revert them.",
         "",
-        "| Connection | Field | Change |",
+        "| Object | Field | Change |",
         "| --- | --- | --- |",
     ]
     for d in plan.drift:
-        if d.row_id is None:
-            lines.append(f"| {_code(d.conn_id)} | | row deleted |")
+        name = f"{d.address.kind} {_code(d.address.key)}"
+        if d.deleted:
+            lines.append(f"| {name} | | deleted |")
         for c in d.changes:
             shown = show_change(c) if c.sensitive else _code(show_change(c))
             shown = {"add": "added: ", "remove": "removed: "}.get(c.kind, "") + shown
-            lines.append(f"| {_code(d.conn_id)} | {_code(format_path(c.path))} | {shown} |")
+            lines.append(f"| {name} | {_code(format_path(c.path))} | {shown} |")
     return [*lines, ""]
 
 
@@ -184,26 +220,21 @@ def _fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def _count(n: int, noun: str) -> str:
-    """Return `1 row` / `2 rows`."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _markdown_row(action: Action) -> str:
-    """Return one table row describing an action."""
-    if action.reason == "rotate":
+def _markdown_row(op: Operation) -> str:
+    """Return one table row describing an operation."""
+    if isinstance(op, Reencrypt):
         details = "re-encrypt with the first Fernet key"
-    elif action.kind == "delete":
-        details = (
-            f"duplicate of row {action.kept_row_id}"
-            if action.reason == "duplicate"
-            else {"removed": "no longer in the configuration", "pruned": "prune = true"}.get(
-                action.reason, ""
-            )
-        )
+    elif isinstance(op, Delete):
+        details = {
+            DeleteReason.DUPLICATE: f"duplicate of row {op.kept_row_id}",
+            DeleteReason.REMOVED: "no longer in the configuration",
+            DeleteReason.PRUNED: "prune = true",
+        }[op.reason]
     else:
         details = ", ".join(
-            _code(format_path(c.path)) + (" (sensitive)" if c.sensitive else "") for c in action.changes
+            _code(format_path(c.path)) + (" (sensitive)" if c.sensitive else "") for c in op.changes
         )
-    row = "" if action.row_id is None else str(action.row_id)
-    return f"| {_SIGN[action.kind]} | {_code(action.conn_id)} | {_VERB[action.kind]} | {row} | {details} |"
+    row = "" if op.row_id is None else str(op.row_id)
+    action = action_name(op)
+    name = f"{op.address.kind} {_code(op.address.key)}"
+    return f"| {_SIGN[action]} | {name} | {_VERB[action]} | {row} | {details} |"

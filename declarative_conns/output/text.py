@@ -1,22 +1,27 @@
-"""Render a Plan as text (Terraform's symbols), markdown (for pull requests) or JSON.
+"""Render a Plan as text a person reads in a terminal, with Terraform's symbols.
 
-Pure: every value passes through `sensitive.redact` before it is shown, so no render can
-contain a secret.
+Pure: every value shown passed through the core's redaction, so no render can contain a secret.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from declarative_conns.core.model import FIELDS, Action, Drift, FieldChange, Path, Plan, Values
+from declarative_conns.core.kinds import BY_NAME
+from declarative_conns.core.model import Address, FieldChange, Path, Values
+from declarative_conns.core.operations import Create, Delete, DeleteReason, Drift, Operation, Plan, Reencrypt
 from declarative_conns.core.sensitive import HIDDEN, redact
 
 PLAN_FORMAT_VERSION = 1
 _SYMBOL = {"add": "+", "remove": "-", "change": "~"}
+_WHY = {
+    DeleteReason.REMOVED: "no longer in the configuration",
+    DeleteReason.PRUNED: "not in the configuration, prune = true",
+}
 
 
 @dataclass(frozen=True)
@@ -24,54 +29,94 @@ class PlanContext:
     """Describe what the plan was computed against, for its heading."""
 
     target: str
+    #: "Airflow 2.x table", "Airflow 3.3.2 REST API (/api/v2)".
+    description: str
     shape: str
-    rows: int
-    connections: int
+    #: kind -> (objects, rows) the target holds, for every kind the plan manages.
+    counts: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     verbose: bool = False
+    #: Notes the target adds under the heading (what it cannot verify, a partial plan).
+    notes: tuple[str, ...] = ()
+    #: Where objects live, as drift reports name it.
+    where: str = "the database"
+
+    @property
+    def rows(self) -> int:
+        """Return how many connection rows the target holds."""
+        return self.counts.get("connection", (0, 0))[1]
+
+    @property
+    def connections(self) -> int:
+        """Return how many distinct conn_ids the target holds."""
+        return self.counts.get("connection", (0, 0))[0]
+
+
+def heading(context: PlanContext) -> str:
+    """Return `postgresql://…/airflow (Airflow 2.x table, 3 connections in 4 rows)`."""
+    parts = []
+    for kind, (objects, rows) in context.counts.items():
+        text = count(objects, kind)
+        if rows != objects or kind == "connection":
+            text += f" in {count(rows, 'row')}"
+        parts.append(text)
+    description = context.description
+    if len(context.counts) > 1 and description.endswith(" table"):
+        description += "s"
+    return (
+        f"{context.target} ({description}, {', '.join(parts)})"
+        if parts
+        else f"{context.target} ({description})"
+    )
 
 
 def render_text(plan: Plan, context: PlanContext) -> str:
     """Return the plan as a person reads it in a terminal."""
-    lines = [
-        f"Target: {context.target} (Airflow {context.shape} table, "
-        f"{_count(context.connections, 'connection')} in {_count(context.rows, 'row')})",
-        "",
-    ]
+    lines = [f"Target: {heading(context)}", ""]
+    lines += [*(f"Note: {note}" for note in context.notes), *([""] if context.notes else [])]
     if plan.drift:
         lines += ["Note: objects have changed outside dconn since the last apply", ""]
         for drift in plan.drift:
-            lines += [*_drift_block(drift), ""]
-    if plan.old_key_rows:
+            lines += [*_drift_block(drift, context.where), ""]
+    if plan.old_key:
+        rotating = any(isinstance(op, Reencrypt) for op in plan.operations)
         lines += [
-            f"Note: {_count(len(plan.old_key_rows), 'connection')} encrypted with an older "
-            "Fernet key (not the first of the ring): "
-            + ", ".join(plan.old_key_rows)
-            + ("" if any(a.reason == "rotate" for a in plan.actions) else "; --rotate re-encrypts them"),
+            f"Note: {count(len(plan.old_key), _noun(plan.old_key))} encrypted with an older Fernet key (not the "
+            "first of the ring): "
+            + ", ".join(a.key for a in plan.old_key)
+            + ("" if rotating else "; --rotate re-encrypts them"),
             "",
         ]
-    summary = plan.summary
-    if summary.has_changes:
+    if plan.summary.has_changes:
         lines += ["dconn will perform the following actions:", ""]
-        for block in _action_blocks(plan.actions):
+        for block in _operation_blocks(plan.operations):
             lines += [*block, ""]
     lines += _tail(plan, context)
     return "\n".join(lines) + "\n"
 
 
+def _noun(addresses: Sequence[Address]) -> str:
+    """Return the kind name shared by the addresses, or 'object'."""
+    kinds = {a.kind for a in addresses}
+    return kinds.pop() if len(kinds) == 1 else "object"
+
+
 def _tail(plan: Plan, context: PlanContext) -> list[str]:
-    """Return the closing lines: counts of untouched connections, then the summary."""
+    """Return the closing lines: per kind, counts of untouched objects; then the summary."""
     lines = []
-    counts = [f"{_count(len(plan.unchanged), 'connection')} unchanged"]
-    if plan.unmanaged:
-        hint = "" if context.verbose else " (-v lists them)"
-        counts.append(f"{len(plan.unmanaged)} unmanaged{hint}")
-    if plan.ignored:
-        counts.append(f"{len(plan.ignored)} ignored")
-    lines.append(", ".join(counts) + ".")
-    if context.verbose and plan.unmanaged:
-        lines.append("Unmanaged: " + ", ".join(plan.unmanaged))
-    if context.verbose and plan.ignored:
-        lines.append("Ignored: " + ", ".join(plan.ignored))
+    for kind in plan.kinds:
+        unchanged = [a for a in plan.unchanged if a.kind == kind]
+        unmanaged = [a for a in plan.unmanaged if a.kind == kind]
+        ignored = [a for a in plan.ignored if a.kind == kind]
+        counts = [f"{count(len(unchanged), kind)} unchanged"]
+        if unmanaged:
+            counts.append(f"{len(unmanaged)} unmanaged{'' if context.verbose else ' (-v lists them)'}")
+        if ignored:
+            counts.append(f"{len(ignored)} ignored")
+        lines.append(", ".join(counts) + ".")
+        if context.verbose and unmanaged:
+            lines.append("Unmanaged: " + ", ".join(a.key for a in unmanaged))
+        if context.verbose and ignored:
+            lines.append("Ignored: " + ", ".join(a.key for a in ignored))
     lines.append("")
     lines.append(summary_line(plan))
     return lines
@@ -81,76 +126,58 @@ def summary_line(plan: Plan) -> str:
     """Return `Plan: X to add, Y to change, Z to destroy (N duplicate rows).` or No changes."""
     s = plan.summary
     if not s.has_changes:
-        return "No changes. The connections match the configuration."
-    dupes = f" ({_count(s.duplicates, 'duplicate row')})" if s.duplicates else ""
+        kinds = [BY_NAME[k].plural for k in plan.kinds] or ["connections"]
+        listed = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+        return f"No changes. The {listed} match the configuration."
+    dupes = f" ({count(s.duplicates, 'duplicate row')})" if s.duplicates else ""
     return f"Plan: {s.add} to add, {s.change} to change, {s.destroy} to destroy{dupes}."
 
 
-def _count(n: int, noun: str) -> str:
+def count(n: int, noun: str) -> str:
     """Return `1 row` / `2 rows`."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _action_blocks(actions: Sequence[Action]) -> Iterable[list[str]]:
-    """Yield one block of lines per connection, sorted by conn_id."""
-    by_conn: dict[str, list[Action]] = {}
-    for action in actions:
-        by_conn.setdefault(action.conn_id, []).append(action)
-    for conn_id in sorted(by_conn):
-        group = by_conn[conn_id]
-        dupes = [a for a in group if a.reason == "duplicate"]
-        for action in group:
-            if action.reason == "rotate":
-                row = action.row_id
-                yield [f'  # connection "{conn_id}" will be re-encrypted with the first key (row {row})']
-            elif action.kind in ("create", "update"):
-                yield _change_block(action, has_dupes=bool(dupes))
-            elif action.reason != "duplicate":
-                yield _delete_block(action)
+def _operation_blocks(operations: Sequence[Operation]) -> Iterable[list[str]]:
+    """Yield one block of lines per object, kinds in plan order, keys sorted."""
+    by_address: dict[Address, list[Operation]] = {}
+    for op in operations:
+        by_address.setdefault(op.address, []).append(op)
+    order = {name: i for i, name in enumerate(BY_NAME)}
+    for address in sorted(by_address, key=lambda a: (order.get(a.kind, 99), a.key)):
+        group = by_address[address]
+        dupes = [op for op in group if isinstance(op, Delete) and op.reason is DeleteReason.DUPLICATE]
+        for op in group:
+            if isinstance(op, Reencrypt):
+                yield [f"  # {address} will be re-encrypted with the first key (row {op.row_id})"]
+            elif isinstance(op, Create):
+                yield [f"  # {address} will be created", *_change_lines(op.changes)]
+            elif not isinstance(op, Delete):
+                row = f" (row {op.row_id})" if dupes else ""
+                yield [f"  # {address} will be updated in place{row}", *_change_lines(op.changes)]
+            elif op.reason is not DeleteReason.DUPLICATE:
+                yield [f"  # {address} will be destroyed ({_WHY[op.reason]})", *_value_lines("-", op)]
         if dupes:
-            yield _duplicates_block(conn_id, dupes)
+            yield _duplicates_block(address, dupes)
 
 
-def _change_block(action: Action, *, has_dupes: bool) -> list[str]:
-    """Describe a create or an in-place update."""
-    if action.kind == "create":
-        head = f'  # connection "{action.conn_id}" will be created'
-        changes = action.changes
-    else:
-        row = f" (row {action.row_id})" if has_dupes else ""
-        head = f'  # connection "{action.conn_id}" will be updated in place{row}'
-        changes = action.changes
-    return [head, *_change_lines(changes)]
-
-
-def _delete_block(action: Action) -> list[str]:
-    """Describe the deletion of an undeclared connection."""
-    why = {
-        "removed": "no longer in the configuration",
-        "pruned": "not in the configuration, prune = true",
-    }.get(action.reason, action.reason)
-    head = f'  # connection "{action.conn_id}" will be destroyed ({why})'
-    return [head, *_value_lines("-", action.values)]
-
-
-def _duplicates_block(conn_id: str, dupes: Sequence[Action]) -> list[str]:
-    """Describe the duplicate rows of one conn_id that will be deleted."""
-    ids = [str(a.row_id) for a in dupes]
-    total = len(dupes) + 1
+def _duplicates_block(address: Address, dupes: Sequence[Delete]) -> list[str]:
+    """Describe the duplicate rows of one key that will be deleted."""
+    ids = [str(d.row_id) for d in dupes]
     listed = ids[0] if len(ids) == 1 else ", ".join(ids[:-1]) + " and " + ids[-1]
     noun = "row" if len(ids) == 1 else "rows"
     head = (
-        f'  # connection "{conn_id}" has {total} rows: row {dupes[0].kept_row_id} is kept, '
+        f"  # {address} has {len(dupes) + 1} rows: row {dupes[0].kept_row_id} is kept, "
         f"duplicate {noun} {listed} will be destroyed"
     )
     return [head, *(f"  - row {i}" for i in ids)]
 
 
-def _drift_block(drift: Drift) -> list[str]:
-    """Describe a managed connection changed outside dconn."""
-    if drift.row_id is None:
-        return [f'  # connection "{drift.conn_id}" was deleted from the database']
-    return [f'  # connection "{drift.conn_id}" was changed in the database', *_change_lines(drift.changes)]
+def _drift_block(drift: Drift, where: str) -> list[str]:
+    """Describe a managed object changed outside dconn."""
+    if drift.deleted:
+        return [f"  # {drift.address} was deleted from {where}"]
+    return [f"  # {drift.address} was changed in {where}", *_change_lines(drift.changes)]
 
 
 def _change_lines(changes: Sequence[FieldChange]) -> list[str]:
@@ -170,22 +197,23 @@ def show_change(change: FieldChange) -> str:
     return f"{show_value(change.before)} -> {show_value(change.after)}"
 
 
-def _value_lines(symbol: str, values: Values | None) -> list[str]:
-    """Return `- field = value` lines for every set field, secrets hidden."""
-    pairs = list(flatten_values(values)) if values else []
+def _value_lines(symbol: str, op: Delete) -> list[str]:
+    """Return `- field = value` lines for every set field of a deleted object, secrets hidden."""
+    pairs = list(flatten_values(op.address, op.values))
     width = max((len(format_path(p)) for p, _ in pairs), default=0)
     return [f"  {symbol} {format_path(p).ljust(width)} = {show_value(v)}" for p, v in pairs]
 
 
-def flatten_values(values: Values) -> Iterable[tuple[Path, Any]]:
-    """Yield (path, redacted value) per field; extra is split into its top-level keys."""
-    for name in FIELDS:
+def flatten_values(address: Address, values: Values) -> Iterable[tuple[Path, Any]]:
+    """Yield (path, redacted value) per field; a table (extra) is split into its top-level keys."""
+    kind = BY_NAME[address.kind]
+    for name in kind.fields:
         value = values.get(name)
         if value is None:
             continue
-        shown = redact(value, (name,), values.secret_paths)
-        if name == "extra" and isinstance(shown, dict):
-            yield from ((("extra", k), v) for k, v in shown.items())
+        shown = redact(value, (name,), values.secret_paths, kind)
+        if isinstance(shown, dict) and shown:
+            yield from (((name, k), v) for k, v in shown.items())
         else:
             yield (name,), shown
 
@@ -203,7 +231,7 @@ def show_value(value: Any) -> str:
     """Return a value as JSON text, secrets as (sensitive value)."""
     if value is HIDDEN:
         return "(sensitive value)"
-    return _SHOW.encode(value)
+    return json.dumps(value, ensure_ascii=False, default=_hidden_json)
 
 
 def _hidden_json(value: object) -> str:
@@ -211,7 +239,3 @@ def _hidden_json(value: object) -> str:
     if value is HIDDEN:
         return "(sensitive value)"
     return repr(value)
-
-
-#: json.dumps(value, ensure_ascii=False, default=_hidden_json), built once for every value shown.
-_SHOW = json.JSONEncoder(ensure_ascii=False, default=_hidden_json)

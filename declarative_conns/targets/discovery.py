@@ -275,3 +275,14 @@ def target_identity(url: str, schema: str | None) -> dict[str, str | int | None]
         "database": parts.path.lstrip("/") or None,
         "schema": schema,
     }
+
+
+def describe_identity(identity: Mapping[str, object]) -> str:
+    """Return a target's identity as people read it: `postgresql://db.internal:5432/airflow (schema public)`."""
+    family = identity.get("family")
+    if family == "sqlite":
+        return f"sqlite:///{identity.get('database')}"
+    if "url" in identity:
+        return str(identity["url"])
+    text = f"{family}://{identity.get('host')}:{identity.get('port')}/{identity.get('database') or ''}"
+    return text + (f" (schema {identity['schema']})" if identity.get("schema") else "")

@@ -26,17 +26,20 @@ def row_problems(
     limits: Mapping[str, ColumnLimit],
     dialect: str,
     teams: frozenset[str] | None,
-    conn_id: str,
+    owner: str,
     row: Mapping[str, Any],
+    encrypted: Mapping[str, str],
 ) -> list[str]:
     """Return why a row (as it will be stored, encrypted or not) does not fit its table.
 
-    Checks every text column against its length (characters, and bytes for MySQL's TEXT), its
-    MySQL character set, PostgreSQL's ban on NUL, and Airflow 3.2+'s team names.
+    Checks every text column (the key's included) against its length (characters, and bytes for
+    MySQL's TEXT), its MySQL character set, PostgreSQL's ban on NUL, and Airflow 3.2+'s team
+    names. `owner` names the object (`connection "x"`); `encrypted` maps each encrypted column
+    to its flag. Messages give sizes, never values.
     """
     problems = []
     postgres = dialect == "postgresql"
-    for name, value in {**row, "conn_id": conn_id}.items():
+    for name, value in row.items():
         if not isinstance(value, str):
             continue
         limit = limits.get(name)
@@ -44,27 +47,22 @@ def row_problems(
             limit is None or ((limit.chars is None or len(value) <= limit.chars) and not limit.charset)
         ) and not (postgres and "\x00" in value):
             continue  # fits: the common case, without a call (this runs for every field of every row)
-        problem = _text_problem(limit, dialect, value, encrypted=_is_encrypted(name, row))
+        flag = encrypted.get(name)
+        problem = _text_problem(limit, dialect, value, encrypted=bool(flag and row.get(flag)))
         if problem:
-            problems.append(f'connection "{_shown(conn_id)}" field {name}: {problem}')
+            problems.append(f"{owner} field {name}: {problem}")
     team = row.get("team_name")
     if team and teams is not None and team not in teams:
         problems.append(
-            f'connection "{_shown(conn_id)}" field team_name: there is no team "{team}" in this Airflow '
+            f'{owner} field team_name: there is no team "{team}" in this Airflow '
             "(create it first: airflow teams create)"
         )
     return problems
 
 
-def _shown(conn_id: str) -> str:
-    """Return a conn_id for a message, cut short when long."""
-    return conn_id if len(conn_id) <= 60 else conn_id[:57] + "..."
-
-
-def _is_encrypted(name: str, row: Mapping[str, Any]) -> bool:
-    """Tell whether a column's value is a Fernet token rather than what was declared."""
-    flag = {"password": "is_encrypted", "extra": "is_extra_encrypted"}.get(name)
-    return bool(flag and row.get(flag))
+def shown_key(key: str) -> str:
+    """Return a key for a message, cut short when long."""
+    return key if len(key) <= 60 else key[:57] + "..."
 
 
 def _text_problem(limit: ColumnLimit | None, dialect: str, value: str, encrypted: bool) -> str | None:
@@ -112,8 +110,14 @@ def _encodable(value: str, charset: str) -> bool:
     return True
 
 
-def conn_id_collisions(collation: str | None, declared: Iterable[str], existing: Iterable[str]) -> list[str]:
-    """Return declared conn_ids that a collation takes for another conn_id.
+def key_collisions(
+    collation: str | None,
+    declared: Iterable[str],
+    existing: Iterable[str],
+    noun: str = "connection",
+    key_label: str = "conn_id",
+) -> list[str]:
+    """Return declared keys that a collation takes for another key.
 
     Airflow gives conn_id no collation of its own, so on MySQL it takes the database's default,
     usually case- and accent-insensitive (utf8mb4_unicode_ci): there "MyConn" and "myconn" are
@@ -122,18 +126,18 @@ def conn_id_collisions(collation: str | None, declared: Iterable[str], existing:
     fold = _collation_key(collation)
     if fold is None:
         return []
-    why = f"the conn_id column's collation {collation} ignores case"
+    why = f"the {key_label} column's collation {collation} ignores case"
     problems = []
     first: dict[str, str] = {}
-    for conn_id in sorted(declared):
-        other = first.setdefault(fold(conn_id), conn_id)
-        if other != conn_id:
-            problems.append(f'connections "{other}" and "{conn_id}" are one connection here: {why}')
+    for key in sorted(declared):
+        other = first.setdefault(fold(key), key)
+        if other != key:
+            problems.append(f'{noun}s "{other}" and "{key}" are one {noun} here: {why}')
     for stored in sorted(set(existing) - set(declared)):
         match = first.get(fold(stored))
         if stored and match is not None:
             problems.append(
-                f'connection "{match}" is the database\'s connection "{stored}": {why}; declare it '
+                f'{noun} "{match}" is the database\'s {noun} "{stored}": {why}; declare it '
                 f'as "{stored}", or remove "{stored}" from the database first'
             )
     return problems

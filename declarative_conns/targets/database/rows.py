@@ -1,126 +1,205 @@
-"""Convert between rows as Airflow stores them and dconn's normalized Values.
+"""Convert between rows as Airflow stores them and dconn's normalized Values, for every kind.
 
-Writing follows Airflow's Connection model: `extra` is `json.dumps(dict)`; password and
-extra are Fernet tokens when a key is set, with `is_encrypted`/`is_extra_encrypted` set to
-match; without a key both are stored in clear with the flags false.
+Writing follows Airflow's models: a connection's `extra` is `json.dumps(dict)`, a variable
+declared as a table or array is stored as JSON text; `password`, `extra` and a variable's `val`
+are Fernet tokens when a key is set, with their flag (`is_encrypted`, `is_extra_encrypted`) set
+to match; without a key they are stored in clear with the flags false.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from declarative_conns.core.crypto import Digester, KeyRing
-from declarative_conns.core.diff import DIGEST_KEY
-from declarative_conns.core.model import FIELDS, JSON_SCALARS, Path, StoredRow, Values, normalize_fields
-from declarative_conns.core.sensitive import is_sensitive_path, redact
+from declarative_conns.core.kinds import BY_NAME, Kind
+from declarative_conns.core.model import Address, Path, StoredObject, Values, nesting_exceeds
 from declarative_conns.errors import DecryptionError
-
-#: Columns of the stored row that a fingerprint covers (with the managed fields).
-FLAG_COLUMNS = ("is_encrypted", "is_extra_encrypted")
+from declarative_conns.targets.database.tables import KindTable
 
 
-def decode_rows(raws: Iterable[Mapping[str, Any]], keyring: KeyRing, digester: Digester) -> list[StoredRow]:
-    """Decrypt and normalize every row; report every row no key decrypts, by conn_id."""
-    rows: list[StoredRow] = []
+class TooDeep(Exception):
+    """Raise when a stored value nests deeper than dconn reads (core.model.MAX_NESTING)."""
+
+
+def decode_rows(
+    raws: Iterable[Mapping[str, Any]], spec: KindTable, keyring: KeyRing, digester: Digester
+) -> tuple[list[StoredObject], list[tuple[Address, str]]]:
+    """Decrypt and normalize every row of a kind; return them, and the rows left alone with why.
+
+    Rows no key decrypts are one error naming each; a row nested too deep to read is left out of
+    the plan with a warning naming it, while every other row still plans.
+    """
+    kind = BY_NAME[spec.kind]
+    objects: list[StoredObject] = []
     failed: list[str] = []
+    skipped: list[tuple[Address, str]] = []
     for raw in raws:
         try:
-            rows.append(decode_row(raw, keyring, digester))
+            objects.append(decode_row(raw, spec, kind, keyring, digester))
         except DecryptionError:
-            failed.append(f"{raw['conn_id']} (row {raw['id']})")
+            failed.append(f"{_key(raw, spec)} (row {raw['id']})")
+        except (TooDeep, RecursionError):
+            key = _key(raw, spec)
+            skipped.append(
+                (
+                    Address(kind.name, key),
+                    f'{kind.name} "{key}" (row {raw["id"]}) nests deeper than dconn reads (100 levels): '
+                    "it is left alone; simplify it in Airflow",
+                )
+            )
     if failed:
         shown = ", ".join(failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
         reason = (
             "no Fernet key is set" if not keyring.enabled else "no key of the Fernet key ring decrypts them"
         )
         raise DecryptionError(
-            f"{len(failed)} connection row{'s' if len(failed) != 1 else ''} cannot be decrypted ({reason}): "
+            f"{len(failed)} {kind.name} row{'s' if len(failed) != 1 else ''} cannot be decrypted ({reason}): "
             f"{shown}; is this the deployment's fernet_key? Nothing was changed"
         )
-    return rows
+    return objects, skipped
 
 
-def decode_row(raw: Mapping[str, Any], keyring: KeyRing, digester: Digester) -> StoredRow:
+def _key(raw: Mapping[str, Any], spec: KindTable) -> str:
+    """Return a row's key ('' for Airflow 1.10's NULL conn_id)."""
+    key = raw.get(spec.key_column)
+    return "" if key is None else str(key)
+
+
+def decode_row(
+    raw: Mapping[str, Any], spec: KindTable, kind: Kind, keyring: KeyRing, digester: Digester
+) -> StoredObject:
     """Decrypt and normalize one stored row."""
-    conn_id = raw["conn_id"] if raw["conn_id"] is not None else ""
-    fields = {name: raw.get(name) for name in FIELDS}
+    key = _key(raw, spec)
+    owner = f'{kind.name} "{key}"'
+    fields = {name: raw.get(spec.column(name)) for name in kind.fields}
     key_index: int | None = None
-    secret_paths: set[Path] = set()
-    if raw.get("password") and raw.get("is_encrypted"):
-        fields["password"], key_index = keyring.decrypt(raw["password"], conn_id=conn_id, what="password")
-    extra_text = raw.get("extra")
-    if extra_text and raw.get("is_extra_encrypted"):
-        extra_text, index = keyring.decrypt(extra_text, conn_id=conn_id, what="extra")
-        key_index = max(key_index or 0, index)
-    fields["extra"] = _parse_extra(extra_text, secret_paths)
-    return StoredRow(
-        row_id=int(raw["id"]),
-        conn_id=conn_id,
-        values=Values(normalize_fields(fields), frozenset(secret_paths)),
-        fingerprint=fingerprint(raw, digester),
-        key_index=key_index,
+    for column, flag in spec.encrypted.items():
+        value = raw.get(column)
+        if value and raw.get(flag):
+            name = _field_of(spec, kind, column)
+            fields[name], index = keyring.decrypt(value, owner=owner, what=name)
+            key_index = max(key_index or 0, index)
+    secret_paths: set[Path] = set(kind.key_secret_paths(key))
+    if "extra" in fields and kind.name == "connection":
+        fields["extra"] = _parse_extra(fields["extra"], secret_paths)
+    elif kind.json_text_fields:
+        for name in kind.json_text_fields:
+            text = fields.get(name)
+            if isinstance(text, str) and text[:1] in ("[", "{") and _deep_json(text):
+                raise TooDeep(name)
+    return StoredObject(
+        Address(kind.name, key),
+        int(raw["id"]),
+        Values(kind.normalize(fields), frozenset(secret_paths)),
+        fingerprint(raw, spec, kind, digester),
+        key_index,
     )
 
 
-def _parse_extra(text: str | None, secret_paths: set[Path]) -> Any:
+def _field_of(spec: KindTable, kind: Kind, column: str) -> str:
+    """Return the field a column holds."""
+    return next((f for f in kind.fields if spec.column(f) == column), column)
+
+
+def _parse_extra(text: Any, secret_paths: set[Path]) -> Any:
     """Parse a stored extra; text that is not JSON is kept whole and treated as secret."""
     if text is None or text == "":
         return None
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
         secret_paths.add(("extra",))
         return text
+    if nesting_exceeds(value):
+        raise TooDeep("extra")
+    return value
 
 
-def fingerprint(raw: Mapping[str, Any], digester: Digester) -> str:
+def _deep_json(text: str) -> bool:
+    """Tell whether JSON text nests too deep to compare (text that is not JSON is a plain string)."""
+    try:
+        return nesting_exceeds(json.loads(text))
+    except ValueError:
+        return False
+
+
+def fingerprint(raw: Mapping[str, Any], spec: KindTable, kind: Kind, digester: Digester) -> str:
     """Return a keyed digest of a row exactly as stored, to notice any change to it."""
-    stored: list[Any] = [raw.get(c) for c in ("id", "conn_id", *FIELDS)]
-    stored += [bool(raw.get(c)) for c in FLAG_COLUMNS]
+    stored: list[Any] = [raw.get(c) for c in ("id", spec.key_column, *(spec.column(f) for f in kind.fields))]
+    stored += [bool(raw.get(flag)) for flag in spec.encrypted.values()]
     return digester.digest(stored)
 
 
-def encode_values(values: Values, columns: Iterable[str], keyring: KeyRing) -> dict[str, Any]:
-    """Return the column values Airflow would store for these connection values."""
-    row: dict[str, Any] = {name: values.get(name) for name in columns if name in FIELDS}
-    password = values.get("password")
-    extra = values.get("extra")
-    extra_text = None if extra is None else (extra if isinstance(extra, str) else json.dumps(extra))
-    row["is_encrypted"] = bool(password) and keyring.enabled
-    row["is_extra_encrypted"] = bool(extra_text) and keyring.enabled
-    row["password"] = keyring.encrypt(password) if password and keyring.enabled else password
-    row["extra"] = keyring.encrypt(extra_text) if extra_text and keyring.enabled else extra_text
+def encode_values(
+    values: Values, spec: KindTable, kind: Kind, fields: Sequence[str], keyring: KeyRing
+) -> dict[str, Any]:
+    """Return the column values Airflow would store for these values (encrypted where it encrypts)."""
+    row: dict[str, Any] = {}
+    for name in fields:
+        value = values.fields.get(name)
+        if isinstance(value, (dict, list)):
+            # A connection's extra as Airflow's Connection writes it; a variable's table as Variable.set does.
+            value = json.dumps(value) if kind.name == "connection" else json.dumps(value, indent=2)
+        elif name in kind.boolean_fields:
+            value = bool(value)
+        row[spec.column(name)] = value
+    for column, flag in spec.encrypted.items():
+        if column in row:
+            text = row[column]
+            row[flag] = bool(text) and keyring.enabled
+            if text and keyring.enabled:
+                row[column] = keyring.encrypt(text)
     return row
 
 
-def recorded_form(values: Values, digester: Digester, columns: Iterable[str]) -> dict[str, Any]:
-    """Return the values as a state file records them: secrets become keyed digests."""
-    out: dict[str, Any] = {}
-    fields, secret_paths = values.fields, values.secret_paths
+def reencrypted(raw: Mapping[str, Any], spec: KindTable, keyring: KeyRing) -> dict[str, Any]:
+    """Return the update that re-encrypts a row's secrets with the first key, changing nothing else."""
+    row: dict[str, Any] = {"id": raw["id"]}
+    owner = f'{spec.kind} "{_key(raw, spec)}"'
+    for column, flag in spec.encrypted.items():
+        value = raw.get(column)
+        if value and raw.get(flag):
+            text, _ = keyring.decrypt(value, owner=owner, what=column)
+            value = keyring.encrypt(text)
+        row[column], row[flag] = value, bool(raw.get(flag))
+    return row
 
-    def digest(value: object) -> object:
-        return {DIGEST_KEY: digester.digest(value)}
 
-    for name in columns:
-        value = fields.get(name)
-        if value is None or name not in _FIELD_SET:
+def holds_no_secret(extra_text: str, kind: Kind) -> bool:
+    """Tell whether a clear-text extra is a JSON object without any sensitive key."""
+    from declarative_conns.core.sensitive import redact
+
+    try:
+        parsed = json.loads(extra_text)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and redact(parsed, ("extra",), frozenset(), kind) == parsed
+
+
+def clear_secrets_digested(
+    raw: Mapping[str, Any], spec: KindTable, declared: Values | None, digester: Digester
+) -> dict[str, Any]:
+    """Return a stored row for a backup, keeping no secret in clear.
+
+    Fernet tokens are kept as they are. Values stored in clear are replaced by digests when they
+    are secret: an encrypted column's value Airflow stored in clear (no key) — unless it is an
+    extra without any sensitive key —, a variable with a sensitive key, or a field the
+    configuration fills from a secret reference.
+    """
+    kind = BY_NAME[spec.kind]
+    row = dict(raw)
+    referenced = {spec.column(str(p[0])) for p in declared.secret_paths} if declared else set()
+    key = row.get(spec.key_column)
+    referenced |= {spec.column(str(p[0])) for p in kind.key_secret_paths("" if key is None else str(key))}
+    for column, flag in spec.encrypted.items():
+        value = row.get(column)
+        if not value or row.get(flag):
             continue
-        path = (name,)
-        # What redact returns, the common cases first: it runs for every field of every row.
-        if name in _NAMED_PLAINLY and value.__class__ in JSON_SCALARS:
-            # Neither password nor extra: secret only when a reference gives it.
-            out[name] = digest(value) if secret_paths and path in secret_paths else value
-        elif is_sensitive_path(path, secret_paths):
-            out[name] = digest(value)
-        elif isinstance(value, (dict, list)):
-            out[name] = redact(value, path, secret_paths, digest)
-        else:
-            out[name] = value
-    return out
-
-
-_FIELD_SET = frozenset(FIELDS)
-#: Fields whose name never makes them secret (is_sensitive_path: password and extra's keys do).
-_NAMED_PLAINLY = _FIELD_SET - {"password", "extra"}
+        if column in referenced or not (column == "extra" and holds_no_secret(str(value), kind)):
+            row[column] = {"$digest": digester.digest(value)}
+    for column in referenced - set(spec.encrypted):
+        if row.get(column):
+            row[column] = {"$digest": digester.digest(row[column])}
+    return row

@@ -1,0 +1,274 @@
+"""The plan's decisions: which objects to create, update, delete or re-encrypt, and the next state.
+
+Pure: given the declared values, the stored objects, the previous state and the keys, return
+the Plan (with the drift since the last apply) and the state a plan run records. Per kind the
+configuration manages (a document without `[variables]` never touches variables):
+
+- a declared key with no object: create; with one: update the fields that differ, or nothing;
+  with several rows: keep the lowest id, update it, delete the duplicates;
+- an undeclared key: ignored when it matches `ignore`; deleted when `prune` or when dconn managed
+  it before (Terraform's rule), never when the kind protects it (default_pool); otherwise
+  unmanaged, its duplicate rows deleted when `dedupe`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from declarative_conns.core.crypto import Digester, KeyRing
+from declarative_conns.core.diff import field_changes
+from declarative_conns.core.digests import digest_key_record, state_digester
+from declarative_conns.core.drift import detect_drift, group_by_address, rekey_applied
+from declarative_conns.core.kinds import BY_NAME, Kind
+from declarative_conns.core.model import Address, Settings, StoredObject, Values
+from declarative_conns.core.operations import (
+    Create,
+    Delete,
+    DeleteReason,
+    Operation,
+    Plan,
+    Reencrypt,
+    Update,
+)
+from declarative_conns.core.recorded import Form, recorded_form, snapshot_entries
+from declarative_conns.core.state import State
+
+#: The fields each kind has on a target (its columns, or what its API returns).
+Fields = Mapping[str, tuple[str, ...]]
+ToForm = Callable[[Address, Values], Form]
+
+
+def is_ignored(key: str, patterns: Sequence[str]) -> bool:
+    """Tell whether a key matches one of the `ignore` fnmatch patterns."""
+    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def compute_plan(
+    declared: Mapping[Address, Values],
+    stored: Sequence[StoredObject],
+    settings: Settings,
+    kinds: Sequence[str],
+    fields: Fields,
+    *,
+    managed: frozenset[Address] = frozenset(),
+    rotate: bool = False,
+) -> Plan:
+    """Return the operations that make the stored objects of `kinds` match the declared ones."""
+    in_scope = frozenset(kinds)
+    groups = {a: g for a, g in group_by_address(stored).items() if a.kind in in_scope}
+    operations: list[Operation] = []
+    unchanged: list[Address] = []
+    unmanaged: list[Address] = []
+    ignored: list[Address] = []
+    for address in sorted(declared):
+        before = len(operations)
+        kind = BY_NAME[address.kind]
+        wanted = kind.managed_fields(address.key, fields[address.kind])
+        operations.extend(_plan_declared(address, declared[address], groups.get(address, []), kind, wanted))
+        if len(operations) == before:
+            unchanged.append(address)
+    for address in sorted(groups.keys() - declared.keys()):
+        found = groups[address]
+        kind = BY_NAME[address.kind]
+        if is_ignored(address.key, settings.ignore):
+            ignored.append(address)
+        elif (settings.prune or address in managed) and kind.can_delete(address.key):
+            reason = DeleteReason.REMOVED if address in managed else DeleteReason.PRUNED
+            operations.extend(Delete(address, o.row_id, o.values, reason) for o in found)
+        else:
+            unmanaged.append(address)
+            if settings.dedupe:
+                operations.extend(_duplicates(address, found))
+    in_scope_stored = [o for o in stored if o.address.kind in in_scope]
+    if rotate:
+        operations.extend(_reencryptions(in_scope_stored, operations, settings))
+    considered = set(declared) | {op.address for op in operations}
+    expected = {a: tuple((o.row_id, o.fingerprint) for o in groups.get(a, [])) for a in sorted(considered)}
+    return Plan(
+        operations=tuple(operations),
+        kinds=tuple(k for k in BY_NAME if k in in_scope),
+        unchanged=tuple(unchanged),
+        unmanaged=tuple(unmanaged),
+        ignored=tuple(ignored),
+        expected=expected,
+        old_key=tuple(sorted({o.address for o in in_scope_stored if o.key_index not in (None, 0)})),
+    )
+
+
+def _plan_declared(
+    address: Address, want: Values, found: Sequence[StoredObject], kind: Kind, fields: Sequence[str]
+) -> list[Operation]:
+    """Plan one declared object: create it, or update its kept row and drop duplicates."""
+    if not found:
+        return [Create(address, want, field_changes(Values({}), want, kind, fields))]
+    kept = found[0]
+    have = Values(kind.aligned(kept.values.fields, want.fields), kept.values.secret_paths)
+    operations: list[Operation] = []
+    changes = field_changes(have, want, kind, fields)
+    if changes:
+        operations.append(Update(address, kept.row_id, want, changes))
+    operations.extend(_duplicates(address, found))
+    return operations
+
+
+def _duplicates(address: Address, found: Sequence[StoredObject]) -> list[Operation]:
+    """Plan the deletion of every row of a key but the lowest id."""
+    kept = found[0].row_id
+    return [Delete(address, o.row_id, o.values, DeleteReason.DUPLICATE, kept) for o in found[1:]]
+
+
+def _reencryptions(
+    stored: Sequence[StoredObject], operations: Sequence[Operation], settings: Settings
+) -> list[Operation]:
+    """Plan re-encryption of old-key rows that no other operation rewrites or deletes."""
+    rewritten = {(op.address, op.row_id) for op in operations}
+    return [
+        Reencrypt(o.address, o.row_id)
+        for o in stored
+        if o.key_index not in (None, 0)
+        and (o.address, o.row_id) not in rewritten
+        and not is_ignored(o.address.key, settings.ignore)
+    ]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """Hold a plan and the state a plan run records (its snapshot refreshed)."""
+
+    plan: Plan
+    state: State
+    warnings: tuple[str, ...] = ()
+
+
+def make_plan(
+    declared: Mapping[Address, Values],
+    stored: Sequence[StoredObject],
+    settings: Settings,
+    kinds: Sequence[str],
+    fields: Fields,
+    previous: State | None,
+    keyring: KeyRing,
+    digester: Digester,
+    same_key: bool,
+    *,
+    target: Mapping[str, object],
+    shape: str,
+    rotate: bool = False,
+) -> Planned:
+    """Plan, find the drift of managed objects since the last apply, and prepare the next state."""
+    kind_map = {name: BY_NAME[name] for name in fields}
+    snapshot: dict[str, Any] = {
+        "shape": shape,
+        "objects": snapshot_entries(stored, digester, kind_map, fields, declared),
+    }
+    managed = frozenset(previous.managed) if previous else frozenset()
+    plan = compute_plan(declared, stored, settings, kinds, fields, managed=managed, rotate=rotate)
+    state = previous or State()
+    warnings: list[str] = []
+    if previous is not None and previous.applied:
+        known = digester if same_key else state_digester(keyring, previous)
+
+        def recorded(digests: Digester) -> ToForm:
+            return lambda a, v: recorded_form(v, digests, kind_map[a.kind], fields[a.kind])
+
+        current = _kept_forms(snapshot["objects"]) if same_key else None
+        drift = detect_drift(
+            previous.applied,
+            stored,
+            recorded(known or digester),
+            managed,
+            kind_map,
+            compare_secrets=known is not None,
+            current=current,
+        )
+        plan = replace(plan, drift=drift)
+        if not same_key:
+            # Re-key the record (a key rotation is not drift) so the next run compares secrets again.
+            state.applied = rekey_applied(
+                previous.applied, stored, kind_map, recorded(known) if known else None, recorded(digester)
+            )
+            if known is None:
+                warnings.append(
+                    "the Fernet key changed since the state was written and the previous key is no longer in "
+                    "the key ring: secrets changed outside dconn before this run cannot be detected; the state "
+                    "now records the target's current ones"
+                )
+    state.target = dict(target)
+    state.digest_key = digest_key_record(digester)
+    state.snapshot = snapshot
+    return Planned(plan, state, tuple(warnings))
+
+
+def snapshot_order(obj: StoredObject) -> tuple[int, int, str]:
+    """Order objects as a target reads them: kind by kind, by row id (by key where there are no ids)."""
+    return (list(BY_NAME).index(obj.address.kind), obj.row_id if obj.row_id is not None else -1, obj.address.key)
+
+
+def _kept_forms(entries: Sequence[Mapping[str, object]]) -> dict[Address, Form]:
+    """Return each address's recorded form in a snapshot, of its kept row (the lowest id)."""
+    forms: dict[Address, tuple[int, Form]] = {}
+    for entry in entries:
+        address = Address(str(entry["kind"]), str(entry["key"]))
+        row = entry["id"] if isinstance(entry["id"], int) else -1
+        kept = forms.get(address)
+        if kept is None or row < kept[0]:
+            forms[address] = (row, entry["fields"])  # type: ignore[assignment]
+    return {address: form for address, (_, form) in forms.items()}
+
+
+def state_after_apply(
+    state: State,
+    plan: Plan,
+    declared: Mapping[Address, Values],
+    stored: Sequence[StoredObject],
+    done: Sequence[Operation],
+    new_ids: Mapping[Address, int | None],
+    fingerprints: Mapping[tuple[Address, int | None], str],
+    digester: Digester,
+    fields: Fields,
+) -> State:
+    """Return the state after carrying out `done` (all of the plan, or what a target wrote before failing).
+
+    dconn then manages every declared object of the plan's kinds that exists (an apply with
+    nothing to do adopts them, as after `dconn export`), records how it left each, and the
+    snapshot reflects the writes without reading the target again.
+    """
+    kind_map = {name: BY_NAME[name] for name in fields}
+    in_scope = frozenset(plan.kinds)
+    by_row = {(o.address, o.row_id): o for o in stored}
+    key_index = 0 if digester.source == "fernet" else None  # written with the ring's first key, or in clear
+    for op in done:
+        if isinstance(op, Delete):
+            by_row.pop((op.address, op.row_id), None)
+        elif isinstance(op, Create):
+            row_id = new_ids.get(op.address)
+            by_row[(op.address, row_id)] = StoredObject(
+                op.address, row_id, op.values, fingerprints[(op.address, row_id)], key_index
+            )
+        elif isinstance(op, Update):
+            by_row[(op.address, op.row_id)] = StoredObject(
+                op.address, op.row_id, op.values, fingerprints[(op.address, op.row_id)], key_index
+            )
+        else:
+            old = by_row[(op.address, op.row_id)]
+            by_row[(op.address, op.row_id)] = StoredObject(
+                op.address, op.row_id, old.values, fingerprints[(op.address, op.row_id)], 0
+            )
+    after = sorted(by_row.values(), key=snapshot_order)
+    present = {o.address for o in after}
+    failed = {op.address for op in plan.operations} - {op.address for op in done}
+    adopted = {a for a in declared if a in present and a not in failed}
+    state.managed = {a for a in state.managed if a.kind not in in_scope or a in failed} | adopted
+    applied = {a: f for a, f in state.applied.items() if a.kind not in in_scope or a in failed}
+    applied.update(
+        {a: recorded_form(declared[a], digester, kind_map[a.kind], fields[a.kind]) for a in adopted}
+    )
+    state.applied = applied
+    state.snapshot = {
+        **state.snapshot,
+        "objects": snapshot_entries(after, digester, kind_map, fields, declared, applied),
+    }
+    return state

@@ -1,0 +1,115 @@
+"""The recorded form of an object: its values as state and plan files keep them, secrets as digests.
+
+A recorded form is plain JSON: every secret value is replaced by `{"$digest": "<hex>"}`, a keyed
+HMAC (core.crypto.Digester), so files can tell whether a secret changed without holding it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from declarative_conns.core.crypto import Digester
+from declarative_conns.core.kinds import Kind
+from declarative_conns.core.model import JSON_SCALARS, Path, StoredObject, Values
+from declarative_conns.core.sensitive import is_sensitive_path, redact
+
+#: The key of a digest object: {"$digest": "<hex>"}.
+DIGEST_KEY = "$digest"
+
+Form = dict[str, Any]
+
+
+def recorded_form(values: Values, digester: Digester, kind: Kind, fields: Sequence[str]) -> Form:
+    """Return the values as files record them: secrets become keyed digests."""
+    out: Form = {}
+    secret_paths = values.secret_paths
+
+    def digest(value: object) -> object:
+        return {DIGEST_KEY: digester.digest(value)}
+
+    for name in fields:
+        value = values.fields.get(name)
+        if value is None:
+            continue
+        path = (name,)
+        if is_sensitive_path(path, secret_paths, kind):
+            out[name] = digest(value)
+        elif value.__class__ in JSON_SCALARS:
+            out[name] = value
+        else:
+            out[name] = redact(value, path, secret_paths, kind, digest)
+    return out
+
+
+def is_digest(value: Any) -> bool:
+    """Tell whether a recorded value is a secret's digest object."""
+    return isinstance(value, dict) and len(value) == 1 and DIGEST_KEY in value
+
+
+def digest_paths(form: Mapping[str, Any]) -> frozenset[Path]:
+    """Return the paths of a recorded form where a secret's digest stands."""
+    found: list[Path] = []
+    stack: list[tuple[Any, Path]] = [(dict(form), ())]
+    while stack:
+        value, path = stack.pop()
+        if is_digest(value):
+            found.append(path)
+        elif isinstance(value, dict):
+            stack.extend(
+                (item, (*path, key)) for key, item in value.items() if isinstance(item, (dict, list))
+            )
+        elif isinstance(value, list):
+            stack.extend((item, (*path, i)) for i, item in enumerate(value) if isinstance(item, (dict, list)))
+    return frozenset(found)
+
+
+def with_recorded_secrets(values: Values, form: Mapping[str, Any]) -> Values:
+    """Return the values with every path the record holds as a digest marked secret.
+
+    A value declared through a secret reference (a `login` from_env, say) is recorded as a digest
+    although the target holds it in clear; it must be digested there too to compare.
+    """
+    paths = digest_paths(form)
+    if paths <= values.secret_paths:
+        return values
+    return Values(values.fields, values.secret_paths | paths)
+
+
+def snapshot_entries(
+    objects: Sequence[StoredObject],
+    digester: Digester,
+    kinds: Mapping[str, Kind],
+    fields: Mapping[str, Sequence[str]],
+    declared: Mapping[Any, Values] | None = None,
+    recorded: Mapping[Any, Form] | None = None,
+) -> list[dict[str, Any]]:
+    """Return the state's snapshot of every stored object: ids, fingerprints, fields (secrets digested).
+
+    A stored object cannot tell which of its fields came from a secret reference; the declared
+    object of the same address can, so its secret paths are digested in the stored one too.
+    `recorded` holds declared objects already in recorded form: an object holding exactly those
+    declared values (one dconn just wrote) takes that form as it is.
+    """
+    declared = declared or {}
+    recorded = recorded or {}
+    entries = []
+    for obj in objects:
+        want = declared.get(obj.address)
+        form = recorded.get(obj.address)
+        if form is None or obj.values is not want:
+            values = obj.values
+            if want is not None and not want.secret_paths <= values.secret_paths:
+                values = Values(values.fields, values.secret_paths | want.secret_paths)
+            kind = kinds[obj.address.kind]
+            form = recorded_form(values, digester, kind, fields[obj.address.kind])
+        entries.append(
+            {
+                "kind": obj.address.kind,
+                "key": obj.address.key,
+                "id": obj.row_id,
+                "fingerprint": obj.fingerprint,
+                "fields": form,
+            }
+        )
+    return entries
