@@ -53,6 +53,7 @@ Resolver = Callable[[SecretRef], str]
 class Workspace:
     """Say where dconn works: the target (with its key), the state file, and how to write."""
 
+    #: The target: a DatabaseTarget, an ApiTarget, or what resolve_target() returns.
     target: Target
     state_path: Path = Path(".dconn/state.json")
     lock_timeout: float = 30.0
@@ -62,6 +63,13 @@ class Workspace:
     def __post_init__(self) -> None:
         # Accept a str too: scripts pass paths as text, and the engine needs a Path.
         object.__setattr__(self, "state_path", Path(self.state_path))
+        from declarative_conns.targets.discovery import Target as DatabaseSettings
+
+        if isinstance(self.target, DatabaseSettings):
+            # What resolve_target() finds (a URL and a key) names a database target.
+            from declarative_conns.targets.database.target import DatabaseTarget
+
+            object.__setattr__(self, "target", DatabaseTarget(self.target, self.lock_timeout))
 
     @property
     def state(self) -> StateFile:
@@ -88,8 +96,9 @@ class Workspace:
         from declarative_conns.targets.database.target import DatabaseTarget
         from declarative_conns.targets.discovery import resolve_target
 
-        target = DatabaseTarget(resolve_target(db_url, fernet_key), lock_timeout)
-        return cls(target, Path(state_path), lock_timeout)
+        return cls(
+            DatabaseTarget(resolve_target(db_url, fernet_key), lock_timeout), Path(state_path), lock_timeout
+        )
 
 
 @dataclass(repr=False)
@@ -343,7 +352,7 @@ def shadowing_warnings(
         if name and name in env:
             warnings.append(
                 f"{address}: {name} is set in this environment; where Airflow sees it too, Airflow reads "
-                f"that variable, not the database's {address.kind}"
+                "that variable, not the database row"
             )
     return warnings
 
@@ -374,7 +383,7 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
             state.before_apply = {
                 op.address: [list(s) for s in plan.expected.get(op.address, ())] for op in plan.operations
             }
-            store.stage(state, run.read_version)
+            store.stage(state, run.read_version, session)
             staged = True
         committed = True
         store.promote()

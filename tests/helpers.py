@@ -29,3 +29,25 @@ def run_dconn(
         timeout=timeout,
         check=False,
     )
+
+
+def open_target(url: str, schema: str | None = None, lock_timeout: float = 30.0, fernet_key: str | None = None) -> Any:
+    """Return a DatabaseTarget for a URL, opened (its tables reflected)."""
+    from declarative_conns.targets.database.target import DatabaseTarget
+    from declarative_conns.targets.discovery import Target
+
+    target = DatabaseTarget(Target(url, fernet_key, schema, "test", None), lock_timeout)
+    target.open()
+    return target
+
+
+def actions(plan: Any) -> list[tuple[str, str, str]]:
+    """Return (action, key, reason) of each operation, as the JSON plan names them."""
+    from declarative_conns.output.report import action_name, reason_name
+
+    return [(action_name(op), op.address.key, reason_name(op)) for op in plan.operations]
+
+
+def snapshot_rows(state: dict[str, Any], kind: str = "connection") -> list[dict[str, Any]]:
+    """Return a state document's snapshot entries of one kind, each with its key as `conn_id` too."""
+    return [{**e, "conn_id": e["key"]} for e in state["snapshot"]["objects"] if e["kind"] == kind]

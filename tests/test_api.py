@@ -93,7 +93,7 @@ def test_apply_keeps_the_cli_guarantees(make_db: Any, env: Path) -> None:
         dc.apply(run)
     assert [(r["id"], r["host"]) for r in db.rows()] == [(1, "hooks.slack.com")]
     state = json.loads(ws.state_path.read_text())
-    assert state["managed"] == ["slack"]
+    assert state["managed"] == {"connection": ["slack"]}
     (backup,) = (ws.state_path.parent / "backups").glob("*.json")
     assert sorted(r["id"] for r in json.loads(backup.read_text())["rows"]) == [1, 2]
 
@@ -112,10 +112,9 @@ def test_with_block_closes_the_database(make_db: Any, env: Path) -> None:
     """Leaving `with dc.plan(...) as run`, even by an exception, releases the pooled connections."""
     db = make_db("sqlite", "2.x")
     with pytest.raises(RuntimeError), dc.plan(dc.desired_from_dicts(CONNECTIONS), workspace(db, env)) as run:
-        pool = run.db.engine.pool
+        assert run.target.is_open
         raise RuntimeError("boom")
-    # Engine.dispose() (what close() does) closes the pool's connections and replaces the pool.
-    assert run.db.engine.pool is not pool
+    assert not run.target.is_open
 
 
 @pytest.mark.parametrize(
@@ -245,7 +244,7 @@ def test_canary_never_in_renders_or_reprs(make_db: Any, env: Path) -> None:
         shown = [run.render(fmt) for fmt in ("text", "json", "markdown")]
         shown += [repr(run), repr(desired), repr(ws), repr(run.plan), repr(run.values), str(run.__dict__)]
         assert "(sensitive value" in shown[0]
-        # A compact repr: the default one would reach the raw database URL through run.db.
+        # A compact repr: the default one would reach the raw database URL through the target.
         assert repr(run) == f"PlannedRun(target={db.url!r}, add=2, change=1, destroy=0)"
     for text in shown:
         assert CANARY not in text
@@ -331,9 +330,9 @@ def test_all_names_resolve_and_dir_lists_them() -> None:
 
 
 def test_apply_stays_the_function_after_the_engine_loads() -> None:
-    """`dc.apply` is the apply function even after the executor module was imported directly."""
+    """`dc.apply` is the apply function even after the database target's modules were imported directly."""
     code = (
-        "from declarative_conns.targets.database.executor import execute\n"
+        "from declarative_conns.targets.database.target import DatabaseTarget as execute\n"
         "import declarative_conns as dc, declarative_conns.api as api\n"
         "print(dc.apply is api.apply, callable(execute))"
     )
@@ -368,8 +367,8 @@ def test_workspace_from_airflow_config(env: Path, monkeypatch: pytest.MonkeyPatc
         f"[database]\nsql_alchemy_conn = postgresql://etl:{CANARY}@db/airflow\n[core]\nfernet_key = {key}\n"
     )
     ws = dc.Workspace.from_airflow_config("state/s.json", lock_timeout=5)
-    assert ws.target.masked_url == "postgresql://etl:***@db/airflow"
-    assert ws.target.fernet_key == key
+    assert ws.target.display == "postgresql://etl:***@db/airflow"
+    assert ws.target.settings.fernet_key == key
     assert ws.state_path == Path("state/s.json") and ws.lock_timeout == 5
     assert CANARY not in repr(ws)
 

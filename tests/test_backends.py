@@ -17,11 +17,13 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from declarative_conns.api import PlannedRun, Workspace, apply, plan
+from declarative_conns.core.model import Address, Values
+from declarative_conns.core.operations import Create
 from declarative_conns.config.loader import load_desired
 from declarative_conns.errors import DatabaseError, TargetError, ValidationFailed
 from declarative_conns.targets.database import connect
-from declarative_conns.targets.database import engine as airflow_db
 from declarative_conns.targets.discovery import mask_url, resolve_target
+from tests.helpers import open_target
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
 
@@ -295,10 +297,11 @@ def test_case_insensitive_collation_refuses_colliding_conn_ids(make_db: Any, tmp
 def test_mysql_quotes_the_schema_column(make_db: Any) -> None:
     """`schema` is a reserved word in MySQL: every statement dconn writes quotes it."""
     db = make_db("mysql", "2.x")
-    opened = airflow_db.open_database(db.url)
+    opened = open_target(db.url)
     try:
-        insert = str(opened.table.insert().compile(opened.engine))
-        update = str(opened.table.update().values(schema="x").compile(opened.engine))
+        table = opened.table("connection")
+        insert = str(table.insert().compile(opened.engine))
+        update = str(table.update().values(schema="x").compile(opened.engine))
     finally:
         opened.close()
     assert "`schema`" in insert and "`schema`" in update
@@ -351,9 +354,9 @@ def test_utf8mb4_table_keeps_emoji(make_db: Any, tmp_path: Path) -> None:
 def test_mysql_sessions_are_strict_and_wait_long_after_connecting(make_db: Any) -> None:
     """dconn's MySQL sessions never truncate silently, and may wait for the apply lock once connected."""
     db = make_db("mysql", "2.x")
-    opened = airflow_db.open_database(db.url, lock_timeout=30)
+    opened = open_target(db.url, lock_timeout=30)
     try:
-        with airflow_db.transaction(opened, write=False) as conn:
+        with opened.reading() as conn:
             mode = conn.exec_driver_sql("SELECT @@SESSION.sql_mode").scalar()
             read_timeout = conn.connection.dbapi_connection._read_timeout  # type: ignore[union-attr]
     finally:
@@ -366,9 +369,9 @@ def test_mysql_sessions_are_strict_and_wait_long_after_connecting(make_db: Any) 
 def test_postgres_sessions_never_prepare_statements(make_db: Any) -> None:
     """psycopg never prepares statements server-side, so PgBouncer's transaction pooling works."""
     db = make_db("postgres", "2.x")
-    opened = airflow_db.open_database(db.url)
+    opened = open_target(db.url)
     try:
-        with airflow_db.transaction(opened, write=False) as conn:
+        with opened.reading() as conn:
             threshold = conn.connection.dbapi_connection.prepare_threshold  # type: ignore[union-attr]
     finally:
         opened.close()
@@ -400,7 +403,7 @@ def test_sql_alchemy_schema_is_honoured_on_postgres(make_db: Any, tmp_path: Path
     with pytest.raises(TargetError, match="has no connection table: is this"):
         run_plan(db, tmp_path, doc)
     ws = workspace(db, tmp_path, AIRFLOW__DATABASE__SQL_ALCHEMY_SCHEMA="airflow_meta")
-    assert ws.target.schema == "airflow_meta"
+    assert ws.target.settings.schema == "airflow_meta"
     plan_and_apply(db, tmp_path, doc, ws=ws)
     with db.engine.connect() as conn:
         rows = conn.exec_driver_sql("SELECT conn_id, host FROM airflow_meta.connection").all()
@@ -473,7 +476,7 @@ def test_missing_driver_names_the_extra_to_install(
     with pytest.raises(
         TargetError, match=rf"no .* driver is installed: pip install '{extra}'".replace("[", r"\[")
     ):
-        airflow_db.open_database(url)
+        open_target(url)
 
 
 def test_driver_that_fails_to_load_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -484,7 +487,7 @@ def test_driver_that_fails_to_load_names_the_extra(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(connect.sa, "create_engine", broken)
     with pytest.raises(TargetError, match=r"cannot be loaded .*declarative-conns\[postgres\]"):
-        airflow_db.open_database("postgresql://u:pw@127.0.0.1/x")
+        open_target("postgresql://u:pw@127.0.0.1/x")
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
@@ -495,7 +498,7 @@ def test_silent_server_is_an_error_within_the_connect_timeout(
     monkeypatch.setattr(connect, "CONNECT_TIMEOUT_SECONDS", 2)
     started = time.monotonic()
     with pytest.raises(DatabaseError, match=r"no answer within 2 s \(connect timeout\)") as caught:
-        airflow_db.open_database(f"{scheme}://u:{CANARY}@127.0.0.1:{silent_server}/x")
+        open_target(f"{scheme}://u:{CANARY}@127.0.0.1:{silent_server}/x")
     assert time.monotonic() - started < 8
     assert CANARY not in str(caught.value) and f"u:***@127.0.0.1:{silent_server}" in str(caught.value)
 
@@ -507,7 +510,7 @@ def test_refused_connection_fails_fast_with_password_masked(closed_port: int, sc
     with pytest.raises(
         DatabaseError, match=rf"cannot read {scheme}://u:\*\*\*@127.0.0.1:{closed_port}/x: "
     ) as caught:
-        airflow_db.open_database(f"{scheme}://u:{CANARY}@127.0.0.1:{closed_port}/x")
+        open_target(f"{scheme}://u:{CANARY}@127.0.0.1:{closed_port}/x")
     assert time.monotonic() - started < 5
     assert CANARY not in str(caught.value)
 
@@ -518,7 +521,7 @@ def test_wrong_mysql_password_is_a_clear_error(make_db: Any) -> None:
     db = make_db("mysql", "2.x")
     url = sa.make_url(db.url).set(password=CANARY).render_as_string(hide_password=False)
     with pytest.raises(DatabaseError, match="Access denied for user 'root'") as caught:
-        airflow_db.open_database(url)
+        open_target(url)
     assert CANARY not in str(caught.value) and "root:***@" in str(caught.value)
 
 
@@ -532,7 +535,7 @@ def test_unknown_postgres_role_is_a_clear_error(make_db: Any) -> None:
         .render_as_string(hide_password=False)
     )
     with pytest.raises(DatabaseError, match='role "no_such_role" does not exist') as caught:
-        airflow_db.open_database(url)
+        open_target(url)
     assert CANARY not in str(caught.value)
 
 
@@ -542,7 +545,7 @@ def test_missing_database_is_a_clear_error(make_db: Any, backend: str) -> None:
     db = make_db(backend, "2.x")
     url = sa.make_url(db.url).set(database="dconn_no_such_db").render_as_string(hide_password=False)
     with pytest.raises(DatabaseError, match="dconn_no_such_db"):
-        airflow_db.open_database(url)
+        open_target(url)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -551,7 +554,7 @@ def test_database_without_connection_table_is_not_changed(make_db: Any, backend:
     db = make_db(backend, "1.10")
     db.table.drop(db.engine)
     with pytest.raises(TargetError, match=r"has no connection table: is this Airflow's metadata database"):
-        airflow_db.open_database(db.url)
+        open_target(db.url)
     assert not sa.inspect(db.engine).has_table("connection")
 
 
@@ -559,21 +562,18 @@ def test_database_without_connection_table_is_not_changed(make_db: Any, backend:
 def test_apply_lock_times_out_while_another_apply_holds_it(make_db: Any, backend: str) -> None:
     """A second apply waits for the lock (advisory lock / GET_LOCK) and gives up after its timeout."""
     db = make_db(backend, "2.x")
-    first, second = airflow_db.open_database(db.url), airflow_db.open_database(db.url)
+    first, second = open_target(db.url), open_target(db.url)
     try:
-        with airflow_db.transaction(first, write=True) as holder:
-            airflow_db.acquire_lock(holder, first, timeout=1)
+        with first.session(1):
             started = time.monotonic()
             with (
                 pytest.raises(DatabaseError, match=r"another dconn apply .*holds the lock"),
-                airflow_db.transaction(second, write=True) as waiter,
+                second.session(0.5),
             ):
-                airflow_db.acquire_lock(waiter, second, timeout=0.5)
+                pass
             assert time.monotonic() - started < 5
-            airflow_db.release_lock(holder, first)
-        with airflow_db.transaction(second, write=True) as waiter:
-            airflow_db.acquire_lock(waiter, second, timeout=1)
-            airflow_db.release_lock(waiter, second)
+        with second.session(1):
+            pass
     finally:
         first.close()
         second.close()
@@ -583,22 +583,22 @@ def test_missing_sqlite_file_is_never_created(tmp_path: Path) -> None:
     """A SQLite URL naming no file is an error; the file is not created."""
     path = tmp_path / "airflow.db"
     with pytest.raises(TargetError, match="does not exist; dconn never creates an Airflow database"):
-        airflow_db.open_database(f"sqlite:///{path}")
+        open_target(f"sqlite:///{path}")
     assert not path.exists()
 
 
 def test_in_memory_sqlite_is_refused() -> None:
     """sqlite:// (in memory) cannot hold Airflow's tables: an error, not an empty plan."""
     with pytest.raises(TargetError, match="in-memory SQLite"):
-        airflow_db.open_database("sqlite://")
+        open_target("sqlite://")
 
 
 def test_sqlite_ignores_airflow_schema_setting(make_db: Any) -> None:
     """sql_alchemy_schema has no meaning for SQLite: the table is found anyway."""
     db = make_db("sqlite", "2.x")
-    opened = airflow_db.open_database(db.url, schema="airflow")
+    opened = open_target(db.url, schema="airflow")
     try:
-        assert opened.info.shape == "2.x"
+        assert opened.open().shape == "2.x"
     finally:
         opened.close()
 
@@ -607,15 +607,16 @@ def test_sqlite_ignores_airflow_schema_setting(make_db: Any) -> None:
 def test_unsupported_backend_is_named(url: str) -> None:
     """Only Airflow's metadata backends are accepted; the error masks the password."""
     with pytest.raises(TargetError, match=r"unsupported database .*u:\*\*\*@h/x"):
-        airflow_db.open_database(url)
+        open_target(url)
 
 
 def test_check_lengths_names_an_over_long_conn_id(make_db: Any) -> None:
     """A conn_id longer than the column's 250 characters is refused, shown shortened."""
     db = make_db("sqlite", "2.x")
-    opened = airflow_db.open_database(db.url)
+    opened = open_target(db.url)
+    address = Address("connection", "c" * 251)
     try:
-        problems = airflow_db.check_lengths(opened, "c" * 251, {"conn_type": "http"})
+        problems = opened.check_writes([Create(address, Values({"conn_type": "http"}), ())])
     finally:
         opened.close()
     assert problems == [f'connection "{"c" * 57}..." field conn_id: 251 characters, the column holds 250']
@@ -627,7 +628,7 @@ def test_url_parameter_the_driver_does_not_take_is_a_clear_error(closed_port: in
     with pytest.raises(
         DatabaseError, match=r"pymysql driver does not take the URL's parameters .*'ssl_mode'"
     ) as caught:
-        airflow_db.open_database(url)
+        open_target(url)
     assert CANARY not in str(caught.value)
 
 

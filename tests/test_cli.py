@@ -136,7 +136,7 @@ def test_markdown_plan(project: Any) -> None:
         "### dconn plan\n\n**Plan: 1 to add, 1 to change, 1 to destroy (1 duplicate row).**\n"
     )
     assert (
-        "| + | `slack` | create |  | `conn_type`, `host`, `extra.timeout`, `extra.webhook_token` (sensitive) |"
+        "| + | connection `slack` | create |  | `conn_type`, `host`, `extra.timeout`, `extra.webhook_token` (sensitive) |"
         in result.stdout
     )
     assert_clean(result)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from declarative_conns import __version__
 from declarative_conns.cli import app
 
 if sys.version_info >= (3, 11):
@@ -229,7 +230,7 @@ def test_from_env_reads_airflow_conn_variables(clean_env: Path) -> None:
     assert loaded["slack"]["extra"]["webhook_token"] == {"from_env": "SLACK_EXTRA_WEBHOOK_TOKEN"}
     assert loaded["my_pg"]["password"] == {"from_env": "MY_PG_PASSWORD"}
     assert done.stdout.startswith(
-        "# dconn 0.1.0 convert of the AIRFLOW_CONN_* environment variables: 3 connections.\n"
+        f"# dconn {__version__} convert of the AIRFLOW_CONN_* environment variables: 3 connections.\n"
     )
     assert CANARY not in done.stdout + done.stderr
 
@@ -383,7 +384,7 @@ def test_from_env_with_a_file_reads_its_airflow_conn_lines(tmp_path: Path, clean
         "plain": {"conn_type": "http", "host": "h.example"},
     }
     assert done.stdout.startswith(
-        f"# dconn 0.1.0 convert of the AIRFLOW_CONN_* variables of {path}: 3 connections.\n"
+        f"# dconn {__version__} convert of the AIRFLOW_CONN_* variables of {path}: 3 connections.\n"
     )
     assert CANARY not in done.stdout + done.stderr
 

@@ -8,7 +8,7 @@ import pytest
 
 from declarative_conns.config.loader import load_desired, resolve_desired
 from declarative_conns.config.secrets import resolve_secret
-from declarative_conns.core.model import SecretRef
+from declarative_conns.core.model import Address, SecretRef
 from declarative_conns.errors import InputError, SecretError, ValidationFailed
 
 CANARY = "canary-hunter2"
@@ -155,7 +155,7 @@ def test_resolution_reads_every_kind(tmp_path: Path, monkeypatch: pytest.MonkeyP
         '[connections.a]\nconn_type = "x"\npassword = { from_env = "PW" }\n'
         'extra = { f = { from_file = "k.txt" }, c = { from_command = ["echo", "from-cmd"] } }\n',
     )
-    values = resolve_desired(load_desired(path), resolve_secret)["a"]
+    values = resolve_desired(load_desired(path), resolve_secret)[Address("connection", "a")]
     assert values.get("password") == CANARY
     assert values.get("extra") == {"f": "from-file", "c": "from-cmd"}
     assert values.secret_paths == frozenset({("password",), ("extra", "f"), ("extra", "c")})

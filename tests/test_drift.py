@@ -23,7 +23,9 @@ from cryptography.fernet import Fernet
 
 from declarative_conns.api import PlannedRun, Workspace, apply, plan
 from declarative_conns.config.loader import load_desired
+from declarative_conns.core.model import Address
 from declarative_conns.errors import StateError
+from declarative_conns.output.report import action_name, reason_name
 from declarative_conns.targets.discovery import resolve_target
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
@@ -103,15 +105,22 @@ def project(make_db: Any, tmp_path: Path) -> Project:
 
 def drift_of(run: PlannedRun) -> list[tuple[str, int | None, list[tuple[str, str, bool]]]]:
     """Return the drift as (conn_id, row, [(path, kind, sensitive)])."""
+    assert all(d.address.kind == "connection" and d.deleted == (d.row_id is None) for d in run.plan.drift)
     return [
-        (d.conn_id, d.row_id, [(".".join(map(str, c.path)), c.kind, c.sensitive) for c in d.changes])
+        (d.address.key, d.row_id, [(".".join(map(str, c.path)), c.kind, c.sensitive) for c in d.changes])
         for d in run.plan.drift
     ]
 
 
 def actions_of(run: PlannedRun) -> list[tuple[str, str, str]]:
-    """Return the actions as (kind, conn_id, reason)."""
-    return [(a.kind, a.conn_id, a.reason) for a in run.plan.actions]
+    """Return the operations as (action, conn_id, reason), in the JSON plan's words."""
+    assert all(op.address.kind == "connection" for op in run.plan.operations)
+    return [(action_name(op), op.address.key, reason_name(op)) for op in run.plan.operations]
+
+
+def conn(conn_id: str) -> Address:
+    """Return a connection's address."""
+    return Address("connection", conn_id)
 
 
 # --- Changed outside dconn ---------------------------------------------------------------------
@@ -274,7 +283,7 @@ def test_removed_from_the_config_is_destroyed_but_never_managed_is_left(project:
     project.apply()
     run, text = project.text(DOC.split("[connections.slack]", maxsplit=1)[0])
     assert actions_of(run) == [("delete", "slack", "removed")]
-    assert run.plan.unmanaged == ("hand_made",)
+    assert run.plan.unmanaged == (conn("hand_made"),)
     assert '  # connection "slack" will be destroyed (no longer in the configuration)\n' in text
     assert "1 connection unchanged, 1 unmanaged (-v lists them).\n" in text
 
@@ -306,7 +315,7 @@ def test_prune_deletes_unmanaged_but_never_ignored(project: Project) -> None:
     )
     run, text = project.text(DOC.replace("[settings]\n", "[settings]\nprune = true\n"))
     assert ("delete", "hand_made", "pruned") in actions_of(run)
-    assert not [a for a in run.plan.actions if a.conn_id == "aws_default"]
+    assert not [op for op in run.plan.operations if op.address == conn("aws_default")]
     assert '  # connection "hand_made" will be destroyed (not in the configuration, prune = true)\n' in text
 
 
@@ -314,8 +323,9 @@ def test_ignored_pattern_protects_even_a_formerly_managed_connection(project: Pr
     """A conn_id dconn managed, then removed and matching `ignore`, is left alone, not destroyed."""
     doc = '[connections.slack_default]\nconn_type = "http"\n'
     project.apply(doc)
-    run, _ = project.text('[settings]\nignore = ["*_default"]\n')
-    assert run.plan.actions == () and run.plan.ignored == ("slack_default",)
+    # An empty [connections] table: the document still manages connections, and declares none.
+    run, _ = project.text('[settings]\nignore = ["*_default"]\n\n[connections]\n')
+    assert run.plan.operations == () and run.plan.ignored == (conn("slack_default"),)
 
 
 def test_declared_and_ignored_is_still_managed(project: Project) -> None:
@@ -333,10 +343,10 @@ def test_first_run_without_state_manages_nothing_yet(project: Project) -> None:
     insert_raw(project.db.engine, project.db.table, [{"conn_id": "hand_made", "conn_type": "ftp"}])
     assert not project.state_path.exists()
     run, _ = project.text()
-    assert run.plan.drift == () and run.plan.unmanaged == ("hand_made",)
-    assert [a.kind for a in run.plan.actions] == ["create", "create"]
+    assert run.plan.drift == () and run.plan.unmanaged == (conn("hand_made"),)
+    assert [action_name(op) for op in run.plan.operations] == ["create", "create"]
     state = json.loads(project.state_path.read_text())
-    assert state["managed"] == [] and state["applied"] == {} and state["serial"] == 1
+    assert state["managed"] == {} and state["applied"] == {} and state["serial"] == 1
 
 
 # --- The state file: written only when it changes; travels with the repository ----------------
@@ -539,6 +549,8 @@ def test_nightly_drift_cycle_through_the_command(demo: tuple[Path, dict[str, str
     assert report.returncode == 2
     assert json.loads(report.stdout)["changes_outside"] == [
         {
+            "kind": "connection",
+            "key": "warehouse",
             "conn_id": "warehouse",
             "row_id": 1,
             "deleted": False,
@@ -555,7 +567,9 @@ def test_nightly_drift_cycle_through_the_command(demo: tuple[Path, dict[str, str
     ]
     markdown = dconn("plan", "--detailed-exitcode", "--format", "markdown", cwd=cwd, env=env)
     assert markdown.returncode == 2
-    assert '| `warehouse` | `host` | `"wh.internal" -> "wh-hotfix.internal"` |\n' in markdown.stdout
+    assert (
+        '| connection `warehouse` | `host` | `"wh.internal" -> "wh-hotfix.internal"` |\n' in markdown.stdout
+    )
     for result in (clean, text, report, markdown):
         assert CANARY not in result.stdout + result.stderr
 

@@ -17,6 +17,7 @@ from declarative_conns.errors import DecryptionError, PlanIsStale, TargetError, 
 from declarative_conns.targets.discovery import resolve_target
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
+from tests.helpers import actions
 
 CANARY = "canary-pw-7f3a"
 DOC = f"""
@@ -105,7 +106,7 @@ def test_key_ring_decrypts_with_any_key_and_encrypts_with_first(make_db: Any, tm
     )
     ws = workspace(db, tmp_path, key=f"{db.fernet_key},{old}")
     run = plan_and_apply(tmp_path, db, ws=ws)
-    assert run.plan.old_key_rows == ("legacy",)
+    assert tuple(a.key for a in run.plan.old_key) == ("legacy",)
     new = next(r for r in db.rows() if r["conn_id"] == "warehouse")
     Fernet(db.fernet_key.encode()).decrypt(new["password"].encode())
 
@@ -162,7 +163,7 @@ def test_new_row_ids_are_recorded(make_db: Any, tmp_path: Path) -> None:
     doc = "".join(f'[connections.n{i}]\nconn_type = "http"\nhost = "h{i}"\n' for i in range(1200))
     plan_and_apply(tmp_path, db, doc)
     state = json.loads((tmp_path / "state" / "state.json").read_text())
-    recorded = {r["conn_id"]: r["id"] for r in state["snapshot"]["rows"]}
+    recorded = {r["key"]: r["id"] for r in state["snapshot"]["objects"]}
     assert recorded == {r["conn_id"]: r["id"] for r in db.rows()}
     assert len(recorded) == 1202
 
@@ -254,9 +255,9 @@ def test_state_file_records_without_secrets(make_db: Any, tmp_path: Path) -> Non
     state_path = tmp_path / "state" / "state.json"
     state = json.loads(state_path.read_text())
     assert stat.S_IMODE(state_path.stat().st_mode) == 0o600
-    assert state["serial"] == 2 and state["managed"] == ["warehouse"]
+    assert state["serial"] == 2 and state["managed"] == {"connection": ["warehouse"]}
     assert (tmp_path / "state" / "state.json.backup").exists()
-    assert state["applied"]["warehouse"]["password"].keys() == {"$digest"}
+    assert state["applied"]["connection"]["warehouse"]["password"].keys() == {"$digest"}
     for path in (tmp_path / "state").rglob("*"):
         if path.is_file():
             text = path.read_text()
@@ -276,7 +277,7 @@ def test_drift_and_removal_follow_the_state(make_db: Any, tmp_path: Path) -> Non
     ]
     run.close()
     run = run_plan(tmp_path, db, '[connections.other]\nconn_type = "x"\n')
-    assert [(a.kind, a.conn_id, a.reason) for a in run.plan.actions] == [
+    assert actions(run.plan) == [
         ("create", "other", "declared"),
         ("delete", "warehouse", "removed"),
     ]
@@ -329,12 +330,12 @@ def test_apply_without_changes_adopts_the_connections(make_db: Any, tmp_path: Pa
     run = plan_and_apply(tmp_path, db, doc)
     assert not run.plan.summary.has_changes
     state = json.loads((tmp_path / "state" / "state.json").read_text())
-    assert state["managed"] == ["adopted"] and state["applied"]["adopted"] == {
+    assert state["managed"] == {"connection": ["adopted"]} and state["applied"]["connection"]["adopted"] == {
         "conn_type": "http",
         "host": "h",
     }
     removed = run_plan(tmp_path, db, '[connections.other]\nconn_type = "http"\n')
-    assert [(a.kind, a.conn_id, a.reason) for a in removed.plan.actions if a.kind == "delete"] == [
+    assert [a for a in actions(removed.plan) if a[0] == "delete"] == [
         ("delete", "adopted", "removed")
     ]
     removed.close()
@@ -342,11 +343,11 @@ def test_apply_without_changes_adopts_the_connections(make_db: Any, tmp_path: Pa
 
 def test_saved_first_plan_applies_in_a_fresh_checkout(make_db: Any, tmp_path: Path) -> None:
     """A plan saved on a first run applies where no state file exists (a fresh CI job)."""
-    from declarative_conns.files.planfile import load_plan, save_plan
+    from declarative_conns.api import load_plan, save_plan
 
     db = make_db("sqlite", "2.x")
     run = run_plan(tmp_path, db)
-    save_plan(tmp_path / "saved.plan", run)
+    save_plan(run, tmp_path / "saved.plan")
     run.close()
     fresh = Workspace(
         resolve_target(db.url, db.fernet_key, environ={}), tmp_path / "elsewhere" / "state.json"

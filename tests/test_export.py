@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from declarative_conns import __version__
 from declarative_conns.cli import app
 from tests.airflow_tables import insert_raw
 
@@ -326,7 +327,7 @@ def test_document_reads_as_a_person_would_write_it(make_db: Any, clean_env: Path
     assert result.exit_code == 0
     masked = db.url  # SQLite URLs hold no password
     assert result.stdout == (
-        f"# dconn 0.1.0 export of {masked} (Airflow 2.x table):\n"
+        f"# dconn {__version__} export of {masked} (Airflow 2.x table):\n"
         "# 2 connections from 2 rows.\n"
         "#\n"
         '# Secrets are { from_env = "..." } references: set those variables before `dconn plan`, or\n'
@@ -620,27 +621,22 @@ def _toml_cannot_hold(value: Any) -> bool:
 def test_exported_rows_resolve_back_to_themselves(table: dict[str, dict[str, Any]]) -> None:
     """Any rows -> export -> load and resolve the document with the listed variables: the same values."""
     from declarative_conns.config.loader import load_desired, resolve_desired
-    from declarative_conns.core.model import (
-        FIELDS,
-        StoredRow,
-        TableInfo,
-        Values,
-        canonical_json,
-        normalize_fields,
-    )
+    from declarative_conns.core.kinds import CONNECTION
+    from declarative_conns.core.model import Address, StoredObject, Values, canonical_json
     from declarative_conns.onboarding.export import export_rows
+    from declarative_conns.targets.base import TargetInfo
 
     for fields in table.values():
         extra = fields["extra"]
         assume(not (extra and _holds_secret(extra) and _toml_cannot_hold(extra)))
     rows = [
-        StoredRow(i, conn_id, Values(normalize_fields(fields)), "fp")
+        StoredObject(Address("connection", conn_id), i, Values(CONNECTION.normalize(fields)), "fp")
         for i, (conn_id, fields) in enumerate(sorted(table.items()), 1)
     ]
-    info = TableInfo("3.2+", frozenset(FIELDS))
+    info = TargetInfo("3.2+", "Airflow 3.2+ table", {"connection": CONNECTION.fields})
     result = export_rows(rows, info, "sqlite:///x.db")
     assert result.notes == []
-    by_id = {row.conn_id: row for row in rows}
+    by_id = {row.address.key: row for row in rows}
     env = {}
     for placeholder in result.placeholders:
         node: Any = by_id[placeholder.conn_id].values.fields
@@ -651,9 +647,9 @@ def test_exported_rows_resolve_back_to_themselves(table: dict[str, dict[str, Any
         path = Path(folder) / "c.toml"
         path.write_text(result.text, encoding="utf-8")
         resolved = resolve_desired(load_desired(path), lambda ref: env[str(ref.target)])
-    assert sorted(resolved) == sorted(by_id)
-    for conn_id, values in resolved.items():
-        assert canonical_json(values.fields) == canonical_json(by_id[conn_id].values.fields), conn_id
+    assert sorted(a.key for a in resolved) == sorted(by_id)
+    for address, values in resolved.items():
+        assert canonical_json(values.fields) == canonical_json(by_id[address.key].values.fields), address
 
 
 def _split_path(field: str) -> list[str | int]:

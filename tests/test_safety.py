@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from declarative_conns.targets.database.engine import _PG_LOCK_KEY, MYSQL_LOCK_NAME
+from declarative_conns.targets.database.target import MYSQL_LOCK_NAME, PG_LOCK_KEY
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
 
@@ -74,7 +74,7 @@ def test_lock_wait_is_bounded_and_clear(make_db: Any, tmp_path: Path, backend: s
         raw = sqlite3.connect(db.url.removeprefix("sqlite:///"), isolation_level=None)
         raw.execute("BEGIN IMMEDIATE")
     elif backend == "postgres":
-        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
     else:
         holder.execute(sa.text(f"SELECT GET_LOCK({MYSQL_LOCK_NAME}, 0)"))
     try:
@@ -166,7 +166,7 @@ def test_sigkill_during_a_20000_row_apply_leaves_all_or_nothing(
         admin.dispose()
     assert db.rows() == []
     state = tmp_path / ".dconn" / "state.json"
-    assert not state.exists() or json.loads(state.read_text())["managed"] == []
+    assert not state.exists() or json.loads(state.read_text())["managed"] == {}
     plan = run(db, tmp_path, "plan", "--detailed-exitcode", "-q")
     assert plan.returncode == 2 and "Plan: 20000 to add, 0 to change, 0 to destroy." in plan.stdout
 
@@ -211,7 +211,7 @@ def test_value_rejected_mid_apply_rolls_everything_back(make_db: Any, tmp_path: 
         if (tmp_path / ".dconn" / "state.json").exists()
         else None
     )
-    assert state is None or state["managed"] == []
+    assert state is None or state["managed"] == {}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -113,7 +113,7 @@ def test_state_digests_are_keyed(setup: tuple[AirflowDb, Path]) -> None:
     db, cwd = setup
     assert run(db, cwd, "apply", "--auto-approve").returncode == 0
     state = json.loads((cwd / ".dconn" / "state.json").read_text())
-    digest = state["applied"]["warehouse"]["password"]["$digest"]
+    digest = state["applied"]["connection"]["warehouse"]["password"]["$digest"]
     assert state["digest_key"]["source"] == "fernet" and "key" not in state["digest_key"]
     assert digest != hashlib.sha256(CANARIES["literal"].encode()).hexdigest()
 

@@ -6,6 +6,8 @@ holds the typer app, the shared options and the terminal output.
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from declarative_conns.cli import onboarding, plan, restore, validate
@@ -31,4 +33,8 @@ def main() -> None:
     # typer re-exports click's BadParameter (recent typer vendors click), so find UsageError from it.
     usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
     setattr(usage_error, "exit_code", 1)  # noqa: B010 - a class attribute of a class found at run time
+    # Drivers log what they also raise (psycopg: "error ignored terminating <Pipeline>"); dconn
+    # reports the error once, as its own Error: line.
+    for name in ("psycopg", "pymysql"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
     app()

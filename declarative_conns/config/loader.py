@@ -123,9 +123,13 @@ def load_desired(path: Path) -> DesiredState:
 
 
 def _ordered(kinds: Iterable[str]) -> tuple[str, ...]:
-    """Return kind names in plan order (connections, variables, pools)."""
+    """Return the kinds a document manages, in plan order (connections, variables, pools).
+
+    A document with none of the three tables manages connections, as every document did before
+    variables and pools (an empty file with `prune = true` still deletes every connection).
+    """
     present = set(kinds)
-    return tuple(k.name for k in KINDS if k.name in present)
+    return tuple(k.name for k in KINDS if k.name in present) or ("connection",)
 
 
 def _ignore_warnings(objects: Mapping[Address, DesiredObject], settings: Settings) -> tuple[str, ...]:

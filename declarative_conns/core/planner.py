@@ -204,7 +204,11 @@ def make_plan(
 
 def snapshot_order(obj: StoredObject) -> tuple[int, int, str]:
     """Order objects as a target reads them: kind by kind, by row id (by key where there are no ids)."""
-    return (list(BY_NAME).index(obj.address.kind), obj.row_id if obj.row_id is not None else -1, obj.address.key)
+    return (
+        list(BY_NAME).index(obj.address.kind),
+        obj.row_id if obj.row_id is not None else -1,
+        obj.address.key,
+    )
 
 
 def _kept_forms(entries: Sequence[Mapping[str, object]]) -> dict[Address, Form]:

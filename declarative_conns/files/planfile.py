@@ -59,13 +59,8 @@ def write_plan(path: Path, document: dict[str, Any], keys: Sequence[bytes]) -> N
             f"a saved plan must be authenticated, and this target has no Fernet key: set {PLAN_KEY_VARIABLE} "
             "to a secret the plan and apply jobs share"
         )
-    document = {
-        "kind": PLAN_FILE_KIND,
-        "format_version": PLAN_FILE_VERSION,
-        "dconn_version": __version__,
-        "created_at": now(),
-        **document,
-    }
+    header = {"kind": PLAN_FILE_KIND, "format_version": PLAN_FILE_VERSION, "dconn_version": __version__}
+    document = roundtrip({**header, "created_at": now(), **document})  # exactly as it will read back
     document["mac"] = _mac(keys[0], document)
     text = json.dumps(document, indent=1, ensure_ascii=False, default=_jsonable) + "\n"
     atomic_write(path, text.encode("utf-8"))

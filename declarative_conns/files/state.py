@@ -77,8 +77,12 @@ class StateFile:
             self._check_version(expected)
             self._write(self.path, state, keep_previous=True)
 
-    def stage(self, state: State, expected: Version) -> None:
-        """Write the state an apply is about to commit beside the state file (before the commit)."""
+    def stage(self, state: State, expected: Version, session: object = None) -> None:
+        """Write the state an apply is about to commit beside the state file (before the commit).
+
+        `session` is the apply's session on the target; a store inside the target (the database's
+        `dconn_state` table) writes through it, in the apply's own transaction.
+        """
         with self._locked():
             self._check_version(expected)
             self._write(self.pending_path, state, keep_previous=False)

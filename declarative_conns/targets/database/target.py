@@ -97,7 +97,7 @@ class DatabaseTarget:
             self._engine = create_engine(self.settings.url, self.lock_timeout)
             try:
                 self._conn = connect(self._engine, self.settings.url)
-                with self._reading() as conn:
+                with self.reading() as conn:
                     schema = None if conn.dialect.name == "sqlite" else self.settings.schema
                     self._reflected = reflect(conn, schema)
                     if "connection" not in self._reflected.tables:
@@ -140,6 +140,18 @@ class DatabaseTarget:
             self._engine = None
         self._reflected = None
 
+    @property
+    def is_open(self) -> bool:
+        """Tell whether the target holds a connection."""
+        return self._conn is not None
+
+    @property
+    def engine(self) -> Engine:
+        """Return the SQLAlchemy engine (open() first)."""
+        if self._engine is None:
+            raise TargetError("the database target is not open")
+        return self._engine
+
     def _connection(self) -> Connection:
         """Return the run's connection (open() first)."""
         if self._conn is None:
@@ -147,8 +159,8 @@ class DatabaseTarget:
         return self._conn
 
     @contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        """Run reads in one transaction, rolled back at the end; driver errors become one line."""
+    def reading(self) -> Iterator[Connection]:
+        """Run reads in one transaction; driver errors become one line."""
         conn = self._connection()
         try:
             with conn.begin():
@@ -170,7 +182,7 @@ class DatabaseTarget:
 
     def read(self, kinds: Sequence[str], digester: Digester) -> Snapshot:
         """Return every row of the kinds, decrypted; undecryptable rows are one error naming them."""
-        with self._reading() as conn:
+        with self.reading() as conn:
             raws = {kind: self._raw_rows(conn, kind) for kind in kinds}
         objects: list[StoredObject] = []
         skipped: list[tuple[Address, str]] = []
@@ -182,7 +194,7 @@ class DatabaseTarget:
 
     def raw_rows(self, kinds: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         """Return every row of the kinds as stored (ciphertext), in one read transaction."""
-        with self._reading() as conn:
+        with self.reading() as conn:
             return {kind: self._raw_rows(conn, kind) for kind in kinds}
 
     def _raw_rows(self, conn: Connection, kind: str) -> list[dict[str, Any]]:
