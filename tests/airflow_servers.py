@@ -209,6 +209,15 @@ def airflow3_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowSe
 
 
 @pytest.fixture(scope="session")
+def airflow3_teams_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServer]:
+    """Start Airflow 3.3's api-server in multi-team mode, with teams team_a and team_b."""
+    work = tmp_path_factory.mktemp("airflow3-teams-api")
+    server = start_airflow3(airflow_venv("3.3"), work, teams=("team_a", "team_b"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def airflow2_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServer]:
     """Start Airflow 2.11's webserver with basic auth (FAB users: Admin and Viewer)."""
     server = start_airflow2(airflow_venv("2.11"), tmp_path_factory.mktemp("airflow2-api"))
@@ -284,11 +293,12 @@ def airflow_env(venv: Path, home: Path, port: int) -> dict[str, str]:
 # ---------------------------------------------------------------- starting servers
 
 
-def start_airflow3(venv: Path, work: Path) -> AirflowServer:
-    """Migrate a fresh database and start `airflow api-server` with the simple auth manager.
+def start_airflow3(venv: Path, work: Path, teams: tuple[str, ...] = ()) -> AirflowServer:
+    """Start `airflow api-server` with the simple auth manager on a fresh database.
 
     The simple auth manager keeps its users' passwords in a JSON file and generates those it
-    lacks; writing the file first gives each user a password chosen here.
+    lacks; writing the file first gives each user a password chosen here. With `teams`,
+    multi-team mode is on and those teams exist.
     """
     started = time.monotonic()
     port = _free_port()
@@ -303,18 +313,56 @@ def start_airflow3(venv: Path, work: Path) -> AirflowServer:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
         "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
+        "AIRFLOW__CORE__MULTI_TEAM": str(bool(teams)),
     }
-    log = work / "server.log"
-    _fresh_database(venv, env, work, users=[])
+    _fresh_database(venv, env, work, users=(), teams=teams)
     # Only the public API ("core"), not the task execution API: starts about 2 s sooner.
     argv = ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--apps", "core"]
+    return _serve(venv, argv, env, "/api/v2", started, passwords, jwt_secret)
+
+
+def start_airflow2(venv: Path, work: Path, workers: int = 1) -> AirflowServer:
+    """Start Airflow 2's webserver (basic auth) on a fresh database with an Admin and a Viewer.
+
+    One synchronous gunicorn worker starts fastest; it serves one request at a time, and each
+    basic-auth request costs it a password hash.
+    """
+    started = time.monotonic()
+    port = _free_port()
+    home = work / "airflow-home"
+    env = airflow_env(venv, home, port)
+    env |= {
+        "AIRFLOW__API__AUTH_BACKENDS": FAB_BASIC_AUTH,
+        "AIRFLOW__WEBSERVER__SECRET_KEY": secrets.token_urlsafe(32),
+        "AIRFLOW__WEBSERVER__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__WEBSERVER__WEB_SERVER_HOST": "127.0.0.1",
+        "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": str(port),
+    }
+    passwords = _fresh_database(venv, env, work, users=(("admin", "Admin"), ("viewer", "Viewer")))
+    argv = ["webserver", "--hostname", "127.0.0.1", "--port", str(port)]
+    argv += ["--workers", str(workers), "--workerclass", "sync"]
+    return _serve(venv, argv, env, "/api/v1", started, passwords)
+
+
+def _serve(
+    venv: Path,
+    argv: list[str],
+    env: dict[str, str],
+    prefix: str,
+    started: float,
+    passwords: dict[str, str],
+    jwt_secret: str | None = None,
+) -> AirflowServer:
+    """Launch `airflow ARGV`, wait for its version endpoint, and describe the running server."""
+    home = Path(env["AIRFLOW_HOME"])
+    log = home.parent / "server.log"
+    base_url = f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}"
     process = _launch(venv, argv, env, log)
-    base_url = f"http://127.0.0.1:{port}"
-    version = _wait_for(process, base_url + "/api/v2/version", log)
+    version = _wait_for(process, f"{base_url}{prefix}/version", log)
     return AirflowServer(
         version=version,
         base_url=base_url,
-        api_url=base_url + "/api/v2",
+        api_url=base_url + prefix,
         admin_username="admin",
         admin_password=passwords["admin"],
         viewer_username="viewer",
@@ -331,55 +379,20 @@ def start_airflow3(venv: Path, work: Path) -> AirflowServer:
     )
 
 
-def start_airflow2(venv: Path, work: Path) -> AirflowServer:
-    """Migrate a fresh database, create an Admin and a Viewer, start the webserver (basic auth)."""
-    started = time.monotonic()
-    port = _free_port()
-    home = work / "airflow-home"
-    env = airflow_env(venv, home, port)
-    env |= {
-        "AIRFLOW__API__AUTH_BACKENDS": FAB_BASIC_AUTH,
-        "AIRFLOW__WEBSERVER__SECRET_KEY": secrets.token_urlsafe(32),
-        "AIRFLOW__WEBSERVER__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__WEBSERVER__WEB_SERVER_HOST": "127.0.0.1",
-        "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": str(port),
-    }
-    log = work / "server.log"
-    passwords = _fresh_database(venv, env, work, users=[("admin", "Admin"), ("viewer", "Viewer")])
-    # One synchronous gunicorn worker: the fastest start; requests are then served one at a time.
-    argv = ["webserver", "--hostname", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    process = _launch(venv, [*argv, "--workerclass", "sync"], env, log)
-    base_url = f"http://127.0.0.1:{port}"
-    version = _wait_for(process, base_url + "/api/v1/version", log)
-    return AirflowServer(
-        version=version,
-        base_url=base_url,
-        api_url=base_url + "/api/v1",
-        admin_username="admin",
-        admin_password=passwords["admin"],
-        viewer_username="viewer",
-        viewer_password=passwords["viewer"],
-        fernet_key=env["AIRFLOW__CORE__FERNET_KEY"],
-        airflow_home=home,
-        db_url=env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
-        env=env,
-        venv=venv,
-        log_file=log,
-        startup_seconds=time.monotonic() - started,
-        process=process,
-    )
-
-
 def _fresh_database(
-    venv: Path, env: dict[str, str], work: Path, users: list[tuple[str, str]]
+    venv: Path,
+    env: dict[str, str],
+    work: Path,
+    users: tuple[tuple[str, str], ...],
+    teams: tuple[str, ...] = (),
 ) -> dict[str, str]:
-    """Give the server a database of its own, migrated, with `users`; return their passwords.
+    """Give the server a database of its own, migrated, with FAB `users`; return their passwords.
 
-    `airflow db migrate` (and, on Airflow 2, making the FAB users) runs once per Airflow
-    environment into a template kept inside that environment, so that it goes when
-    run_compat rebuilds the environment; each server then starts from a copy of it.
+    `airflow db migrate` (and making the users and teams) runs once per Airflow environment
+    into a template kept inside that environment, so that it goes when run_compat rebuilds the
+    environment; each server then starts from a copy of it.
     """
-    template = _template(venv, env, work, users)
+    template = _template(venv, env, work, users, teams)
     with (
         contextlib.closing(sqlite3.connect(template / "airflow.db")) as source,
         contextlib.closing(sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db")) as target,
@@ -391,11 +404,12 @@ def _fresh_database(
     return passwords
 
 
-def _template(venv: Path, env: dict[str, str], work: Path, users: list[tuple[str, str]]) -> Path:
-    """Return the folder of the migrated template database (and its users), making it once."""
-    marker = (venv / "dconn-compat.json").read_bytes()
-    key = hashlib.sha256(marker + FAB_USERS_SCRIPT.encode() + repr(users).encode()).hexdigest()[:12]
-    final = venv / "dconn-test-db" / key
+def _template(
+    venv: Path, env: dict[str, str], work: Path, users: tuple[tuple[str, str], ...], teams: tuple[str, ...]
+) -> Path:
+    """Return the folder of the migrated template database (with users and teams), making it once."""
+    recipe = (venv / "dconn-compat.json").read_text() + FAB_USERS_SCRIPT + repr((users, teams))
+    final = venv / "dconn-test-db" / hashlib.sha256(recipe.encode()).hexdigest()[:12]
     if (final / "users.json").is_file():
         return final
     building = final.parent / f".building-{os.getpid()}-{secrets.token_hex(4)}"
@@ -405,7 +419,10 @@ def _template(venv: Path, env: dict[str, str], work: Path, users: list[tuple[str
         "AIRFLOW_HOME": str(building / "home"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{building / 'airflow.db'}",
     }
-    _run_setup([str(venv / "bin" / "airflow"), "db", "migrate"], template_env, work, "airflow db migrate")
+    airflow = str(venv / "bin" / "airflow")
+    _run_setup([airflow, "db", "migrate"], template_env, work, "airflow db migrate")
+    for team in teams:
+        _run_setup([airflow, "teams", "create", team], template_env, work, f"airflow teams create {team}")
     passwords = {name: secrets.token_urlsafe(12) for name, _ in users}
     if users:
         wanted = [{"username": n, "password": passwords[n], "role": r} for n, r in users]

@@ -151,6 +151,22 @@ def test_airflow3_clear_empties_the_server(airflow3_api: AirflowServer) -> None:
     assert [(p["name"], p["slots"]) for p in pools] == [("default_pool", 128)]
 
 
+def test_airflow3_teams_mode_takes_team_name(
+    airflow3_api: AirflowServer, airflow3_teams_api: AirflowServer
+) -> None:
+    """In multi-team mode a known team_name is stored and returned; an unknown one is a 400."""
+    body = {"connection_id": _id("team"), "conn_type": "http", "team_name": "team_a"}
+    with _admin3(airflow3_teams_api) as api:
+        created = api.post("/connections", json=body)
+        assert (created.status_code, created.json()["team_name"]) == (201, "team_a")
+        unknown = api.post("/connections", json={**body, "connection_id": _id("team"), "team_name": "nope"})
+        assert (unknown.status_code, unknown.json()) == (400, {"detail": "Team 'nope' does not exist"})
+    with _admin3(airflow3_api) as api:
+        refused = api.post("/connections", json=body)
+    assert refused.status_code == 422
+    assert "multi_team mode is disabled" in refused.json()["detail"][0]["msg"]
+
+
 # ---------------------------------------------------------------- Airflow 2
 
 
