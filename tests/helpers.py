@@ -31,7 +31,9 @@ def run_dconn(
     )
 
 
-def open_target(url: str, schema: str | None = None, lock_timeout: float = 30.0, fernet_key: str | None = None) -> Any:
+def open_target(
+    url: str, schema: str | None = None, lock_timeout: float = 30.0, fernet_key: str | None = None
+) -> Any:
     """Return a DatabaseTarget for a URL, opened (its tables reflected)."""
     from declarative_conns.targets.database.target import DatabaseTarget
     from declarative_conns.targets.discovery import Target

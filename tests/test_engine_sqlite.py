@@ -335,9 +335,7 @@ def test_apply_without_changes_adopts_the_connections(make_db: Any, tmp_path: Pa
         "host": "h",
     }
     removed = run_plan(tmp_path, db, '[connections.other]\nconn_type = "http"\n')
-    assert [a for a in actions(removed.plan) if a[0] == "delete"] == [
-        ("delete", "adopted", "removed")
-    ]
+    assert [a for a in actions(removed.plan) if a[0] == "delete"] == [("delete", "adopted", "removed")]
     removed.close()
 
 

@@ -42,6 +42,8 @@ class Kind:
     named_secret_fields: frozenset[str] = frozenset()
     #: Fields secret when the object's key has a sensitive name (a variable's value).
     secret_when_key_sensitive: frozenset[str] = frozenset()
+    #: Structured fields where an empty table or text means "not set" (a connection's extra).
+    empty_is_unset: frozenset[str] = frozenset()
     #: Fields stored as text that hold JSON when declared as a table or array (a variable's value).
     json_text_fields: frozenset[str] = frozenset()
     #: Keys dconn changes but never deletes, with the only fields it manages on them.
@@ -58,7 +60,7 @@ class Kind:
                 value = _integer(value)
             elif name in self.boolean_fields:
                 value = bool(value) if value is not None else False
-            elif value in ({}, ""):
+            elif name in self.empty_is_unset and value in ({}, ""):
                 value = None  # an empty extra is no extra
             out[name] = value
         if "conn_type" in out:
@@ -74,6 +76,9 @@ class Kind:
         out: dict[str, Any] | None = None
         for name in self.json_text_fields:
             value, want = stored.get(name), declared.get(name)
+            if isinstance(want, dict) and "$digest" in want:
+                # A recorded secret: its digest is of the parsed JSON when it says so.
+                want = {} if want.get("$json") else None
             if isinstance(value, str) and isinstance(want, (dict, list)):
                 try:
                     parsed = json.loads(value)
@@ -136,6 +141,7 @@ CONNECTION = Kind(
     fields=("conn_type", "description", "host", "schema", "login", "password", "port", "extra", "team_name"),
     text_fields=frozenset({"conn_type", "description", "host", "schema", "login", "password", "team_name"}),
     integer_fields=frozenset({"port"}),
+    empty_is_unset=frozenset({"extra"}),
     secret_fields=frozenset({"password"}),
     named_secret_fields=frozenset({"extra"}),
 )

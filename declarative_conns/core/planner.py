@@ -172,7 +172,7 @@ def make_plan(
         known = digester if same_key else state_digester(keyring, previous)
 
         def recorded(digests: Digester) -> ToForm:
-            return lambda a, v: recorded_form(v, digests, kind_map[a.kind], fields[a.kind])
+            return lambda a, v: recorded_form(v, digests, kind_map[a.kind], _managed(a, fields))
 
         current = _kept_forms(snapshot["objects"]) if same_key else None
         drift = detect_drift(
@@ -200,6 +200,11 @@ def make_plan(
     state.digest_key = digest_key_record(digester)
     state.snapshot = snapshot
     return Planned(plan, state, tuple(warnings))
+
+
+def _managed(address: Address, fields: Fields) -> tuple[str, ...]:
+    """Return the fields dconn manages on one object (default_pool: slots and include_deferred)."""
+    return BY_NAME[address.kind].managed_fields(address.key, fields[address.kind])
 
 
 def snapshot_order(obj: StoredObject) -> tuple[int, int, str]:
@@ -268,7 +273,7 @@ def state_after_apply(
     state.managed = {a for a in state.managed if a.kind not in in_scope or a in failed} | adopted
     applied = {a: f for a, f in state.applied.items() if a.kind not in in_scope or a in failed}
     applied.update(
-        {a: recorded_form(declared[a], digester, kind_map[a.kind], fields[a.kind]) for a in adopted}
+        {a: recorded_form(declared[a], digester, kind_map[a.kind], _managed(a, fields)) for a in adopted}
     )
     state.applied = applied
     state.snapshot = {

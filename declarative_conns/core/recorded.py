@@ -16,6 +16,8 @@ from declarative_conns.core.sensitive import is_sensitive_path, redact
 
 #: The key of a digest object: {"$digest": "<hex>"}.
 DIGEST_KEY = "$digest"
+#: Beside DIGEST_KEY when the secret is JSON stored as text (a variable's table value).
+JSON_MARK = "$json"
 
 Form = dict[str, Any]
 
@@ -35,6 +37,8 @@ def recorded_form(values: Values, digester: Digester, kind: Kind, fields: Sequen
         path = (name,)
         if is_sensitive_path(path, secret_paths, kind):
             out[name] = digest(value)
+            if name in kind.json_text_fields and isinstance(value, (dict, list)):
+                out[name][JSON_MARK] = True  # stored as text: parse it to compare
         elif value.__class__ in JSON_SCALARS:
             out[name] = value
         else:
@@ -44,7 +48,7 @@ def recorded_form(values: Values, digester: Digester, kind: Kind, fields: Sequen
 
 def is_digest(value: Any) -> bool:
     """Tell whether a recorded value is a secret's digest object."""
-    return isinstance(value, dict) and len(value) == 1 and DIGEST_KEY in value
+    return isinstance(value, dict) and DIGEST_KEY in value and value.keys() <= {DIGEST_KEY, JSON_MARK}
 
 
 def digest_paths(form: Mapping[str, Any]) -> frozenset[Path]:
