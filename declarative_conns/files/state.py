@@ -191,8 +191,11 @@ def parse_state(text: str, where: str, what: str = "state file") -> State:
 #: Members of the state written one entry per line (the rest of an entry stays on its line).
 _STATE_LINES = frozenset(
     {("managed",), ("applied",), ("snapshot",), ("snapshot", "objects"), ("sent",)}
-    | {("applied", kind) for kind in ("connection", "variable", "pool")}
-    | {("sent", kind) for kind in ("connection", "variable", "pool")}
+    | {
+        (member, kind)
+        for member in ("managed", "applied", "sent")
+        for kind in ("connection", "variable", "pool")
+    }
 )
 
 

@@ -17,6 +17,7 @@ from declarative_conns.output.text import (
     flatten_values,
     format_path,
     heading,
+    noun_of,
     render_text,
     show_change,
     summary_line,
@@ -157,7 +158,7 @@ def render_markdown(plan: Plan, context: PlanContext) -> str:
     if plan.old_key:
         listed = ", ".join(_code(a.key) for a in plan.old_key)
         lines += [
-            f"**Note:** {count(len(plan.old_key), 'object')} encrypted with an older Fernet key "
+            f"**Note:** {count(len(plan.old_key), noun_of(plan.old_key))} encrypted with an older Fernet key "
             f"(not the first of the ring): {listed}",
             "",
         ]

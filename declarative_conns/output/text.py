@@ -80,7 +80,7 @@ def render_text(plan: Plan, context: PlanContext) -> str:
     if plan.old_key:
         rotating = any(isinstance(op, Reencrypt) for op in plan.operations)
         lines += [
-            f"Note: {count(len(plan.old_key), _noun(plan.old_key))} encrypted with an older Fernet key (not the "
+            f"Note: {count(len(plan.old_key), noun_of(plan.old_key))} encrypted with an older Fernet key (not the "
             "first of the ring): "
             + ", ".join(a.key for a in plan.old_key)
             + ("" if rotating else "; --rotate re-encrypts them"),
@@ -94,7 +94,7 @@ def render_text(plan: Plan, context: PlanContext) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _noun(addresses: Sequence[Address]) -> str:
+def noun_of(addresses: Sequence[Address]) -> str:
     """Return the kind name shared by the addresses, or 'object'."""
     kinds = {a.kind for a in addresses}
     return kinds.pop() if len(kinds) == 1 else "object"
