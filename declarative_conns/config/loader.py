@@ -38,6 +38,9 @@ class DesiredConnection:
     source: Path
     #: Declared fields; `extra` is a dict (from `extra` or `extra_json`); refs are SecretRefs.
     fields: Mapping[str, Any]
+    #: Where each field came from when layers were merged: field path -> file; a path absent
+    #: here (and every path of a connection read from one file) came from `source`.
+    origins: Mapping[tuple[str, ...], Path] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"DesiredConnection({self.conn_id!r}, source={str(self.source)!r})"
@@ -91,12 +94,7 @@ def load_desired(path: Path) -> DesiredState:
     if problems:
         raise ValidationFailed(problems)
     settings = _settings(settings_seen)
-    warnings = tuple(
-        f'connection "{c}" matches an ignore pattern but is declared, so dconn manages it'
-        for c in sorted(connections)
-        if is_ignored(c, settings.ignore)
-    )
-    return DesiredState(connections, settings, tuple(files), warnings)
+    return DesiredState(connections, settings, tuple(files), declared_but_ignored(connections, settings))
 
 
 def desired_from_dicts(
@@ -134,12 +132,16 @@ def desired_from_dicts(
         values["type_rules"] = str(Path(base) / values["type_rules"])
     values["ignore"] = tuple(values.get("ignore", ()))
     merged = Settings(**values)
-    warnings = tuple(
+    return DesiredState(parsed, merged, (file,), declared_but_ignored(parsed, merged))
+
+
+def declared_but_ignored(connections: Mapping[str, DesiredConnection], settings: Settings) -> tuple[str, ...]:
+    """Return a warning for each declared connection that an `ignore` pattern matches."""
+    return tuple(
         f'connection "{c}" matches an ignore pattern but is declared, so dconn manages it'
-        for c in sorted(parsed)
-        if is_ignored(c, merged.ignore)
+        for c in sorted(connections)
+        if is_ignored(c, settings.ignore)
     )
-    return DesiredState(parsed, merged, (file,), warnings)
 
 
 def _python_value(value: Any, *, refs: bool, top: bool = False) -> Any:
