@@ -347,6 +347,14 @@ def test_an_undefined_var_names_file_and_path(tmp_path: Path) -> None:
     ]
 
 
+def test_an_unfilled_template_is_reported_once(tmp_path: Path) -> None:
+    """An undefined var in port is one problem, not also a wrong type for the text left in place."""
+    layer = write(tmp_path / "c.toml", '[connections.a]\nconn_type = "http"\nport = "${vars.nope}"\n')
+    assert problems_of(layer) == [
+        f'{layer}: connections.a.port: undefined var "nope" in ${{vars.nope}} (environment "dev" defines no vars)'
+    ]
+
+
 def test_keys_are_not_filled_in(tmp_path: Path) -> None:
     """A template in a key (conn_id, extra key) is an error: keys must read alike in every environment."""
     layer = write(tmp_path / "c.toml", '[connections.a]\nconn_type = "http"\nextra = { "${vars.k}" = 1 }\n')
@@ -446,15 +454,17 @@ def test_missing_layers_name_the_environment_and_paths(tmp_path: Path) -> None:
         load_layers([base, tmp_path / "nope", tmp_path / "gone.toml"], label='environment "staging"')
     assert (
         str(info.value)
-        == f'environment "staging": layer {tmp_path / "nope"}, {tmp_path / "gone.toml"} does not exist'
+        == f'environment "staging": layers {tmp_path / "nope"}, {tmp_path / "gone.toml"} do not exist'
     )
 
 
 def test_an_empty_folder_layer_is_an_error(tmp_path: Path) -> None:
     """A folder layer without *.toml files is an error naming it."""
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match=r"empty: the folder holds no \*\.toml files"):
-        load_layers([tmp_path / "empty"])
+    with pytest.raises(
+        ProjectError, match=r'^environment "dev": layer .*empty: the folder holds no \*\.toml files$'
+    ):
+        load_layers([tmp_path / "empty"], label='environment "dev"')
 
 
 def test_secrets_are_not_resolved_while_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -100,7 +100,8 @@ def load_layers(
     paths = [Path(layer) for layer in layers]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        raise ProjectError(f"{where}layer {', '.join(missing)} does not exist")
+        what = f"layer {missing[0]} does" if len(missing) == 1 else f"layers {', '.join(missing)} do"
+        raise ProjectError(f"{where}{what} not exist")
     problems: list[str] = []
     merged = _Layer()
     for path in paths:
@@ -115,16 +116,25 @@ def load_layers(
 
 def origin_of(conn: DesiredConnection, path: Sequence[str]) -> Path:
     """Return the file that gave a connection's field (`("extra", "region")`) its value."""
+    return _nearest(conn.origins, path) or conn.source
+
+
+def _nearest(origins: Mapping[FieldPath, Path], path: Sequence[str]) -> Path | None:
+    """Return the origin recorded at a path or the nearest path above it."""
     for end in range(len(path), 0, -1):
-        found = conn.origins.get(tuple(path[:end]))
+        found = origins.get(tuple(path[:end]))
         if found is not None:
             return found
-    return conn.source
+    return None
 
 
 def _layer_files(path: Path, skip: Path | None, where: str) -> list[Path]:
     """Return the files of one layer, without the project file; an empty folder is an error."""
-    files = [f for f in config_files(path) if skip is None or f.absolute() != skip.absolute()]
+    try:
+        listed = config_files(path)
+    except InputError as exc:
+        raise ProjectError(f"{where}layer {exc}") from None
+    files = [f for f in listed if skip is None or f.absolute() != skip.absolute()]
     if not files:
         raise ProjectError(f"{where}layer {path}: the folder holds no *.toml files besides {skip}")
     return files
@@ -136,7 +146,10 @@ def _read_layer(
     """Read one layer's files: fill in vars, check each file, refuse a key declared twice."""
     layer = _Layer(files=files)
     for file in files:
+        before = len(problems)
         document = _fill(_parse_toml(file), (), file, variables, label, problems)
+        if len(problems) > before:
+            continue  # an unfilled template would only be reported again, as a wrong type
         file_problems = layer_problems(document, file)
         problems.extend(file_problems)
         if file_problems:
@@ -268,7 +281,7 @@ def _parse(merged: _Layer) -> DesiredState:
     def file_of(path: tuple[str, ...]) -> Path:
         if len(path) >= 2 and path[0] in merged.objects and path[1] in merged.objects[path[0]]:
             declared = merged.objects[path[0]][path[1]]
-            return declared.origins.get(path[2:3], declared.declared_in)
+            return _nearest(declared.origins, path[2:]) or declared.declared_in
         return (
             merged.settings[path[1]][1] if path[:1] == ("settings",) and len(path) > 1 else merged.files[-1]
         )

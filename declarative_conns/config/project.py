@@ -9,7 +9,7 @@ Relative paths (layers, state, `from_file`) are relative to dconn.toml itself.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -126,11 +126,11 @@ def describe_setting(value: Setting | None, *, url: bool = False, secret: bool =
     return "written in dconn.toml" if secret else value
 
 
-def resolve_setting(value: Setting | None, resolver: Any = resolve_secret) -> str | None:
+def resolve_setting(
+    value: Setting | None, resolver: Callable[[SecretRef], str] = resolve_secret
+) -> str | None:
     """Return a setting's value, resolving a secret reference (None stays None)."""
-    if isinstance(value, SecretRef):
-        return str(resolver(value))
-    return value
+    return resolver(value) if isinstance(value, SecretRef) else value
 
 
 def summarize(env: Environment) -> dict[str, Any]:
