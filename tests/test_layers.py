@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from declarative_conns.config.interpolate import InterpolationError, interpolate
 from declarative_conns.config.layers import (
@@ -308,6 +310,19 @@ def test_interpolate_errors(text: str, message: str) -> None:
     with pytest.raises(InterpolationError) as info:
         interpolate(text, VARS, 'environment "dev"')
     assert str(info.value).startswith(message)
+
+
+def test_a_var_is_inserted_once_never_read_again() -> None:
+    """A var whose value reads like a template (from `$${` in dconn.toml) is inserted as text."""
+    variables = {"raw": "${vars.other}"}
+    assert interpolate("a-${vars.raw}", variables) == "a-${vars.other}"
+    assert interpolate("${vars.raw}", variables) == "${vars.other}"
+
+
+@given(st.text(alphabet=st.sampled_from("$${}va.rs_x "), max_size=30) | st.text(max_size=30))
+def test_escaping_every_template_gives_the_text_back(text: str) -> None:
+    """Writing every `${` as `$${` makes any text come out exactly as it was."""
+    assert interpolate(text.replace("${", "$${"), {}) == text
 
 
 def test_undefined_var_without_any_vars() -> None:
