@@ -24,6 +24,14 @@ class ValidationFailed(InputError):
         super().__init__(f"the configuration has {count} {noun}:\n  " + "\n  ".join(problems))
 
 
+class ProjectError(InputError):
+    """Raise when dconn.toml cannot be found or read, or an environment names a missing layer."""
+
+
+class UnknownEnvironment(ProjectError):
+    """Raise when the environment picked is not in dconn.toml, or none is picked among several."""
+
+
 class SecretError(DconnError):
     """Raise when a secret reference cannot be resolved."""
 

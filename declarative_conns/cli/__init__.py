@@ -1,6 +1,6 @@
 """The `dconn` command line: parse, call the library, render, map errors to exit codes.
 
-One module per command (validate, plan/apply, export/convert, restore) around `common`, which
+One module per command (validate, envs, plan/apply, export/convert, restore) around `common`, which
 holds the typer app, the shared options and the terminal output.
 """
 
@@ -10,12 +10,13 @@ import logging
 
 import typer
 
-from declarative_conns.cli import onboarding, plan, restore, validate
+from declarative_conns.cli import envs, onboarding, plan, restore, validate
 from declarative_conns.cli.common import app
 
 # In the order `dconn --help` lists them.
 for _command in (
     validate.validate,
+    envs.envs,
     plan.plan,
     plan.apply,
     onboarding.export,

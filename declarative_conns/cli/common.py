@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 import typer
 
 from declarative_conns import __version__
-from declarative_conns.errors import ApplyRefused, DconnError
+from declarative_conns.errors import ApplyRefused, DconnError, InputError
 
 if TYPE_CHECKING:
     from declarative_conns.api import Workspace
@@ -180,13 +180,39 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+ProjectOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--project",
+        help="The project file dconn.toml (or its folder) declaring the environments. Default: found "
+        "in the current directory or a parent. Works before or after the command.",
+        show_default=False,
+    ),
+]
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    project: ProjectOpt = None,
 ) -> None:
     """Manage Apache Airflow connections declaratively: TOML in git -> plan -> apply."""
+    ctx.obj = {"project": project}
+
+
+def project_option(ctx: typer.Context, given: Path | None) -> Path | None:
+    """Return the --project given after the command, else the one given before it, else None.
+
+    Given on both sides with different files, it is an error rather than a silent choice.
+    """
+    root = ctx.find_root().obj
+    before = root.get("project") if isinstance(root, dict) else None
+    if given is not None and before is not None and given != before:
+        raise InputError(f"--project is given twice, as {before} and as {given}: give it once")
+    return given if given is not None else before
 
 
 def check_types_or_fail(desired: DesiredState, strict: bool, output: Output) -> None:

@@ -35,6 +35,9 @@ class DesiredObject:
     source: Path
     #: Declared fields; a connection's `extra` is a dict (from `extra` or `extra_json`); refs are SecretRefs.
     fields: Mapping[str, Any]
+    #: Where each field came from when layers were merged: field path -> file; a path absent
+    #: here (and every path of an object read from one file) came from `source`.
+    origins: Mapping[tuple[str, ...], Path] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -119,7 +122,9 @@ def load_desired(path: Path) -> DesiredState:
     if problems:
         raise ValidationFailed(problems)
     settings = _settings(settings_seen)
-    return DesiredState(objects, settings, tuple(files), _ignore_warnings(objects, settings), _ordered(kinds))
+    return DesiredState(
+        objects, settings, tuple(files), declared_but_ignored(objects, settings), _ordered(kinds)
+    )
 
 
 def _ordered(kinds: Iterable[str]) -> tuple[str, ...]:
@@ -132,7 +137,7 @@ def _ordered(kinds: Iterable[str]) -> tuple[str, ...]:
     return tuple(k.name for k in KINDS if k.name in present) or ("connection",)
 
 
-def _ignore_warnings(objects: Mapping[Address, DesiredObject], settings: Settings) -> tuple[str, ...]:
+def declared_but_ignored(objects: Mapping[Address, DesiredObject], settings: Settings) -> tuple[str, ...]:
     """Warn about declared objects that match an ignore pattern (they are managed all the same)."""
     return tuple(
         f"{address} matches an ignore pattern but is declared, so dconn manages it"
@@ -191,7 +196,7 @@ def desired_from_dicts(
     values["ignore"] = tuple(values.get("ignore", ()))
     merged = Settings(**values)
     kinds = _ordered(k.name for k in KINDS if tables[k.plural] is not None)
-    return DesiredState(parsed, merged, (file,), _ignore_warnings(parsed, merged), kinds)
+    return DesiredState(parsed, merged, (file,), declared_but_ignored(parsed, merged), kinds)
 
 
 def _python_value(value: Any, *, refs: bool, top: bool = False) -> Any:
