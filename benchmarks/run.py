@@ -31,10 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,26 +40,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
+from backends import open_backend  # noqa: E402
+from measure import PYTHON, Measurement, best_of, nothing  # noqa: E402
 from workload import env_secrets, prune_document, toml_document  # noqa: E402
 
 BIN = Path(sys.executable).parent
 DCONN = str(BIN / "dconn")
-PYTHON = sys.executable
 RAW = str(HERE / "raw_limit.py")
-GNU_TIME = "/usr/bin/time"
-SHAPE = "3.2"  # the connection table of Airflow 3.2+, as Airflow 3.3 creates it
-TIMEOUT = 3600.0
-
-
-@dataclass
-class Measurement:
-    """One measured process: best wall time of its runs, and that run's peak RSS and CPU time."""
-
-    seconds: float
-    rss_mb: float
-    runs: int
-    cpu_seconds: float = 0.0
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,153 +64,6 @@ class Row:
     def ratio(self) -> float:
         """Return how many times the raw process's wall time dconn took."""
         return self.dconn.seconds / self.raw.seconds
-
-
-# --- measuring one process -------------------------------------------------------------------
-
-
-def run_once(
-    argv: Sequence[str], env: dict[str, str], cwd: Path, expect: Sequence[int] = (0,)
-) -> tuple[float, float, float, str]:
-    """Run a command as a fresh process; return wall seconds, peak RSS in MB, CPU seconds, stdout."""
-    stats = cwd / f".stats-{uuid.uuid4().hex}"
-    out_path = cwd / f".stdout-{uuid.uuid4().hex}"
-    if os.access(GNU_TIME, os.X_OK):
-        wrapped = [GNU_TIME, "-f", "%M %U %S", "-o", str(stats), *argv]
-    else:
-        wrapped = [PYTHON, "-c", _RUSAGE_CHILD, str(stats), *argv]
-    with out_path.open("wb") as out:
-        start = time.perf_counter()
-        done = subprocess.run(
-            wrapped, cwd=cwd, env=env, stdout=out, stderr=subprocess.PIPE, timeout=TIMEOUT, check=False
-        )
-        seconds = time.perf_counter() - start
-    stdout = out_path.read_text(encoding="utf-8", errors="replace")
-    out_path.unlink()
-    if done.returncode not in expect:
-        tail = done.stderr.decode(errors="replace")[-2000:]
-        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{tail}")
-    rss_kb, user, system = stats.read_text().strip().splitlines()[-1].split()
-    stats.unlink()
-    return seconds, int(rss_kb) / 1024, float(user) + float(system), stdout
-
-
-# Run the command in a fresh child and report that child's peak RSS (KB), as GNU time does.
-_RUSAGE_CHILD = """
-import resource, subprocess, sys
-code = subprocess.call(sys.argv[2:])
-usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-open(sys.argv[1], "w").write(f"{usage.ru_maxrss} {usage.ru_utime} {usage.ru_stime}")
-sys.exit(code)
-"""
-
-
-def best_of(
-    runs: int, prepare: Any, argv: Sequence[str], env: dict[str, str], cwd: Path, **kw: Any
-) -> Measurement:
-    """Prepare the database, run the command, `runs` times; keep the fastest run."""
-    best: tuple[float, float, float, str] | None = None
-    for _ in range(runs):
-        prepare()
-        result = run_once(argv, env, cwd, **kw)
-        if best is None or result[0] < best[0]:
-            best = result
-    assert best is not None
-    detail: dict[str, Any] = {}
-    if argv[:2] == [PYTHON, RAW]:
-        detail = json.loads(best[3].strip().splitlines()[-1])
-    return Measurement(round(best[0], 3), round(best[1], 1), runs, round(best[2], 2), detail)
-
-
-# --- backends: prepared databases and cheap copies of them -----------------------------------
-
-
-class SqliteBackend:
-    """Airflow-shaped SQLite files; a copy is a file copy."""
-
-    name = "sqlite"
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def url(self, db: str) -> str:
-        """Return the URL of a database by its short name."""
-        return f"sqlite:///{self.folder / (db + '.db')}"
-
-    def create_empty(self, db: str) -> None:
-        """Create a database holding an empty Airflow connection table."""
-        _create_table(self.url(db))
-
-    def copy(self, source: str, target: str) -> None:
-        """Make `target` a copy of `source`, replacing it."""
-        shutil.copyfile(self.folder / f"{source}.db", self.folder / f"{target}.db")
-
-    def close(self) -> None:
-        """Remove nothing: the work folder is removed as a whole."""
-
-
-class PostgresBackend:
-    """Airflow-shaped PostgreSQL databases, uniquely named; a copy is CREATE DATABASE ... TEMPLATE."""
-
-    name = "postgres"
-
-    def __init__(self, admin_url: str) -> None:
-        import sqlalchemy as sa
-
-        self.admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-        self.prefix = f"dconn_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        self.created: set[str] = set()
-        self.base_url = self.admin.url
-
-    def _real(self, db: str) -> str:
-        return f"{self.prefix}_{db}"
-
-    def url(self, db: str) -> str:
-        """Return the URL of a database by its short name (password included: it is a local server)."""
-        return self.base_url.set(database=self._real(db)).render_as_string(hide_password=False)
-
-    def _sql(self, statement: str) -> None:
-        import sqlalchemy as sa
-
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(statement))
-
-    def _drop(self, db: str) -> None:
-        if db in self.created:
-            self._sql(f'DROP DATABASE IF EXISTS "{self._real(db)}" WITH (FORCE)')
-            self.created.discard(db)
-
-    def create_empty(self, db: str) -> None:
-        """Create a database holding an empty Airflow connection table."""
-        self._drop(db)
-        self._sql(f'CREATE DATABASE "{self._real(db)}"')
-        self.created.add(db)
-        _create_table(self.url(db))
-
-    def copy(self, source: str, target: str) -> None:
-        """Make `target` a copy of `source`, replacing it."""
-        self._drop(target)
-        self._sql(f'CREATE DATABASE "{self._real(target)}" TEMPLATE "{self._real(source)}"')
-        self.created.add(target)
-
-    def close(self) -> None:
-        """Drop every database this run created."""
-        for db in sorted(self.created):
-            self._drop(db)
-        self.admin.dispose()
-
-
-def _create_table(url: str) -> None:
-    """Create the connection table (and the team table it references) as Airflow does."""
-    import sqlalchemy as sa
-
-    from tests.airflow_tables import create_airflow_tables
-
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        create_airflow_tables(engine, SHAPE)
-    finally:
-        engine.dispose()
 
 
 # --- the scenarios ---------------------------------------------------------------------------
@@ -281,7 +119,7 @@ def bench_size(backend: Any, n: int, runs: int, work: Path, key: str, ops: set[s
 
     backend.create_empty("empty")
     _log(f"{backend.name} N={n}: raw create")
-    raw_create = best_of(runs, fresh("empty", False), raw("create"), env("work"), work)
+    raw_create = best_of(runs, fresh("empty", False), raw("create"), env("work"), work, json_detail=True)
     _log(f"{backend.name} N={n}: dconn apply (create)")
     create = best_of(
         runs,
@@ -299,29 +137,25 @@ def bench_size(backend: Any, n: int, runs: int, work: Path, key: str, ops: set[s
         fresh("full", True)()
     if "plan" in ops:
         desired = dconn("plan", "-c", str(files.desired), "--detailed-exitcode")
-        plan_same = best_of(runs, _nothing, desired, env("work"), work)
+        plan_same = best_of(runs, nothing, desired, env("work"), work)
         rows.insert(0, Row(backend.name, n, "plan, no changes", plan_same, "create", raw_create))
     if "plan-changed" in ops:
         changed = dconn("plan", "-c", str(files.changed), "--detailed-exitcode")
-        plan_changed = best_of(runs, _nothing, changed, env("work", True), work, expect=(2,))
+        plan_changed = best_of(runs, nothing, changed, env("work", True), work, expect=(2,))
         rows.insert(-1, Row(backend.name, n, "plan, every row changed", plan_changed, "create", raw_create))
     if "update" in ops:
         _log(f"{backend.name} N={n}: raw update, dconn apply (update)")
-        raw_update = best_of(runs, fresh("full", False), raw("update"), env("work"), work)
+        raw_update = best_of(runs, fresh("full", False), raw("update"), env("work"), work, json_detail=True)
         apply_changed = dconn("apply", "-c", str(files.changed), "--auto-approve")
         update = best_of(runs, fresh("full", True), apply_changed, env("work", True), work)
         rows.append(Row(backend.name, n, "apply, update all", update, "update", raw_update))
     if "delete" in ops:
         _log(f"{backend.name} N={n}: raw delete, dconn apply (delete)")
-        raw_delete = best_of(runs, fresh("full", False), raw("delete"), env("work"), work)
+        raw_delete = best_of(runs, fresh("full", False), raw("delete"), env("work"), work, json_detail=True)
         apply_prune = dconn("apply", "-c", str(files.prune), "--auto-approve")
         delete = best_of(runs, fresh("full", True), apply_prune, env("work"), work)
         rows.append(Row(backend.name, n, "apply, delete all", delete, "delete", raw_delete))
     return rows
-
-
-def _nothing() -> None:
-    """Prepare nothing: plan does not change the database."""
 
 
 def bench_startup(work: Path, runs: int = 5) -> dict[str, Measurement]:
@@ -337,7 +171,7 @@ def bench_startup(work: Path, runs: int = 5) -> dict[str, Measurement]:
             "import sqlalchemy, cryptography.fernet",
         ],
     }
-    return {name: best_of(runs, _nothing, argv, env, work) for name, argv in commands.items()}
+    return {name: best_of(runs, nothing, argv, env, work) for name, argv in commands.items()}
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -466,16 +300,6 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
-@contextmanager
-def _backend(name: str, work: Path, pg_url: str) -> Iterator[Any]:
-    """Open a backend, and drop what it created afterwards."""
-    backend = SqliteBackend(work) if name == "sqlite" else PostgresBackend(pg_url)
-    try:
-        yield backend
-    finally:
-        backend.close()
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Read the options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -530,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         startup = {} if args.no_startup else bench_startup(work)
         for name in args.backends:
-            with _backend(name, work, args.pg_url) as backend:
+            with open_backend(name, work, args.pg_url) as backend:
                 for n in args.sizes:
                     runs = args.repeat or (3 if n < 100_000 else 1)
                     rows.extend(bench_size(backend, n, runs, work, key, args.ops))
