@@ -1,13 +1,16 @@
 """Measure one command as a whole process: wall time, peak RSS and CPU seconds, best of R runs.
 
 Wall time is taken by this process around the child; peak RSS and CPU (user + system) come from
-`/usr/bin/time`, or from getrusage of a fresh intermediate child where GNU time is missing.
+`/usr/bin/time`, or from getrusage of a fresh intermediate child where GNU time is missing. A
+command may be pinned to one CPU with `taskset` (see `pin_prefix`), so that every measured
+process works on one CPU, whatever it would do with more.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +34,34 @@ class Measurement:
     runs: int
     cpu_seconds: float = 0.0
     detail: dict[str, Any] = field(default_factory=dict)
+    #: The wall seconds of every run, in the order they ran (the spread shows the noise).
+    all_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """How measured commands are confined to CPUs: the argv prefix, and a sentence saying so."""
+
+    prefix: tuple[str, ...]
+    description: str
+
+    @property
+    def pinned(self) -> bool:
+        """Tell whether commands run pinned."""
+        return bool(self.prefix)
+
+
+def pin_prefix(cpu: str | None) -> Pinning:
+    """Return the `taskset -c CPU` prefix when taskset exists and the kernel grants that CPU."""
+    if cpu is None:
+        return Pinning((), "not pinned (--no-pin)")
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        return Pinning((), "not pinned: taskset not found")
+    probe = subprocess.run([taskset, "-c", cpu, "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return Pinning((), f"not pinned: taskset -c {cpu} failed ({probe.stderr.strip()})")
+    return Pinning((taskset, "-c", cpu), f"pinned to CPU {cpu} (taskset -c {cpu})")
 
 
 def run_once(
@@ -81,14 +112,16 @@ def best_of(
 ) -> Measurement:
     """Prepare, run the command, `runs` times; keep the fastest run (its last stdout line if JSON)."""
     best: tuple[float, float, float, str] | None = None
+    every: list[float] = []
     for _ in range(runs):
         prepare()
         result = run_once(argv, env, cwd, **kw)
+        every.append(round(result[0], 3))
         if best is None or result[0] < best[0]:
             best = result
     assert best is not None
     detail: dict[str, Any] = json.loads(best[3].strip().splitlines()[-1]) if json_detail else {}
-    return Measurement(round(best[0], 3), round(best[1], 1), runs, round(best[2], 2), detail)
+    return Measurement(round(best[0], 3), round(best[1], 1), runs, round(best[2], 2), detail, every)
 
 
 def nothing() -> None:

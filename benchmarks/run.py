@@ -2,16 +2,18 @@
 
 For every backend (SQLite, PostgreSQL) and every N, on an Airflow-shaped `connection` table:
 
-- raw process (`raw_limit.py`): insert N encrypted rows and read them back / update / delete;
+- raw process (`raw_limit.py`): parse the same TOML document, insert N encrypted rows and read
+  them back / update / delete;
 - `dconn apply` creating N connections into an empty table;
 - `dconn plan` with no changes, and with every row changed;
 - `dconn apply` updating N rows, and deleting N rows (a pruning document that declares none);
 - `dconn --version` and `dconn --help` start-up, beside the bare interpreter.
 
-Each measurement is a fresh process, timed wall-clock by this script, its peak RSS taken from
-`/usr/bin/time` (or from getrusage of a fresh intermediate child when that is missing). Every
-run starts from a copy of a prepared database (a file copy on SQLite, CREATE DATABASE ...
-TEMPLATE on PostgreSQL); preparing it is not measured. Best of 3 below 100k, one run at 100k.
+Each measurement is a fresh process, pinned to one CPU (`taskset -c 0`, when taskset exists and
+the kernel allows it; the results say whether), timed wall-clock by this script, its peak RSS
+and CPU seconds taken from `/usr/bin/time` (see measure.py). Every run starts from a copy of a
+prepared database (backends.py); preparing it is not measured. Best of 3 below 100k, one run
+at 100k.
 
     python benchmarks/run.py                       # 1k, 10k, 100k on SQLite and PostgreSQL
     python benchmarks/run.py --quick               # 1k only, one run each
@@ -41,7 +43,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from backends import open_backend  # noqa: E402
-from measure import PYTHON, Measurement, best_of, nothing  # noqa: E402
+from measure import PYTHON, Measurement, best_of, nothing, pin_prefix  # noqa: E402
 from workload import env_secrets, prune_document, toml_document  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -90,7 +92,9 @@ def write_documents(folder: Path, n: int) -> Files:
 OPERATIONS = ("create", "plan", "plan-changed", "update", "delete")
 
 
-def bench_size(backend: Any, n: int, runs: int, work: Path, key: str, ops: set[str]) -> list[Row]:
+def bench_size(
+    backend: Any, n: int, runs: int, work: Path, key: str, ops: set[str], pin: Sequence[str]
+) -> list[Row]:
     """Measure the operations for one backend and one N (apply creating all always: it prepares)."""
     files = write_documents(work, n)
     state = work / "state" / "state.json"
@@ -112,14 +116,17 @@ def bench_size(backend: Any, n: int, runs: int, work: Path, key: str, ops: set[s
         return prepare
 
     def dconn(*args: str) -> list[str]:
-        return [DCONN, *args, "--state", str(state)]
+        return [*pin, DCONN, *args, "--state", str(state)]
 
-    def raw(mode: str) -> list[str]:
-        return [PYTHON, RAW, "--url", backend.url("work"), "--n", str(n), "--mode", mode]
+    def raw(mode: str, config: Path) -> list[str]:
+        url = backend.url("work")
+        return [*pin, PYTHON, RAW, "--url", url, "--config", str(config), "--n", str(n), "--mode", mode]
 
     backend.create_empty("empty")
     _log(f"{backend.name} N={n}: raw create")
-    raw_create = best_of(runs, fresh("empty", False), raw("create"), env("work"), work, json_detail=True)
+    raw_create = best_of(
+        runs, fresh("empty", False), raw("create", files.desired), env("work"), work, json_detail=True
+    )
     _log(f"{backend.name} N={n}: dconn apply (create)")
     create = best_of(
         runs,
@@ -145,20 +152,29 @@ def bench_size(backend: Any, n: int, runs: int, work: Path, key: str, ops: set[s
         rows.insert(-1, Row(backend.name, n, "plan, every row changed", plan_changed, "create", raw_create))
     if "update" in ops:
         _log(f"{backend.name} N={n}: raw update, dconn apply (update)")
-        raw_update = best_of(runs, fresh("full", False), raw("update"), env("work"), work, json_detail=True)
+        raw_update = best_of(
+            runs,
+            fresh("full", False),
+            raw("update", files.changed),
+            env("work", True),
+            work,
+            json_detail=True,
+        )
         apply_changed = dconn("apply", "-c", str(files.changed), "--auto-approve")
         update = best_of(runs, fresh("full", True), apply_changed, env("work", True), work)
         rows.append(Row(backend.name, n, "apply, update all", update, "update", raw_update))
     if "delete" in ops:
         _log(f"{backend.name} N={n}: raw delete, dconn apply (delete)")
-        raw_delete = best_of(runs, fresh("full", False), raw("delete"), env("work"), work, json_detail=True)
+        raw_delete = best_of(
+            runs, fresh("full", False), raw("delete", files.prune), env("work"), work, json_detail=True
+        )
         apply_prune = dconn("apply", "-c", str(files.prune), "--auto-approve")
         delete = best_of(runs, fresh("full", True), apply_prune, env("work"), work)
         rows.append(Row(backend.name, n, "apply, delete all", delete, "delete", raw_delete))
     return rows
 
 
-def bench_startup(work: Path, runs: int = 5) -> dict[str, Measurement]:
+def bench_startup(work: Path, pin: Sequence[str], runs: int = 5) -> dict[str, Measurement]:
     """Measure start-up: dconn --version and --help, beside the bare interpreter and raw imports."""
     env = {**os.environ, "NO_COLOR": "1"}
     commands = {
@@ -171,7 +187,7 @@ def bench_startup(work: Path, runs: int = 5) -> dict[str, Measurement]:
             "import sqlalchemy, cryptography.fernet",
         ],
     }
-    return {name: best_of(runs, nothing, argv, env, work) for name, argv in commands.items()}
+    return {name: best_of(runs, nothing, [*pin, *argv], env, work) for name, argv in commands.items()}
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -188,10 +204,11 @@ def render(rows: list[Row], startup: dict[str, Measurement], meta: dict[str, Any
         "",
         f"Each cell is one whole process: wall seconds ({meta['runs']}), the CPU seconds (user + "
         "system) and peak RSS (MB) of that run; the ratio is of wall times. The raw process "
-        "(`benchmarks/raw_limit.py`) imports only SQLAlchemy and cryptography and does the least "
-        "work: *create* inserts the N Fernet-encrypted rows in one transaction and reads and "
-        "decrypts them back; *update* reads and decrypts them and rewrites every row; *delete* "
-        "reads and decrypts them and deletes every row.",
+        "(`benchmarks/raw_limit.py`) imports only tomllib, SQLAlchemy and cryptography and does the "
+        "least work: it parses the same TOML document dconn is given, then *create* inserts the N "
+        "Fernet-encrypted rows in one transaction and reads and decrypts them back; *update* reads "
+        "and decrypts them and rewrites every row; *delete* reads and decrypts them and deletes "
+        f"every row. CPUs: dconn and the raw process {meta['pinning']}.",
         "",
         "| backend | N | dconn operation | dconn s | CPU s | MB | raw process | raw s | CPU s | MB | dconn / raw |",
         "| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
@@ -202,47 +219,106 @@ def render(rows: list[Row], startup: dict[str, Measurement], meta: dict[str, Any
             f"| {r.dconn.rss_mb:.0f} | {r.raw_mode} | {r.raw.seconds:.2f} | {r.raw.cpu_seconds:.2f} "
             f"| {r.raw.rss_mb:.0f} | {r.ratio:.2f}× |"
         )
-    lines += ["", *_targets(rows, startup), "", *_memory(rows), "", "## Start-up", ""]
+    lines += ["", *_targets(rows, startup), "", *_growth_table(rows), "", "## Start-up", ""]
     lines += ["| command | wall s (best of 5) | peak MB |", "| --- | ---: | ---: |"]
     lines += [f"| `{name}` | {m.seconds:.3f} | {m.rss_mb:.0f} |" for name, m in startup.items()]
     return "\n".join(lines) + "\n"
 
 
+#: Issue #15's ceilings at 10k connections on SQLite: dconn's wall time over the raw process's.
+RATIO_TARGETS = {"plan, no changes": 2.0, "apply, create all": 2.5}
+VERSION_TARGET = 0.1
+#: "Linear": the cost of each added connection from 10k to 100k at most this many times its
+#: cost from 1k to 10k (a quadratic step would show as about 10×).
+LINEAR_TOLERANCE = 1.25
+
+
 def _targets(rows: list[Row], startup: dict[str, Measurement]) -> list[str]:
     """Return the issue's targets, each with its measured value and whether it is met."""
-    out = ["## Targets (issue #8)", "", "| target | measured | met |", "| --- | --- | :---: |"]
+    out = ["## Targets (issue #15)", "", "| target | measured | met |", "| --- | --- | :---: |"]
     for r in rows:
-        if r.n == 10_000 and r.operation in ("apply, create all", "plan, no changes"):
+        limit = RATIO_TARGETS.get(r.operation)
+        if r.backend == "sqlite" and r.n == 10_000 and limit is not None:
             out.append(
-                f"| {r.backend} 10k `{r.operation}` ≤ 2.5× raw | {r.ratio:.2f}× "
-                f"({r.dconn.seconds:.2f} s / {r.raw.seconds:.2f} s) | {'yes' if r.ratio <= 2.5 else 'no'} |"
+                f"| {r.backend} 10k `{r.operation}` ≤ {limit}× raw | {r.ratio:.2f}× "
+                f"({r.dconn.seconds:.2f} s / {r.raw.seconds:.2f} s) | {_yes(r.ratio <= limit)} |"
             )
-    for name in ("dconn --version", "dconn --help"):
-        if name in startup:
-            s = startup[name].seconds
-            out.append(f"| `{name}` < 0.3 s | {s:.3f} s | {'yes' if s < 0.3 else 'no'} |")
+    for g in _growth(rows):
+        if g.backend == "sqlite" and g.large == 100_000 and g.operation in RATIO_TARGETS:
+            for what, before, after in (
+                ("time", g.ms_before, g.ms_after),
+                ("memory", g.kb_before, g.kb_after),
+            ):
+                unit = "ms" if what == "time" else "KB"
+                out.append(
+                    f"| {g.backend} `{g.operation}` linear in {what} to 100k "
+                    f"(per added connection ≤ {LINEAR_TOLERANCE}× of 1k → 10k) "
+                    f"| {after:.2f} {unit} vs {before:.2f} {unit}: {after / before:.2f}× "
+                    f"| {_yes(after <= LINEAR_TOLERANCE * before)} |"
+                )
+    if "dconn --version" in startup:
+        s = startup["dconn --version"].seconds
+        out.append(f"| `dconn --version` ≤ {VERSION_TARGET} s | {s:.3f} s | {_yes(s <= VERSION_TARGET)} |")
     return out
 
 
-def _memory(rows: list[Row]) -> list[str]:
-    """Return peak RSS per connection between consecutive sizes, to show it is linear in N."""
-    out = [
-        "## Memory",
-        "",
-        "Growth of peak RSS per added connection between consecutive sizes (KB per connection); "
-        "linear memory shows as a roughly constant figure.",
-        "",
-        "| backend | operation | sizes | dconn KB/conn | raw KB/conn |",
-        "| --- | --- | --- | ---: | ---: |",
-    ]
+def _yes(met: bool) -> str:
+    return "yes" if met else "no"
+
+
+@dataclass
+class Growth:
+    """What each connection added between two sizes costs: wall ms and peak-RSS KB per connection."""
+
+    backend: str
+    operation: str
+    small: int
+    large: int
+    ms_before: float  # from the size before `small` to `small`; nan for the first step
+    ms_after: float
+    kb_before: float
+    kb_after: float
+    raw_ms_after: float
+    raw_kb_after: float
+
+
+def _growth(rows: list[Row]) -> list[Growth]:
+    """Return the cost per added connection between consecutive sizes, for each operation."""
     keyed = {(r.backend, r.operation, r.n): r for r in rows}
+    out: list[Growth] = []
     for backend, operation in dict.fromkeys((r.backend, r.operation) for r in rows):
         sizes = sorted(n for b, o, n in keyed if (b, o) == (backend, operation))
+        before = (float("nan"), float("nan"))
         for small, large in itertools.pairwise(sizes):
             a, b = keyed[backend, operation, small], keyed[backend, operation, large]
-            per = (b.dconn.rss_mb - a.dconn.rss_mb) * 1024 / (large - small)
-            raw = (b.raw.rss_mb - a.raw.rss_mb) * 1024 / (large - small)
-            out.append(f"| {backend} | `{operation}` | {small:,} → {large:,} | {per:.2f} | {raw:.2f} |")
+            added = large - small
+            ms = (b.dconn.seconds - a.dconn.seconds) * 1000 / added
+            kb = (b.dconn.rss_mb - a.dconn.rss_mb) * 1024 / added
+            raw_ms = (b.raw.seconds - a.raw.seconds) * 1000 / added
+            raw_kb = (b.raw.rss_mb - a.raw.rss_mb) * 1024 / added
+            out.append(Growth(backend, operation, small, large, before[0], ms, before[1], kb, raw_ms, raw_kb))
+            before = (ms, kb)
+    return out
+
+
+def _growth_table(rows: list[Row]) -> list[str]:
+    """Return time and peak RSS per added connection between consecutive sizes: linear is constant."""
+    out = [
+        "## Growth",
+        "",
+        "What each connection added between consecutive sizes costs: wall milliseconds and peak-RSS "
+        "KB per added connection (the difference of the two sizes' figures over the difference of N). "
+        "Linear time and memory show as a constant figure down each operation; fixed costs such as "
+        "start-up cancel out.",
+        "",
+        "| backend | operation | sizes | dconn ms/conn | raw ms/conn | dconn KB/conn | raw KB/conn |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for g in _growth(rows):
+        out.append(
+            f"| {g.backend} | `{g.operation}` | {g.small:,} → {g.large:,} | {g.ms_after:.3f} "
+            f"| {g.raw_ms_after:.3f} | {g.kb_after:.2f} | {g.raw_kb_after:.2f} |"
+        )
     return out
 
 
@@ -323,6 +399,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--ops", default=",".join(OPERATIONS), help="operations to measure (default: %(default)s)"
     )
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up measurements")
+    parser.add_argument(
+        "--pin-cpu",
+        default="0",
+        help="run every measured process on this CPU with taskset, when taskset exists (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-pin", dest="pin_cpu", action="store_const", const=None, help="do not pin the measured processes"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
     if args.quick and "--sizes" not in (argv if argv is not None else sys.argv):
@@ -349,15 +433,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     from cryptography.fernet import Fernet
 
     key = Fernet.generate_key().decode()
+    pin = pin_prefix(args.pin_cpu)
+    _log(f"measured processes: {pin.description}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="dconn-bench-"))
     rows: list[Row] = []
     try:
-        startup = {} if args.no_startup else bench_startup(work)
+        startup = {} if args.no_startup else bench_startup(work, pin.prefix)
         for name in args.backends:
             with open_backend(name, work, args.pg_url) as backend:
                 for n in args.sizes:
                     runs = args.repeat or (3 if n < 100_000 else 1)
-                    rows.extend(bench_size(backend, n, runs, work, key, args.ops))
+                    rows.extend(bench_size(backend, n, runs, work, key, args.ops, pin.prefix))
                     partial = args.output.with_suffix(".partial.json")
                     partial.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows], indent=1))
     finally:
@@ -375,6 +462,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "package": measured_package(),
         "versions": versions,
         "runs": f"best of {args.repeat}" if args.repeat else "best of 3 below 100k, one run at 100k",
+        "pinning": pin.description,
+        "pinned": pin.pinned,
     }
     text = render(rows, startup, meta)
     args.output.write_text(text, encoding="utf-8")
