@@ -38,6 +38,23 @@ class Measurement:
     all_seconds: list[float] = field(default_factory=list)
 
 
+@dataclass
+class Row:
+    """One line of the results table: a dconn operation beside the raw process it compares with."""
+
+    backend: str
+    n: int
+    operation: str
+    dconn: Measurement
+    raw_mode: str
+    raw: Measurement
+
+    @property
+    def ratio(self) -> float:
+        """Return how many times the raw process's wall time dconn took."""
+        return self.dconn.seconds / self.raw.seconds
+
+
 @dataclass(frozen=True)
 class Pinning:
     """How measured commands are confined to CPUs: the argv prefix, and a sentence saying so."""
