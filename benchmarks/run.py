@@ -188,14 +188,18 @@ def measured_package() -> str:
         check=True,
         cwd="/",
     ).stdout.split()
-    folder = Path(where[0]).parent.parent
-    revision = subprocess.run(
-        ["git", "-C", str(folder), "describe", "--always", "--dirty", "--exclude", "*"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return f"dconn {where[1]} from {folder}" + (f" at git {revision}" if revision else "")
+    package = Path(where[0]).parent
+    folder = package.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    # The commit that last changed the package, not the checkout's: benchmark edits do not count.
+    revision = git("log", "-1", "--format=%h", "--", package.name)
+    if revision and git("status", "--porcelain", "--", package.name):
+        revision += " with uncommitted changes"
+    return f"dconn {where[1]} from {folder}" + (f", package at git {revision}" if revision else "")
 
 
 def machine_versions(pg_url: str | None) -> tuple[str, str]:
