@@ -1,4 +1,4 @@
-"""Measure one command as a whole process: wall time, peak RSS and CPU seconds, best of R runs.
+"""Measure commands as whole processes: wall time, peak RSS and CPU seconds, best of R rounds.
 
 Wall time is taken by this process around the child; peak RSS and CPU (user + system) come from
 `/usr/bin/time`, or from getrusage of a fresh intermediate child where GNU time is missing. A
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -51,8 +52,14 @@ class Row:
 
     @property
     def ratio(self) -> float:
-        """Return how many times the raw process's wall time dconn took."""
+        """Return how many times the raw process's wall time dconn took (best run over best run)."""
         return self.dconn.seconds / self.raw.seconds
+
+    @property
+    def paired_ratio(self) -> float:
+        """Return the median over rounds of dconn's time over the raw process's in the same round."""
+        pairs = zip(self.dconn.all_seconds, self.raw.all_seconds, strict=True)
+        return statistics.median(d / r for d, r in pairs)
 
 
 @dataclass(frozen=True)
@@ -117,28 +124,40 @@ sys.exit(code)
 """
 
 
-def best_of(
-    runs: int,
-    prepare: Callable[[], None],
-    argv: Sequence[str],
-    env: dict[str, str],
-    cwd: Path,
-    *,
-    json_detail: bool = False,
-    **kw: Any,
-) -> Measurement:
-    """Prepare, run the command, `runs` times; keep the fastest run (its last stdout line if JSON)."""
-    best: tuple[float, float, float, str] | None = None
-    every: list[float] = []
+@dataclass
+class Job:
+    """A command to measure: how to prepare each run, what to run, and what it must exit with."""
+
+    prepare: Callable[[], None]
+    argv: Sequence[str]
+    env: dict[str, str]
+    expect: Sequence[int] = (0,)
+    #: Keep the last line of the fastest run's stdout, parsed as JSON (the raw process's timings).
+    json_detail: bool = False
+    #: Called after each run (not measured), e.g. to keep what the first run left behind.
+    after: Callable[[], None] | None = None
+
+
+def interleaved(runs: int, jobs: dict[str, Job], cwd: Path) -> dict[str, Measurement]:
+    """Run every job once per round, `runs` rounds; keep each job's fastest run.
+
+    Round-robin rather than one job's runs in a row: on a shared machine the speed drifts over
+    minutes, and a job compared with another should have met the same drift.
+    """
+    results: dict[str, list[tuple[float, float, float, str]]] = {name: [] for name in jobs}
     for _ in range(runs):
-        prepare()
-        result = run_once(argv, env, cwd, **kw)
-        every.append(round(result[0], 3))
-        if best is None or result[0] < best[0]:
-            best = result
-    assert best is not None
-    detail: dict[str, Any] = json.loads(best[3].strip().splitlines()[-1]) if json_detail else {}
-    return Measurement(round(best[0], 3), round(best[1], 1), runs, round(best[2], 2), detail, every)
+        for name, job in jobs.items():
+            job.prepare()
+            results[name].append(run_once(job.argv, job.env, cwd, job.expect))
+            if job.after is not None:
+                job.after()
+    out = {}
+    for name, job in jobs.items():
+        best = min(results[name], key=lambda run: run[0])
+        detail: dict[str, Any] = json.loads(best[3].strip().splitlines()[-1]) if job.json_detail else {}
+        every = [round(run[0], 3) for run in results[name]]
+        out[name] = Measurement(round(best[0], 3), round(best[1], 1), runs, round(best[2], 2), detail, every)
+    return out
 
 
 def nothing() -> None:

@@ -154,12 +154,12 @@ def _measure(
     cwd: Path,
     check: Callable[[str], None] | None = None,
 ) -> RoundTrips:
-    """Run the command `runs` times with the delay and `runs` times without; keep the best times."""
+    """Run the command `runs` times with the delay and as often without, in turn; keep the best times."""
     delayed: list[tuple[float, float, Counts]] = []
     undelayed: list[float] = []
-    for delay in (rtt_ms, 0.0):
-        proxy.rtt_ms = delay
-        for _ in range(runs):
+    for _ in range(runs):
+        for delay in (rtt_ms, 0.0):  # in turn, so that both meet the same drift of the machine
+            proxy.rtt_ms = delay
             prepare()
             proxy.wait_idle()
             proxy.reset()

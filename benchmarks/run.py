@@ -42,7 +42,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from backends import open_backend  # noqa: E402
-from measure import PYTHON, Measurement, Row, best_of, nothing, pin_prefix  # noqa: E402
+from measure import PYTHON, Job, Measurement, Row, interleaved, nothing, pin_prefix  # noqa: E402
 from report import render  # noqa: E402
 from round_trips import RTT_MS, RoundTrips, bench_round_trips  # noqa: E402
 from round_trips import SIZES as RT_SIZES  # noqa: E402
@@ -76,6 +76,14 @@ def write_documents(folder: Path, n: int) -> Files:
 
 OPERATIONS = ("create", "plan", "plan-changed", "update", "delete")
 SECTIONS = ("matrix", "startup", "round-trips")
+#: Each dconn operation, in the table's order, and the raw process's mode it is compared with.
+COMPARED_WITH = {
+    "plan, no changes": "create",
+    "plan, every row changed": "create",
+    "apply, create all": "create",
+    "apply, update all": "update",
+    "apply, delete all": "delete",
+}
 
 
 def bench_size(
@@ -108,56 +116,42 @@ def bench_size(
         url = backend.url("work")
         return [*pin, PYTHON, RAW, "--url", url, "--config", str(config), "--n", str(n), "--mode", mode]
 
-    backend.create_empty("empty")
-    _log(f"{backend.name} N={n}: raw create")
-    raw_create = best_of(
-        runs, fresh("empty", False), raw("create", files.desired), env("work"), work, json_detail=True
-    )
-    _log(f"{backend.name} N={n}: dconn apply (create)")
-    create = best_of(
-        runs,
-        fresh("empty", False),
-        dconn("apply", "-c", str(files.desired), "--auto-approve"),
-        env("work"),
-        work,
-    )
-    backend.copy("work", "full")  # the last apply's result: N declared rows and their state
-    shutil.copyfile(state, saved_state)
+    def keep_first() -> None:
+        if not saved_state.exists():  # the first apply's result: N declared rows and their state
+            backend.copy("work", "full")
+            shutil.copyfile(state, saved_state)
 
-    rows = [Row(backend.name, n, "apply, create all", create, "create", raw_create)]
-    if "plan" in ops or "plan-changed" in ops:
-        _log(f"{backend.name} N={n}: dconn plan")
-        fresh("full", True)()
+    backend.create_empty("empty")
+    saved_state.unlink(missing_ok=True)
+    empty, full, full_with_state = fresh("empty", False), fresh("full", False), fresh("full", True)
+    desired, changed, prune = str(files.desired), str(files.changed), str(files.prune)
+    jobs = {
+        "raw create": Job(empty, raw("create", files.desired), env("work"), json_detail=True),
+        "apply, create all": Job(
+            empty, dconn("apply", "-c", desired, "--auto-approve"), env("work"), after=keep_first
+        ),
+    }
     if "plan" in ops:
-        desired = dconn("plan", "-c", str(files.desired), "--detailed-exitcode")
-        plan_same = best_of(runs, nothing, desired, env("work"), work)
-        rows.insert(0, Row(backend.name, n, "plan, no changes", plan_same, "create", raw_create))
+        plan = dconn("plan", "-c", desired, "--detailed-exitcode")
+        jobs["plan, no changes"] = Job(full_with_state, plan, env("work"))
     if "plan-changed" in ops:
-        changed = dconn("plan", "-c", str(files.changed), "--detailed-exitcode")
-        plan_changed = best_of(runs, nothing, changed, env("work", True), work, expect=(2,))
-        rows.insert(-1, Row(backend.name, n, "plan, every row changed", plan_changed, "create", raw_create))
+        plan = dconn("plan", "-c", changed, "--detailed-exitcode")
+        jobs["plan, every row changed"] = Job(full_with_state, plan, env("work", True), expect=(2,))
     if "update" in ops:
-        _log(f"{backend.name} N={n}: raw update, dconn apply (update)")
-        raw_update = best_of(
-            runs,
-            fresh("full", False),
-            raw("update", files.changed),
-            env("work", True),
-            work,
-            json_detail=True,
-        )
-        apply_changed = dconn("apply", "-c", str(files.changed), "--auto-approve")
-        update = best_of(runs, fresh("full", True), apply_changed, env("work", True), work)
-        rows.append(Row(backend.name, n, "apply, update all", update, "update", raw_update))
+        jobs["raw update"] = Job(full, raw("update", files.changed), env("work", True), json_detail=True)
+        apply = dconn("apply", "-c", changed, "--auto-approve")
+        jobs["apply, update all"] = Job(full_with_state, apply, env("work", True))
     if "delete" in ops:
-        _log(f"{backend.name} N={n}: raw delete, dconn apply (delete)")
-        raw_delete = best_of(
-            runs, fresh("full", False), raw("delete", files.prune), env("work"), work, json_detail=True
-        )
-        apply_prune = dconn("apply", "-c", str(files.prune), "--auto-approve")
-        delete = best_of(runs, fresh("full", True), apply_prune, env("work"), work)
-        rows.append(Row(backend.name, n, "apply, delete all", delete, "delete", raw_delete))
-    return rows
+        jobs["raw delete"] = Job(full, raw("delete", files.prune), env("work"), json_detail=True)
+        apply = dconn("apply", "-c", prune, "--auto-approve")
+        jobs["apply, delete all"] = Job(full_with_state, apply, env("work"))
+    _log(f"{backend.name} N={n}: {runs} round(s) of {', '.join(jobs)}")
+    measured = interleaved(runs, jobs, work)
+    return [
+        Row(backend.name, n, operation, measured[operation], mode, measured[f"raw {mode}"])
+        for operation, mode in COMPARED_WITH.items()
+        if operation in measured
+    ]
 
 
 def bench_startup(work: Path, pin: Sequence[str], runs: int = 5) -> dict[str, Measurement]:
@@ -173,7 +167,9 @@ def bench_startup(work: Path, pin: Sequence[str], runs: int = 5) -> dict[str, Me
             "import sqlalchemy, cryptography.fernet",
         ],
     }
-    return {name: best_of(runs, nothing, [*pin, *argv], env, work) for name, argv in commands.items()}
+    return interleaved(
+        runs, {name: Job(nothing, [*pin, *argv], env) for name, argv in commands.items()}, work
+    )
 
 
 # --- context ---------------------------------------------------------------------------------
@@ -319,6 +315,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _load() -> str:
+    """Return the 1-minute load average and the CPU count: how shared the machine was."""
+    if not hasattr(os, "getloadavg"):
+        return "unknown"
+    return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+
+
 def _numbers(text: str) -> list[int]:
     """Read comma-separated sizes such as 1000,10_000."""
     return [int(s.replace("_", "")) for s in text.split(",") if s.strip()]
@@ -330,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # A plain `kill` still drops the PostgreSQL databases and removes the work folder.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("benchmark stopped (SIGTERM)"))
     started = time.perf_counter()
+    load_before = _load()
     from cryptography.fernet import Fernet
 
     key = Fernet.generate_key().decode()
@@ -372,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "runs": f"best of {args.repeat}" if args.repeat else "best of 3 below 100k, one run at 100k",
         "pinning": pin.description,
         "pinned": pin.pinned,
+        "load": f"{load_before} at the start, {_load()} at the end",
         "sections": sorted(args.sections),
         "rtt_ms": args.rtt_ms,
     }
