@@ -58,6 +58,8 @@ class Row:
     @property
     def paired_ratio(self) -> float:
         """Return the median over rounds of dconn's time over the raw process's in the same round."""
+        if not self.dconn.all_seconds or len(self.dconn.all_seconds) != len(self.raw.all_seconds):
+            return self.ratio  # results of a run that kept only the best
         pairs = zip(self.dconn.all_seconds, self.raw.all_seconds, strict=True)
         return statistics.median(d / r for d, r in pairs)
 

@@ -286,6 +286,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--no-pin", dest="pin_cpu", action="store_const", const=None, help="do not pin the measured processes"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="measure nothing: write the markdown again from an earlier run's JSON",
+    )
     args = parser.parse_args(argv)
     given = argv if argv is not None else sys.argv
     if args.quick and "--sizes" not in given:
@@ -327,9 +333,32 @@ def _numbers(text: str) -> list[int]:
     return [int(s.replace("_", "")) for s in text.split(",") if s.strip()]
 
 
+def load_results(path: Path) -> tuple[list[Row], dict[str, Measurement], list[RoundTrips], dict[str, Any]]:
+    """Read the measurements of an earlier run back from its JSON."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rows = [
+        Row(
+            r["backend"],
+            r["n"],
+            r["operation"],
+            Measurement(**r["dconn"]),
+            r["raw_mode"],
+            Measurement(**r["raw"]),
+        )
+        for r in data["rows"]
+    ]
+    startup = {name: Measurement(**m) for name, m in data.get("startup", {}).items()}
+    trips = [RoundTrips(**r) for r in data.get("round_trips", [])]
+    return rows, startup, trips, {"rtt_ms": RTT_MS, "pinning": "not recorded", **data["meta"]}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark matrix and write the results."""
     args = parse_args(argv)
+    if args.from_json:
+        args.output.write_text(render(*load_results(args.from_json)), encoding="utf-8")
+        _log(f"wrote {args.output} from {args.from_json}")
+        return
     # A plain `kill` still drops the PostgreSQL databases and removes the work folder.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("benchmark stopped (SIGTERM)"))
     started = time.perf_counter()
