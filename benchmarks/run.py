@@ -7,17 +7,22 @@ For every backend (SQLite, PostgreSQL) and every N, on an Airflow-shaped `connec
 - `dconn apply` creating N connections into an empty table;
 - `dconn plan` with no changes, and with every row changed;
 - `dconn apply` updating N rows, and deleting N rows (a pruning document that declares none);
-- `dconn --version` and `dconn --help` start-up, beside the bare interpreter.
+- `dconn --version` and `dconn --help` start-up, beside the bare interpreter;
+- round trips (round_trips.py): `dconn plan` and an apply of one change on PostgreSQL through a
+  proxy adding 20 ms of round-trip time (latency_proxy.py), counted, at N = 1,000 and 5,000.
 
 Each measurement is a fresh process, pinned to one CPU (`taskset -c 0`, when taskset exists and
 the kernel allows it; the results say whether), timed wall-clock by this script, its peak RSS
 and CPU seconds taken from `/usr/bin/time` (see measure.py). Every run starts from a copy of a
-prepared database (backends.py); preparing it is not measured. Best of 3 below 100k, one run
-at 100k.
+prepared database (backends.py); preparing it is not measured. The commands of one size run
+round by round; each keeps its best of 3 rounds below 100k, one at 100k. report.py writes the
+markdown (targets first), and the JSON beside it keeps every run.
 
-    python benchmarks/run.py                       # 1k, 10k, 100k on SQLite and PostgreSQL
-    python benchmarks/run.py --quick               # 1k only, one run each
-    python benchmarks/run.py --sizes 10000 --backends sqlite
+    python benchmarks/run.py                       # everything (make bench)
+    python benchmarks/run.py --quick               # 1k only, one run each, round trips at 1k
+    python benchmarks/run.py --sizes 10000 --backends sqlite --sections matrix
+    python benchmarks/run.py --round-trips-only    # or --no-round-trips, --no-startup
+    python benchmarks/run.py --from-json benchmarks/results.json   # the markdown again
 """
 
 from __future__ import annotations
