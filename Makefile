@@ -30,8 +30,9 @@ unit: $(VENV)/.dev
 
 test: lint unit
 
+# The whole benchmark (22-32 min on a shared 2-CPU machine); e.g. make bench BENCH_ARGS=--round-trips-only, or --quick.
 bench: $(VENV)/.dev
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # Real Airflow 2.11 and 3.3 on SQLite, PostgreSQL and MariaDB: see docs/deployments.md.
 compat: $(VENV)/.dev

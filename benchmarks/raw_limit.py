@@ -1,17 +1,21 @@
 """The raw limit: the least a Python process must do for the work `dconn apply` does.
 
-Imports SQLAlchemy and cryptography, nothing of dconn, and in one process:
+Imports tomllib, SQLAlchemy and cryptography, nothing of dconn, and in one process parses the
+same TOML document dconn is given (any tool must read its input; a password `{ from_env = ... }`
+is taken from the environment), then:
 
-- create: inserts the benchmark's N rows, password and extra Fernet-encrypted, in one
+- create: inserts the declared rows, password and extra Fernet-encrypted, in one
   transaction (one executemany), then reads every row back and decrypts it;
-- update: reads and decrypts the N rows, then updates every row with newly encrypted
-  values of the changed variant in one transaction (executemany by id);
-- delete: reads and decrypts the N rows, then deletes them by id in one transaction.
+- update: reads and decrypts the stored rows, then updates every declared row with newly
+  encrypted values in one transaction (executemany by id);
+- delete: reads and decrypts the stored rows, then deletes those the document does not declare
+  (with the pruning document: all of them) by id in one transaction.
 
 It prints one JSON line with its phase timings on stdout. The benchmark measures it as a
-whole process, the same way it measures dconn.
+whole process, the same way it measures dconn, and pinned to the same CPU.
 
-Usage: raw_limit.py --url URL --n N [--mode create|update|delete]   (key in DCONN_FERNET_KEY)
+Usage: raw_limit.py --url URL --config TOML --n N [--mode create|update|delete]
+(key in DCONN_FERNET_KEY; N is the number of rows it must read back, a check of the work)
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from typing import Any
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workload import rows
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the benchmark's Python is 3.11+; dconn itself reads TOML with tomli on 3.10
+    import tomli as tomllib
 
 _COLUMNS = (
     "id",
@@ -47,10 +53,24 @@ _COLUMNS = (
 TABLE = sa.table("connection", *(sa.column(c) for c in _COLUMNS))
 
 
-def encrypted_rows(n: int, fernet: Fernet, changed: bool) -> list[dict[str, Any]]:
-    """Return the N rows as Airflow stores them: password and extra as Fernet tokens."""
+def declared_rows(config: Path) -> list[dict[str, Any]]:
+    """Parse the TOML document; return its connections as rows, before encryption."""
+    with config.open("rb") as file:
+        document = tomllib.load(file)
     out = []
-    for row in rows(n, changed):
+    for conn_id, fields in document.get("connections", {}).items():
+        row = {"conn_id": conn_id, **fields}
+        if isinstance(row["password"], dict):
+            row["password"] = os.environ[row["password"]["from_env"]]
+        row["extra"] = json.dumps(row["extra"])
+        out.append(row)
+    return out
+
+
+def encrypted_rows(declared: list[dict[str, Any]], fernet: Fernet) -> list[dict[str, Any]]:
+    """Return the rows as Airflow stores them: password and extra as Fernet tokens."""
+    out = []
+    for row in declared:
         row["password"] = fernet.encrypt(row["password"].encode()).decode()
         row["extra"] = fernet.encrypt(row["extra"].encode()).decode()
         row["is_encrypted"] = True
@@ -76,47 +96,45 @@ def main() -> None:
     """Do the raw work once and report the phase timings."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
+    parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--mode", choices=("create", "update", "delete"), default="create")
     args = parser.parse_args()
+    start = time.perf_counter()
+    declared = declared_rows(args.config)
+    timings: dict[str, float] = {"parse": time.perf_counter() - start}
     fernet = Fernet(os.environ["DCONN_FERNET_KEY"].split(",")[0].encode())
     engine = sa.create_engine(args.url, poolclass=sa.pool.NullPool)
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
     with engine.connect() as conn:
         if args.mode == "create":
-            new = encrypted_rows(args.n, fernet, changed=False)
+            new = encrypted_rows(declared, fernet)
             with conn.begin():
                 conn.execute(TABLE.insert(), new)
             timings["write"] = time.perf_counter() - start
             with conn.begin():
                 found = read_back(conn, fernet)
-            expected = args.n
         else:
             with conn.begin():
                 found = read_back(conn, fernet)
                 timings["read"] = time.perf_counter() - start
-                ids = [r["id"] for r in found]
+                ids = {r["conn_id"]: r["id"] for r in found}
                 if args.mode == "update":
-                    changed = encrypted_rows(args.n, fernet, changed=True)
                     statement = (
                         TABLE.update()
                         .where(TABLE.c.id == sa.bindparam("_id"))
                         .values({c: sa.bindparam(c) for c in _COLUMNS if c not in ("id", "conn_id")})
                     )
-                    params = [
-                        {"_id": i, **{k: v for k, v in r.items() if k != "conn_id"}}
-                        for i, r in zip(ids, changed, strict=True)
-                    ]
+                    params = [{"_id": ids[r.pop("conn_id")], **r} for r in encrypted_rows(declared, fernet)]
                     conn.execute(statement, params)
                 else:
-                    for at in range(0, len(ids), 10_000):
-                        conn.execute(TABLE.delete().where(TABLE.c.id.in_(ids[at : at + 10_000])))
-            expected = args.n
+                    keep = {r["conn_id"] for r in declared}
+                    gone = [i for conn_id, i in ids.items() if conn_id not in keep]
+                    for at in range(0, len(gone), 10_000):
+                        conn.execute(TABLE.delete().where(TABLE.c.id.in_(gone[at : at + 10_000])))
     engine.dispose()
     timings["total"] = time.perf_counter() - start
-    if len(found) != expected:
-        sys.exit(f"raw_limit: read {len(found)} rows, expected {expected}")
+    if len(found) != args.n:
+        sys.exit(f"raw_limit: read {len(found)} rows, expected {args.n}")
     print(json.dumps({"mode": args.mode, "n": args.n, **{k: round(v, 4) for k, v in timings.items()}}))
 
 

@@ -2,26 +2,32 @@
 
 For every backend (SQLite, PostgreSQL) and every N, on an Airflow-shaped `connection` table:
 
-- raw process (`raw_limit.py`): insert N encrypted rows and read them back / update / delete;
+- raw process (`raw_limit.py`): parse the same TOML document, insert N encrypted rows and read
+  them back / update / delete;
 - `dconn apply` creating N connections into an empty table;
 - `dconn plan` with no changes, and with every row changed;
 - `dconn apply` updating N rows, and deleting N rows (a pruning document that declares none);
-- `dconn --version` and `dconn --help` start-up, beside the bare interpreter.
+- `dconn --version` and `dconn --help` start-up, beside the bare interpreter;
+- round trips (round_trips.py): `dconn plan` and an apply of one change on PostgreSQL through a
+  proxy adding 20 ms of round-trip time (latency_proxy.py), counted, at N = 1,000 and 5,000.
 
-Each measurement is a fresh process, timed wall-clock by this script, its peak RSS taken from
-`/usr/bin/time` (or from getrusage of a fresh intermediate child when that is missing). Every
-run starts from a copy of a prepared database (a file copy on SQLite, CREATE DATABASE ...
-TEMPLATE on PostgreSQL); preparing it is not measured. Best of 3 below 100k, one run at 100k.
+Each measurement is a fresh process, pinned to one CPU (`taskset -c 0`, when taskset exists and
+the kernel allows it; the results say whether), timed wall-clock by this script, its peak RSS
+and CPU seconds taken from `/usr/bin/time` (see measure.py). Every run starts from a copy of a
+prepared database (backends.py); preparing it is not measured. The commands of one size run
+round by round; each keeps its best of 3 rounds below 100k, one at 100k. report.py writes the
+markdown (targets first), and the JSON beside it keeps every run.
 
-    python benchmarks/run.py                       # 1k, 10k, 100k on SQLite and PostgreSQL
-    python benchmarks/run.py --quick               # 1k only, one run each
-    python benchmarks/run.py --sizes 10000 --backends sqlite
+    python benchmarks/run.py                       # everything (make bench)
+    python benchmarks/run.py --quick               # 1k only, one run each, round trips at 1k
+    python benchmarks/run.py --sizes 10000 --backends sqlite --sections matrix
+    python benchmarks/run.py --round-trips-only    # or --no-round-trips, --no-startup
+    python benchmarks/run.py --from-json benchmarks/results.json   # the markdown again
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import platform
@@ -31,10 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,190 +46,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
+from backends import open_backend  # noqa: E402
+from measure import PYTHON, Job, Measurement, Row, interleaved, nothing, pin_prefix  # noqa: E402
+from report import render  # noqa: E402
+from round_trips import RTT_MS, RoundTrips, bench_round_trips  # noqa: E402
+from round_trips import SIZES as RT_SIZES  # noqa: E402
 from workload import env_secrets, prune_document, toml_document  # noqa: E402
 
 BIN = Path(sys.executable).parent
 DCONN = str(BIN / "dconn")
-PYTHON = sys.executable
 RAW = str(HERE / "raw_limit.py")
-GNU_TIME = "/usr/bin/time"
-SHAPE = "3.2"  # the connection table of Airflow 3.2+, as Airflow 3.3 creates it
-TIMEOUT = 3600.0
-
-
-@dataclass
-class Measurement:
-    """One measured process: best wall time of its runs, and that run's peak RSS and CPU time."""
-
-    seconds: float
-    rss_mb: float
-    runs: int
-    cpu_seconds: float = 0.0
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Row:
-    """One line of the results table: a dconn operation beside the raw process it compares with."""
-
-    backend: str
-    n: int
-    operation: str
-    dconn: Measurement
-    raw_mode: str
-    raw: Measurement
-
-    @property
-    def ratio(self) -> float:
-        """Return how many times the raw process's wall time dconn took."""
-        return self.dconn.seconds / self.raw.seconds
-
-
-# --- measuring one process -------------------------------------------------------------------
-
-
-def run_once(
-    argv: Sequence[str], env: dict[str, str], cwd: Path, expect: Sequence[int] = (0,)
-) -> tuple[float, float, float, str]:
-    """Run a command as a fresh process; return wall seconds, peak RSS in MB, CPU seconds, stdout."""
-    stats = cwd / f".stats-{uuid.uuid4().hex}"
-    out_path = cwd / f".stdout-{uuid.uuid4().hex}"
-    if os.access(GNU_TIME, os.X_OK):
-        wrapped = [GNU_TIME, "-f", "%M %U %S", "-o", str(stats), *argv]
-    else:
-        wrapped = [PYTHON, "-c", _RUSAGE_CHILD, str(stats), *argv]
-    with out_path.open("wb") as out:
-        start = time.perf_counter()
-        done = subprocess.run(
-            wrapped, cwd=cwd, env=env, stdout=out, stderr=subprocess.PIPE, timeout=TIMEOUT, check=False
-        )
-        seconds = time.perf_counter() - start
-    stdout = out_path.read_text(encoding="utf-8", errors="replace")
-    out_path.unlink()
-    if done.returncode not in expect:
-        tail = done.stderr.decode(errors="replace")[-2000:]
-        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{tail}")
-    rss_kb, user, system = stats.read_text().strip().splitlines()[-1].split()
-    stats.unlink()
-    return seconds, int(rss_kb) / 1024, float(user) + float(system), stdout
-
-
-# Run the command in a fresh child and report that child's peak RSS (KB), as GNU time does.
-_RUSAGE_CHILD = """
-import resource, subprocess, sys
-code = subprocess.call(sys.argv[2:])
-usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-open(sys.argv[1], "w").write(f"{usage.ru_maxrss} {usage.ru_utime} {usage.ru_stime}")
-sys.exit(code)
-"""
-
-
-def best_of(
-    runs: int, prepare: Any, argv: Sequence[str], env: dict[str, str], cwd: Path, **kw: Any
-) -> Measurement:
-    """Prepare the database, run the command, `runs` times; keep the fastest run."""
-    best: tuple[float, float, float, str] | None = None
-    for _ in range(runs):
-        prepare()
-        result = run_once(argv, env, cwd, **kw)
-        if best is None or result[0] < best[0]:
-            best = result
-    assert best is not None
-    detail: dict[str, Any] = {}
-    if argv[:2] == [PYTHON, RAW]:
-        detail = json.loads(best[3].strip().splitlines()[-1])
-    return Measurement(round(best[0], 3), round(best[1], 1), runs, round(best[2], 2), detail)
-
-
-# --- backends: prepared databases and cheap copies of them -----------------------------------
-
-
-class SqliteBackend:
-    """Airflow-shaped SQLite files; a copy is a file copy."""
-
-    name = "sqlite"
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def url(self, db: str) -> str:
-        """Return the URL of a database by its short name."""
-        return f"sqlite:///{self.folder / (db + '.db')}"
-
-    def create_empty(self, db: str) -> None:
-        """Create a database holding an empty Airflow connection table."""
-        _create_table(self.url(db))
-
-    def copy(self, source: str, target: str) -> None:
-        """Make `target` a copy of `source`, replacing it."""
-        shutil.copyfile(self.folder / f"{source}.db", self.folder / f"{target}.db")
-
-    def close(self) -> None:
-        """Remove nothing: the work folder is removed as a whole."""
-
-
-class PostgresBackend:
-    """Airflow-shaped PostgreSQL databases, uniquely named; a copy is CREATE DATABASE ... TEMPLATE."""
-
-    name = "postgres"
-
-    def __init__(self, admin_url: str) -> None:
-        import sqlalchemy as sa
-
-        self.admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-        self.prefix = f"dconn_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        self.created: set[str] = set()
-        self.base_url = self.admin.url
-
-    def _real(self, db: str) -> str:
-        return f"{self.prefix}_{db}"
-
-    def url(self, db: str) -> str:
-        """Return the URL of a database by its short name (password included: it is a local server)."""
-        return self.base_url.set(database=self._real(db)).render_as_string(hide_password=False)
-
-    def _sql(self, statement: str) -> None:
-        import sqlalchemy as sa
-
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(statement))
-
-    def _drop(self, db: str) -> None:
-        if db in self.created:
-            self._sql(f'DROP DATABASE IF EXISTS "{self._real(db)}" WITH (FORCE)')
-            self.created.discard(db)
-
-    def create_empty(self, db: str) -> None:
-        """Create a database holding an empty Airflow connection table."""
-        self._drop(db)
-        self._sql(f'CREATE DATABASE "{self._real(db)}"')
-        self.created.add(db)
-        _create_table(self.url(db))
-
-    def copy(self, source: str, target: str) -> None:
-        """Make `target` a copy of `source`, replacing it."""
-        self._drop(target)
-        self._sql(f'CREATE DATABASE "{self._real(target)}" TEMPLATE "{self._real(source)}"')
-        self.created.add(target)
-
-    def close(self) -> None:
-        """Drop every database this run created."""
-        for db in sorted(self.created):
-            self._drop(db)
-        self.admin.dispose()
-
-
-def _create_table(url: str) -> None:
-    """Create the connection table (and the team table it references) as Airflow does."""
-    import sqlalchemy as sa
-
-    from tests.airflow_tables import create_airflow_tables
-
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        create_airflow_tables(engine, SHAPE)
-    finally:
-        engine.dispose()
 
 
 # --- the scenarios ---------------------------------------------------------------------------
@@ -250,9 +80,20 @@ def write_documents(folder: Path, n: int) -> Files:
 
 
 OPERATIONS = ("create", "plan", "plan-changed", "update", "delete")
+SECTIONS = ("matrix", "startup", "round-trips")
+#: Each dconn operation, in the table's order, and the raw process's mode it is compared with.
+COMPARED_WITH = {
+    "plan, no changes": "create",
+    "plan, every row changed": "create",
+    "apply, create all": "create",
+    "apply, update all": "update",
+    "apply, delete all": "delete",
+}
 
 
-def bench_size(backend: Any, n: int, runs: int, work: Path, key: str, ops: set[str]) -> list[Row]:
+def bench_size(
+    backend: Any, n: int, runs: int, work: Path, key: str, ops: set[str], pin: Sequence[str]
+) -> list[Row]:
     """Measure the operations for one backend and one N (apply creating all always: it prepares)."""
     files = write_documents(work, n)
     state = work / "state" / "state.json"
@@ -274,57 +115,51 @@ def bench_size(backend: Any, n: int, runs: int, work: Path, key: str, ops: set[s
         return prepare
 
     def dconn(*args: str) -> list[str]:
-        return [DCONN, *args, "--state", str(state)]
+        return [*pin, DCONN, *args, "--state", str(state)]
 
-    def raw(mode: str) -> list[str]:
-        return [PYTHON, RAW, "--url", backend.url("work"), "--n", str(n), "--mode", mode]
+    def raw(mode: str, config: Path) -> list[str]:
+        url = backend.url("work")
+        return [*pin, PYTHON, RAW, "--url", url, "--config", str(config), "--n", str(n), "--mode", mode]
+
+    def keep_first() -> None:
+        if not saved_state.exists():  # the first apply's result: N declared rows and their state
+            backend.copy("work", "full")
+            shutil.copyfile(state, saved_state)
 
     backend.create_empty("empty")
-    _log(f"{backend.name} N={n}: raw create")
-    raw_create = best_of(runs, fresh("empty", False), raw("create"), env("work"), work)
-    _log(f"{backend.name} N={n}: dconn apply (create)")
-    create = best_of(
-        runs,
-        fresh("empty", False),
-        dconn("apply", "-c", str(files.desired), "--auto-approve"),
-        env("work"),
-        work,
-    )
-    backend.copy("work", "full")  # the last apply's result: N declared rows and their state
-    shutil.copyfile(state, saved_state)
-
-    rows = [Row(backend.name, n, "apply, create all", create, "create", raw_create)]
-    if "plan" in ops or "plan-changed" in ops:
-        _log(f"{backend.name} N={n}: dconn plan")
-        fresh("full", True)()
+    saved_state.unlink(missing_ok=True)
+    empty, full, full_with_state = fresh("empty", False), fresh("full", False), fresh("full", True)
+    desired, changed, prune = str(files.desired), str(files.changed), str(files.prune)
+    jobs = {
+        "raw create": Job(empty, raw("create", files.desired), env("work"), json_detail=True),
+        "apply, create all": Job(
+            empty, dconn("apply", "-c", desired, "--auto-approve"), env("work"), after=keep_first
+        ),
+    }
     if "plan" in ops:
-        desired = dconn("plan", "-c", str(files.desired), "--detailed-exitcode")
-        plan_same = best_of(runs, _nothing, desired, env("work"), work)
-        rows.insert(0, Row(backend.name, n, "plan, no changes", plan_same, "create", raw_create))
+        plan = dconn("plan", "-c", desired, "--detailed-exitcode")
+        jobs["plan, no changes"] = Job(full_with_state, plan, env("work"))
     if "plan-changed" in ops:
-        changed = dconn("plan", "-c", str(files.changed), "--detailed-exitcode")
-        plan_changed = best_of(runs, _nothing, changed, env("work", True), work, expect=(2,))
-        rows.insert(-1, Row(backend.name, n, "plan, every row changed", plan_changed, "create", raw_create))
+        plan = dconn("plan", "-c", changed, "--detailed-exitcode")
+        jobs["plan, every row changed"] = Job(full_with_state, plan, env("work", True), expect=(2,))
     if "update" in ops:
-        _log(f"{backend.name} N={n}: raw update, dconn apply (update)")
-        raw_update = best_of(runs, fresh("full", False), raw("update"), env("work"), work)
-        apply_changed = dconn("apply", "-c", str(files.changed), "--auto-approve")
-        update = best_of(runs, fresh("full", True), apply_changed, env("work", True), work)
-        rows.append(Row(backend.name, n, "apply, update all", update, "update", raw_update))
+        jobs["raw update"] = Job(full, raw("update", files.changed), env("work", True), json_detail=True)
+        apply = dconn("apply", "-c", changed, "--auto-approve")
+        jobs["apply, update all"] = Job(full_with_state, apply, env("work", True))
     if "delete" in ops:
-        _log(f"{backend.name} N={n}: raw delete, dconn apply (delete)")
-        raw_delete = best_of(runs, fresh("full", False), raw("delete"), env("work"), work)
-        apply_prune = dconn("apply", "-c", str(files.prune), "--auto-approve")
-        delete = best_of(runs, fresh("full", True), apply_prune, env("work"), work)
-        rows.append(Row(backend.name, n, "apply, delete all", delete, "delete", raw_delete))
-    return rows
+        jobs["raw delete"] = Job(full, raw("delete", files.prune), env("work"), json_detail=True)
+        apply = dconn("apply", "-c", prune, "--auto-approve")
+        jobs["apply, delete all"] = Job(full_with_state, apply, env("work"))
+    _log(f"{backend.name} N={n}: {runs} round(s) of {', '.join(jobs)}")
+    measured = interleaved(runs, jobs, work)
+    return [
+        Row(backend.name, n, operation, measured[operation], mode, measured[f"raw {mode}"])
+        for operation, mode in COMPARED_WITH.items()
+        if operation in measured
+    ]
 
 
-def _nothing() -> None:
-    """Prepare nothing: plan does not change the database."""
-
-
-def bench_startup(work: Path, runs: int = 5) -> dict[str, Measurement]:
+def bench_startup(work: Path, pin: Sequence[str], runs: int = 5) -> dict[str, Measurement]:
     """Measure start-up: dconn --version and --help, beside the bare interpreter and raw imports."""
     env = {**os.environ, "NO_COLOR": "1"}
     commands = {
@@ -337,79 +172,12 @@ def bench_startup(work: Path, runs: int = 5) -> dict[str, Measurement]:
             "import sqlalchemy, cryptography.fernet",
         ],
     }
-    return {name: best_of(runs, _nothing, argv, env, work) for name, argv in commands.items()}
+    return interleaved(
+        runs, {name: Job(nothing, [*pin, *argv], env) for name, argv in commands.items()}, work
+    )
 
 
-# --- report ----------------------------------------------------------------------------------
-
-
-def render(rows: list[Row], startup: dict[str, Measurement], meta: dict[str, Any]) -> str:
-    """Return the results as markdown: context, the main table, targets, memory, start-up."""
-    lines = [
-        "# dconn benchmark results",
-        "",
-        f"Generated by `{meta['command']}` on {meta['date']} in {meta['duration']}.",
-        "",
-        f"Machine: {meta['machine']}. {meta['versions']}. Measured: {meta['package']}.",
-        "",
-        f"Each cell is one whole process: wall seconds ({meta['runs']}), the CPU seconds (user + "
-        "system) and peak RSS (MB) of that run; the ratio is of wall times. The raw process "
-        "(`benchmarks/raw_limit.py`) imports only SQLAlchemy and cryptography and does the least "
-        "work: *create* inserts the N Fernet-encrypted rows in one transaction and reads and "
-        "decrypts them back; *update* reads and decrypts them and rewrites every row; *delete* "
-        "reads and decrypts them and deletes every row.",
-        "",
-        "| backend | N | dconn operation | dconn s | CPU s | MB | raw process | raw s | CPU s | MB | dconn / raw |",
-        "| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.backend} | {r.n:,} | `{r.operation}` | {r.dconn.seconds:.2f} | {r.dconn.cpu_seconds:.2f} "
-            f"| {r.dconn.rss_mb:.0f} | {r.raw_mode} | {r.raw.seconds:.2f} | {r.raw.cpu_seconds:.2f} "
-            f"| {r.raw.rss_mb:.0f} | {r.ratio:.2f}× |"
-        )
-    lines += ["", *_targets(rows, startup), "", *_memory(rows), "", "## Start-up", ""]
-    lines += ["| command | wall s (best of 5) | peak MB |", "| --- | ---: | ---: |"]
-    lines += [f"| `{name}` | {m.seconds:.3f} | {m.rss_mb:.0f} |" for name, m in startup.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _targets(rows: list[Row], startup: dict[str, Measurement]) -> list[str]:
-    """Return the issue's targets, each with its measured value and whether it is met."""
-    out = ["## Targets (issue #8)", "", "| target | measured | met |", "| --- | --- | :---: |"]
-    for r in rows:
-        if r.n == 10_000 and r.operation in ("apply, create all", "plan, no changes"):
-            out.append(
-                f"| {r.backend} 10k `{r.operation}` ≤ 2.5× raw | {r.ratio:.2f}× "
-                f"({r.dconn.seconds:.2f} s / {r.raw.seconds:.2f} s) | {'yes' if r.ratio <= 2.5 else 'no'} |"
-            )
-    for name in ("dconn --version", "dconn --help"):
-        if name in startup:
-            s = startup[name].seconds
-            out.append(f"| `{name}` < 0.3 s | {s:.3f} s | {'yes' if s < 0.3 else 'no'} |")
-    return out
-
-
-def _memory(rows: list[Row]) -> list[str]:
-    """Return peak RSS per connection between consecutive sizes, to show it is linear in N."""
-    out = [
-        "## Memory",
-        "",
-        "Growth of peak RSS per added connection between consecutive sizes (KB per connection); "
-        "linear memory shows as a roughly constant figure.",
-        "",
-        "| backend | operation | sizes | dconn KB/conn | raw KB/conn |",
-        "| --- | --- | --- | ---: | ---: |",
-    ]
-    keyed = {(r.backend, r.operation, r.n): r for r in rows}
-    for backend, operation in dict.fromkeys((r.backend, r.operation) for r in rows):
-        sizes = sorted(n for b, o, n in keyed if (b, o) == (backend, operation))
-        for small, large in itertools.pairwise(sizes):
-            a, b = keyed[backend, operation, small], keyed[backend, operation, large]
-            per = (b.dconn.rss_mb - a.dconn.rss_mb) * 1024 / (large - small)
-            raw = (b.raw.rss_mb - a.raw.rss_mb) * 1024 / (large - small)
-            out.append(f"| {backend} | `{operation}` | {small:,} → {large:,} | {per:.2f} | {raw:.2f} |")
-    return out
+# --- context ---------------------------------------------------------------------------------
 
 
 def measured_package() -> str:
@@ -421,14 +189,18 @@ def measured_package() -> str:
         check=True,
         cwd="/",
     ).stdout.split()
-    folder = Path(where[0]).parent.parent
-    revision = subprocess.run(
-        ["git", "-C", str(folder), "describe", "--always", "--dirty", "--exclude", "*"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return f"dconn {where[1]} from {folder}" + (f" at git {revision}" if revision else "")
+    package = Path(where[0]).parent
+    folder = package.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    # The commit that last changed the package, not the checkout's: benchmark edits do not count.
+    revision = git("log", "-1", "--format=%h", "--", package.name)
+    if revision and git("status", "--porcelain", "--", package.name):
+        revision += " with uncommitted changes"
+    return f"dconn {where[1]} from {folder}" + (f", package at git {revision}" if revision else "")
 
 
 def machine_versions(pg_url: str | None) -> tuple[str, str]:
@@ -466,16 +238,6 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
-@contextmanager
-def _backend(name: str, work: Path, pg_url: str) -> Iterator[Any]:
-    """Open a backend, and drop what it created afterwards."""
-    backend = SqliteBackend(work) if name == "sqlite" else PostgresBackend(pg_url)
-    try:
-        yield backend
-    finally:
-        backend.close()
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Read the options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -498,14 +260,62 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ops", default=",".join(OPERATIONS), help="operations to measure (default: %(default)s)"
     )
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help="what to measure: matrix (dconn beside the raw process), startup, round-trips "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--round-trips-only", action="store_true", help="measure the round-trip section alone"
+    )
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up measurements")
+    parser.add_argument("--no-round-trips", action="store_true", help="skip the round-trip section")
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=RTT_MS,
+        help="round-trip time the proxy adds in the round-trip section (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rt-sizes",
+        default=",".join(map(str, RT_SIZES)),
+        help="N of the round-trip section (default: %(default)s; --quick: 1000)",
+    )
+    parser.add_argument(
+        "--pin-cpu",
+        default="0",
+        help="run every measured process on this CPU with taskset, when taskset exists (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-pin", dest="pin_cpu", action="store_const", const=None, help="do not pin the measured processes"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="measure nothing: write the markdown again from an earlier run's JSON",
+    )
     args = parser.parse_args(argv)
-    if args.quick and "--sizes" not in (argv if argv is not None else sys.argv):
+    given = argv if argv is not None else sys.argv
+    if args.quick and "--sizes" not in given:
         args.sizes = "1000"
+    if args.quick and "--rt-sizes" not in given:
+        args.rt_sizes = "1000"
     if args.quick and args.repeat is None:
         args.repeat = 1
-    args.sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    args.sizes = _numbers(args.sizes)
+    args.rt_sizes = _numbers(args.rt_sizes)
+    args.sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    if args.sections - set(SECTIONS):
+        parser.error(f"unknown sections: {', '.join(sorted(args.sections - set(SECTIONS)))}")
+    if args.round_trips_only:
+        args.sections = {"round-trips"}
+    if args.no_startup:
+        args.sections.discard("startup")
+    if args.no_round_trips:
+        args.sections.discard("round-trips")
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     args.ops = {o.strip() for o in args.ops.split(",") if o.strip()}
     if args.ops - set(OPERATIONS):
@@ -516,33 +326,80 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _load() -> str:
+    """Return the 1-minute load average and the CPU count: how shared the machine was."""
+    if not hasattr(os, "getloadavg"):
+        return "unknown"
+    return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+
+
+def _numbers(text: str) -> list[int]:
+    """Read comma-separated sizes such as 1000,10_000."""
+    return [int(s.replace("_", "")) for s in text.split(",") if s.strip()]
+
+
+def load_results(path: Path) -> tuple[list[Row], dict[str, Measurement], list[RoundTrips], dict[str, Any]]:
+    """Read the measurements of an earlier run back from its JSON."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rows = [
+        Row(
+            r["backend"],
+            r["n"],
+            r["operation"],
+            Measurement(**r["dconn"]),
+            r["raw_mode"],
+            Measurement(**r["raw"]),
+        )
+        for r in data["rows"]
+    ]
+    startup = {name: Measurement(**m) for name, m in data.get("startup", {}).items()}
+    trips = [RoundTrips(**r) for r in data.get("round_trips", [])]
+    return rows, startup, trips, {"rtt_ms": RTT_MS, "pinning": "not recorded", **data["meta"]}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark matrix and write the results."""
     args = parse_args(argv)
+    if args.from_json:
+        args.output.write_text(render(*load_results(args.from_json)), encoding="utf-8")
+        _log(f"wrote {args.output} from {args.from_json}")
+        return
     # A plain `kill` still drops the PostgreSQL databases and removes the work folder.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("benchmark stopped (SIGTERM)"))
     started = time.perf_counter()
+    load_before = _load()
     from cryptography.fernet import Fernet
 
     key = Fernet.generate_key().decode()
+    pin = pin_prefix(args.pin_cpu)
+    _log(f"measured processes: {pin.description}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="dconn-bench-"))
     rows: list[Row] = []
+    trips: list[RoundTrips] = []
     try:
-        startup = {} if args.no_startup else bench_startup(work)
-        for name in args.backends:
-            with _backend(name, work, args.pg_url) as backend:
+        startup = bench_startup(work, pin.prefix) if "startup" in args.sections else {}
+        for name in args.backends if "matrix" in args.sections else ():
+            with open_backend(name, work, args.pg_url) as backend:
                 for n in args.sizes:
                     runs = args.repeat or (3 if n < 100_000 else 1)
-                    rows.extend(bench_size(backend, n, runs, work, key, args.ops))
+                    rows.extend(bench_size(backend, n, runs, work, key, args.ops, pin.prefix))
                     partial = args.output.with_suffix(".partial.json")
                     partial.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows], indent=1))
+        if "round-trips" in args.sections:
+            trips = bench_round_trips(
+                args.pg_url, args.rt_sizes, args.repeat or 3, args.rtt_ms, work, key, DCONN, pin.prefix, _log
+            )
     finally:
         if args.keep:
             _log(f"work folder kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
     elapsed = time.perf_counter() - started
-    machine, versions = machine_versions(args.pg_url if "postgres" in args.backends else None)
+    uses_postgres = "round-trips" in args.sections or (
+        "matrix" in args.sections and "postgres" in args.backends
+    )
+    machine, versions = machine_versions(args.pg_url if uses_postgres else None)
     meta = {
         "command": "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
@@ -551,8 +408,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "package": measured_package(),
         "versions": versions,
         "runs": f"best of {args.repeat}" if args.repeat else "best of 3 below 100k, one run at 100k",
+        "pinning": pin.description,
+        "pinned": pin.pinned,
+        "load": f"{load_before} at the start, {_load()} at the end",
+        "sections": sorted(args.sections),
+        "rtt_ms": args.rtt_ms,
     }
-    text = render(rows, startup, meta)
+    text = render(rows, startup, trips, meta)
     args.output.write_text(text, encoding="utf-8")
     args.output.with_suffix(".json").write_text(
         json.dumps(
@@ -560,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "meta": meta,
                 "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
                 "startup": {k: asdict(v) for k, v in startup.items()},
+                "round_trips": [asdict(r) for r in trips],
             },
             indent=1,
         )
