@@ -108,8 +108,13 @@ def create_engine(url: str, lock_timeout: float) -> Engine:
         args["read_timeout"] = CONNECT_TIMEOUT_SECONDS if driver == "pymysql" else waiting
     # MySQL's dialect also serves MariaDB (it asks the server which it is).
     parsed = parsed.set(drivername=f"{family}+{driver}")
+    # Round trips: Airflow's tables have no hstore column, so no probe for the type (3 round trips);
+    # reads need no transaction of their own (2 more): a write opens one explicitly.
+    options: dict[str, Any] = (
+        {"use_native_hstore": False, "isolation_level": "AUTOCOMMIT"} if family == "postgresql" else {}
+    )
     try:
-        engine = sa.create_engine(parsed, connect_args=args, poolclass=sa.pool.NullPool)
+        engine = sa.create_engine(parsed, connect_args=args, poolclass=sa.pool.NullPool, **options)
     except ImportError as error:
         label, extra = _EXTRAS[family]
         raise TargetError(

@@ -160,8 +160,15 @@ class DatabaseTarget:
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        """Run reads in one transaction; driver errors become one line."""
+        """Run reads; driver errors become one line.
+
+        On PostgreSQL reads run without a transaction of their own (the engine's autocommit):
+        each statement sees a consistent snapshot, and BEGIN and COMMIT would cost two round
+        trips more. An apply re-reads what it depends on inside its own transaction, under the lock.
+        """
         conn = self._connection()
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
             with conn.begin():
                 yield conn
@@ -261,7 +268,14 @@ class DatabaseTarget:
     @contextmanager
     def session(self, lock_timeout: float) -> Iterator[DatabaseSession]:
         """Open one write transaction holding dconn's lock; commit when the block ends without error."""
-        conn = self._connection().execution_options(dconn_write=True)
+        conn = self._connection()
+        # PostgreSQL's reads run in autocommit; the apply is one transaction (READ COMMITTED, Airflow's own).
+        conn.execution_options(
+            dconn_write=True,
+            isolation_level="READ COMMITTED"
+            if self.dialect == "postgresql"
+            else conn.default_isolation_level,
+        )
         try:
             with conn.begin():
                 session = DatabaseSession(self, conn)
