@@ -4,28 +4,38 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from declarative_conns.config.schema import validate_document
+from declarative_conns.config.secrets import Resolver, references, resolve_desired
 from declarative_conns.core.diff import is_ignored
 from declarative_conns.core.model import (
     FIELDS,
-    JSON_SCALARS,
     SecretRef,
     Settings,
     TableInfo,
-    Values,
-    normalize_fields,
 )
-from declarative_conns.errors import InputError, SecretError, ValidationFailed
+from declarative_conns.errors import InputError, ValidationFailed
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
+
+__all__ = [
+    "DesiredConnection",
+    "DesiredState",
+    "Resolver",  # resolution lives with the resolvers (secrets.py); importable from here as before
+    "check_against_table",
+    "config_files",
+    "desired_from_dicts",
+    "load_desired",
+    "references",
+    "resolve_desired",
+]
 
 _REF_KEYS = {"from_env": "env", "from_file": "file", "from_command": "command"}
 
@@ -280,84 +290,3 @@ def check_against_table(desired: DesiredState, table: TableInfo) -> None:
                 )
     if problems:
         raise ValidationFailed(problems)
-
-
-def references(desired: DesiredState) -> Iterable[tuple[str, tuple[str | int, ...], SecretRef]]:
-    """Yield (conn_id, field path, reference) for every secret reference declared."""
-    for conn_id, conn in sorted(desired.connections.items()):
-        yield from ((conn_id, path, ref) for path, ref in _walk_refs(conn.fields, ()))
-
-
-def _walk_refs(value: Any, path: tuple[str | int, ...]) -> Iterable[tuple[tuple[str | int, ...], SecretRef]]:
-    """Yield (path, ref) pairs inside a value."""
-    if isinstance(value, SecretRef):
-        yield path, value
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            yield from _walk_refs(v, (*path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _walk_refs(v, (*path, i))
-
-
-Resolver = Callable[[SecretRef], str]
-
-
-def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[str, Values]:
-    """Resolve every reference (once each) and normalize; report every failing reference."""
-    cache: dict[SecretRef, str] = {}
-    problems: list[str] = []
-    resolved: dict[str, Values] = {}
-    for conn_id, conn in sorted(desired.connections.items()):
-        secret_paths: set[tuple[str | int, ...]] = set()
-        fields = {
-            # Most fields are plain strings and numbers: no call for those (this runs per field).
-            name: value
-            if value.__class__ in JSON_SCALARS
-            else _resolve_value(value, (name,), conn_id, resolver, cache, secret_paths, problems)
-            for name, value in conn.fields.items()
-        }
-        resolved[conn_id] = Values(normalize_fields(fields), frozenset(secret_paths))
-    if problems:
-        raise SecretError(
-            "could not resolve "
-            + (
-                "; ".join(problems)
-                if len(problems) < 4
-                else "; ".join(problems[:3]) + f"; and {len(problems) - 3} more"
-            )
-        )
-    return resolved
-
-
-def _resolve_value(
-    value: Any,
-    path: tuple[str | int, ...],
-    conn_id: str,
-    resolver: Resolver,
-    cache: dict[SecretRef, str],
-    secret_paths: set[tuple[str | int, ...]],
-    problems: list[str],
-) -> Any:
-    """Return a value with its references replaced by what they point at."""
-    if isinstance(value, SecretRef):
-        secret_paths.add(path)
-        if value not in cache:
-            try:
-                cache[value] = resolver(value)
-            except SecretError as exc:
-                where = ".".join(map(str, path))
-                problems.append(f'connection "{conn_id}" field {where}: {exc}')
-                return None
-        return cache[value]
-    if isinstance(value, dict):
-        return {
-            k: _resolve_value(v, (*path, k), conn_id, resolver, cache, secret_paths, problems)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [
-            _resolve_value(v, (*path, i), conn_id, resolver, cache, secret_paths, problems)
-            for i, v in enumerate(value)
-        ]
-    return value

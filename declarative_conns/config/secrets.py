@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from declarative_conns.core.model import SecretRef
+from declarative_conns.core.model import JSON_SCALARS, SecretRef, Values, normalize_fields
 from declarative_conns.errors import SecretError
+
+if TYPE_CHECKING:
+    from declarative_conns.config.loader import DesiredState
 
 #: How long a `from_command` may run before it is killed.
 COMMAND_TIMEOUT_SECONDS = 60.0
@@ -79,3 +84,86 @@ def _strip_newline(text: str) -> str:
     if text.endswith("\n"):
         return text[:-1]
     return text
+
+
+# -- resolving a desired state ------------------------------------------------------------------
+
+Resolver = Callable[[SecretRef], str]
+
+
+def references(desired: DesiredState) -> Iterable[tuple[str, tuple[str | int, ...], SecretRef]]:
+    """Yield (conn_id, field path, reference) for every secret reference declared."""
+    for conn_id, conn in sorted(desired.connections.items()):
+        yield from ((conn_id, path, ref) for path, ref in _walk_refs(conn.fields, ()))
+
+
+def _walk_refs(value: Any, path: tuple[str | int, ...]) -> Iterable[tuple[tuple[str | int, ...], SecretRef]]:
+    """Yield (path, ref) pairs inside a value."""
+    if isinstance(value, SecretRef):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _walk_refs(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk_refs(v, (*path, i))
+
+
+def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[str, Values]:
+    """Resolve every reference (once each) and normalize; report every failing reference."""
+    cache: dict[SecretRef, str] = {}
+    problems: list[str] = []
+    resolved: dict[str, Values] = {}
+    for conn_id, conn in sorted(desired.connections.items()):
+        secret_paths: set[tuple[str | int, ...]] = set()
+        fields = {
+            # Most fields are plain strings and numbers: no call for those (this runs per field).
+            name: value
+            if value.__class__ in JSON_SCALARS
+            else _resolve_value(value, (name,), conn_id, resolver, cache, secret_paths, problems)
+            for name, value in conn.fields.items()
+        }
+        resolved[conn_id] = Values(normalize_fields(fields), frozenset(secret_paths))
+    if problems:
+        raise SecretError(
+            "could not resolve "
+            + (
+                "; ".join(problems)
+                if len(problems) < 4
+                else "; ".join(problems[:3]) + f"; and {len(problems) - 3} more"
+            )
+        )
+    return resolved
+
+
+def _resolve_value(
+    value: Any,
+    path: tuple[str | int, ...],
+    conn_id: str,
+    resolver: Resolver,
+    cache: dict[SecretRef, str],
+    secret_paths: set[tuple[str | int, ...]],
+    problems: list[str],
+) -> Any:
+    """Return a value with its references replaced by what they point at."""
+    if isinstance(value, SecretRef):
+        secret_paths.add(path)
+        if value not in cache:
+            try:
+                cache[value] = resolver(value)
+            except SecretError as exc:
+                where = ".".join(map(str, path))
+                problems.append(f'connection "{conn_id}" field {where}: {exc}')
+                return None
+        return cache[value]
+    if isinstance(value, dict):
+        return {
+            k: _resolve_value(v, (*path, k), conn_id, resolver, cache, secret_paths, problems)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _resolve_value(v, (*path, i), conn_id, resolver, cache, secret_paths, problems)
+            for i, v in enumerate(value)
+        ]
+    return value
