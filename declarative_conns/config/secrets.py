@@ -1,12 +1,20 @@
-"""Resolve secret references: environment variables, files, and commands of secret managers."""
+"""Resolve secret references: environment variables, files, and commands of secret managers.
+
+Every source is bounded (CONTRACT §13): `from_file` reads regular files only, at most 1 MiB,
+and never waits on a FIFO or a device; `from_command` may print at most 1 MiB and run at most
+COMMAND_TIMEOUT_SECONDS.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from declarative_conns.core.model import JSON_SCALARS, SecretRef, Values, normalize_fields
 from declarative_conns.errors import SecretError
@@ -16,6 +24,9 @@ if TYPE_CHECKING:
 
 #: How long a `from_command` may run before it is killed.
 COMMAND_TIMEOUT_SECONDS = 60.0
+#: The most dconn reads from a `from_file`, and takes from a `from_command`'s output.
+MAX_SECRET_BYTES = 1024 * 1024
+_LIMIT_TEXT = "1 MiB"
 
 
 def resolve_secret(ref: SecretRef) -> str:
@@ -28,6 +39,9 @@ def resolve_secret(ref: SecretRef) -> str:
     return _from_command(ref.target, Path(ref.base_dir))
 
 
+# -- the sources --------------------------------------------------------------------------------
+
+
 def _from_env(name: str) -> str:
     """Read an environment variable."""
     value = os.environ.get(name)
@@ -36,45 +50,159 @@ def _from_env(name: str) -> str:
     return value
 
 
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
 def _from_file(path: Path) -> str:
-    """Read a file, dropping one trailing newline as editors add it."""
+    """Read a regular file of at most MAX_SECRET_BYTES, dropping one trailing newline.
+
+    The file is checked before it is opened, opened without blocking (opening a FIFO for
+    reading waits for a writer), and checked again once open (it may have been swapped).
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        _require_regular(path, os.stat(path).st_mode)
+        descriptor = os.open(path, _OPEN_FLAGS)
+        with open(descriptor, "rb") as handle:
+            _require_regular(path, os.fstat(handle.fileno()).st_mode)
+            data = handle.read(MAX_SECRET_BYTES + 1)
     except FileNotFoundError:
         raise SecretError(f"secret file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise SecretError(f"secret file {path} cannot be read: {reason}") from None
-    return _strip_newline(text)
+    except OSError as exc:
+        raise SecretError(f"secret file {path} cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_SECRET_BYTES:
+        raise SecretError(f"secret file {path} is larger than {_LIMIT_TEXT}, the most from_file reads")
+    return _strip_newline(_text(data, f"secret file {path}"))
+
+
+def _require_regular(path: Path, mode: int) -> None:
+    """Raise SecretError unless a file mode is a regular file's."""
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise SecretError(f"secret file {path} is {kind}: from_file reads regular files only")
 
 
 def _from_command(argv: tuple[str, ...], cwd: Path) -> str:
-    """Run a command without a shell and return its stdout."""
+    """Run a command without a shell and return its stdout (bounded in time and size)."""
     shown = " ".join(argv)
     try:
-        done = subprocess.run(
+        process = subprocess.Popen(
             list(argv),
             cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_SECONDS,
             stdin=subprocess.DEVNULL,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
         raise SecretError(f"command {argv[0]!r} not found (from_command {shown})") from None
-    except subprocess.TimeoutExpired:
-        raise SecretError(
-            f"command `{shown}` did not finish within {COMMAND_TIMEOUT_SECONDS:.0f} s"
-        ) from None
     except OSError as exc:
         raise SecretError(f"command `{shown}` could not run: {exc.strerror}") from None
-    if done.returncode != 0:
+    assert process.stdout is not None and process.stderr is not None
+    wake = threading.Event()
+    out = _Drain(process.stdout, MAX_SECRET_BYTES, wake)
+    err = _Drain(process.stderr, 4096, wake, tail=True)
+    try:
+        code = _wait(process, out, err, wake, shown)
+    finally:
+        _stop(process, out, err)
+    if code != 0:
         # stderr, unlike stdout, is the command's own diagnostics, never the secret it failed to give.
-        tail = " ".join(done.stderr.strip().splitlines()[-3:])[:300]
+        lines = bytes(err.data).decode("utf-8", errors="replace").strip().splitlines()
+        tail = " ".join(lines[-3:])[:300]
         detail = f": {tail}" if tail else ""
-        raise SecretError(f"command `{shown}` exited with code {done.returncode}{detail}")
-    return _strip_newline(done.stdout)
+        raise SecretError(f"command `{shown}` exited with code {code}{detail}")
+    return _strip_newline(_text(bytes(out.data), f"the output of command `{shown}`"))
+
+
+def _wait(
+    process: subprocess.Popen[bytes], out: _Drain, err: _Drain, wake: threading.Event, shown: str
+) -> int:
+    """Wait until the command ends; raise SecretError at the output limit or the timeout."""
+    deadline = time.monotonic() + COMMAND_TIMEOUT_SECONDS
+    out.start()
+    err.start()
+    while True:
+        if out.overflowed:
+            raise SecretError(
+                f"command `{shown}` printed more than {_LIMIT_TEXT}, the most from_command takes; it was stopped"
+            )
+        if out.finished and err.finished:
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _timed_out(shown)
+        wake.wait(remaining)
+        wake.clear()  # the flags are set before the event, and read again after this
+    try:
+        return process.wait(max(deadline - time.monotonic(), 0))
+    except subprocess.TimeoutExpired:
+        raise _timed_out(shown) from None
+
+
+def _timed_out(shown: str) -> SecretError:
+    """Return the error of a command that ran too long."""
+    return SecretError(f"command `{shown}` did not finish within {COMMAND_TIMEOUT_SECONDS:.0f} s")
+
+
+def _stop(process: subprocess.Popen[bytes], *drains: _Drain) -> None:
+    """Kill the command if it still runs, reap it, and close the pipes whose reading ended."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    for drain in drains:
+        # A process the command started may hold the pipe open: its reader is left to the exit.
+        drain.join(timeout=1.0)
+        if not drain.is_alive():
+            drain.pipe.close()
+
+
+class _Drain(threading.Thread):
+    """Read a pipe in the background: its first `keep` bytes, or with `tail` its last ones.
+
+    A thread per pipe, rather than select(), works on every platform; reading stdout stops
+    as soon as it passes `keep`, so a command that never stops printing costs no memory.
+    """
+
+    def __init__(self, pipe: IO[bytes], keep: int, wake: threading.Event, *, tail: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.keep = keep
+        self.tail = tail
+        self.wake = wake
+        self.data = bytearray()
+        self.overflowed = False
+        self.finished = False
+
+    def run(self) -> None:
+        """Read until the end of the pipe, or until the head is full."""
+        try:
+            while chunk := self.pipe.read1(65536):  # type: ignore[attr-defined]
+                self.data += chunk
+                if self.tail:
+                    del self.data[: -self.keep]
+                elif len(self.data) > self.keep:
+                    self.overflowed = True
+                    return
+        except (OSError, ValueError):
+            pass  # the pipe was closed under the reader: the command was stopped
+        finally:
+            self.finished = True
+            self.wake.set()
+
+
+def _text(data: bytes, what: str) -> str:
+    """Decode UTF-8, newlines translated as Python's text mode does (as dconn always read them)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretError(f"{what} is not UTF-8 text") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def _strip_newline(text: str) -> str:
