@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
@@ -18,8 +19,8 @@ from declarative_conns.errors import ApplyRefused, DconnError
 
 if TYPE_CHECKING:
     from declarative_conns.api import Workspace
+    from declarative_conns.config.findings import Finding
     from declarative_conns.config.loader import DesiredState
-    from declarative_conns.config.typecheck import Finding
     from declarative_conns.targets.discovery import Target
 
 
@@ -189,23 +190,25 @@ def _root(
     """Manage Apache Airflow connections declaratively: TOML in git -> plan -> apply."""
 
 
-def check_types_or_fail(desired: DesiredState, strict: bool, output: Output) -> None:
-    """Print conn_type warnings and notes on stderr; raise ValidationFailed on errors."""
-    from declarative_conns.config.typecheck import check_types
+def load_checked(config: Path, strict: bool, output: Output) -> DesiredState:
+    """Load the TOML and check each conn_type; print warnings and notes, raise on any error.
 
-    report_type_findings(check_types(desired, strict), output)
+    The ValidationFailed lists every error of every file at once: schema, extra_json, conn_type.
+    """
+    from declarative_conns.config.validation import validate_config
+
+    validation = validate_config(config, strict)
+    report_findings(validation.findings, output)
+    return validation.desired_or_raise()
 
 
-def report_type_findings(findings: list[Finding], output: Output) -> None:
-    """Print conn_type warnings and notes on stderr; raise ValidationFailed on errors."""
-    from declarative_conns.config.typecheck import raise_for_errors
-
+def report_findings(findings: Iterable[Finding], output: Output) -> None:
+    """Print the warnings and notes among findings on stderr (errors are the caller's to raise)."""
     for finding in findings:
         if finding.severity == "warning":
             output.warn(str(finding))
         elif finding.severity == "note":
             output.note(str(finding))
-    raise_for_errors(findings)
 
 
 def find_target(db_url: str | None, fernet_key: str | None) -> Target:

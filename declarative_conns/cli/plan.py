@@ -29,9 +29,9 @@ from declarative_conns.cli.common import (
     StrictOpt,
     VerboseOpt,
     approve,
-    check_types_or_fail,
     find_target,
     guarded,
+    load_checked,
     make_workspace,
 )
 
@@ -108,10 +108,9 @@ def _plan(
     refresh: bool,
 ) -> PlannedRun:
     """Load and type-check the TOML, compute the plan against the target, print warnings."""
-    from declarative_conns.api import load, plan
+    from declarative_conns.api import plan
 
-    desired = load(config)
-    check_types_or_fail(desired, strict, output)
+    desired = load_checked(config, strict, output)
     run = plan(desired, workspace, verbose=verbose, rotate=rotate, refresh_state=refresh)
     for warning in run.warnings:
         output.warn(warning)

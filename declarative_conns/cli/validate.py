@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
-
 from declarative_conns.cli.common import (
     DEFAULT_CONFIG,
     ConfigOpt,
@@ -15,8 +10,8 @@ from declarative_conns.cli.common import (
     Output,
     QuietOpt,
     StrictOpt,
-    check_types_or_fail,
     guarded,
+    report_findings,
 )
 
 
@@ -33,12 +28,13 @@ def validate(
     """
     out = Output(quiet, no_color)
     with guarded(debug):
-        from declarative_conns.api import load
+        from declarative_conns.config.validation import validate_config
 
-        desired = load(config)
-        for warning in desired.warnings:
+        validation = validate_config(config, strict)
+        for warning in validation.desired.warnings:
             out.warn(warning)
-        check_types_or_fail(desired, strict, out)
+        report_findings(validation.findings, out)
+        desired = validation.desired_or_raise()
         files = len(desired.files)
         out.report(
             f"Valid: {len(desired.connections)} connections in {files} file{'s' if files != 1 else ''}.\n"

@@ -9,14 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from declarative_conns.config.findings import Finding, dotted_path, errors_of, is_within
 from declarative_conns.config.schema import validate_document
 from declarative_conns.config.secrets import Resolver, references, resolve_desired
 from declarative_conns.core.diff import is_ignored
 from declarative_conns.core.model import (
     FIELDS,
+    MAX_NESTING,
     SecretRef,
     Settings,
     TableInfo,
+    nesting_exceeds,
 )
 from declarative_conns.errors import InputError, ValidationFailed
 
@@ -30,14 +33,18 @@ __all__ = [
     "DesiredState",
     "Resolver",  # resolution lives with the resolvers (secrets.py); importable from here as before
     "check_against_table",
+    "check_document",
     "config_files",
     "desired_from_dicts",
+    "ignore_findings",
     "load_desired",
+    "read_desired",
     "references",
     "resolve_desired",
 ]
 
 _REF_KEYS = {"from_env": "env", "from_file": "file", "from_command": "command"}
+_TOO_DEEP = f"nests deeper than {MAX_NESTING} levels, dconn's limit"
 
 
 @dataclass(frozen=True, repr=False)
@@ -77,36 +84,102 @@ def config_files(path: Path) -> list[Path]:
 
 def load_desired(path: Path) -> DesiredState:
     """Read, validate and merge the TOML files at a path; report every problem at once."""
+    desired, findings = read_desired(path)
+    if errors_of(findings):
+        raise ValidationFailed(findings)
+    return desired
+
+
+def read_desired(path: Path) -> tuple[DesiredState, list[Finding]]:
+    """Read the TOML files at a path; return the desired state and every problem, raising for none.
+
+    With problems, the state holds what could be read of each connection (for the conn_type
+    checks, which report alongside them); it is not fit to plan. A path that names nothing is
+    an InputError.
+    """
     files = config_files(path)
-    problems: list[str] = []
+    findings: list[Finding] = []
     connections: dict[str, DesiredConnection] = {}
     settings_seen: dict[str, tuple[Any, Path]] = {}
     for file in files:
-        document = _parse_toml(file)
-        file_problems = validate_document(document, file)
-        problems.extend(file_problems)
-        if file_problems:
+        document = _parse_toml(file, findings)
+        if document is None:
             continue
-        _merge_settings(document.get("settings", {}), file, settings_seen, problems)
-        for conn_id, table in document.get("connections", {}).items():
+        document, problems = check_document(document, file)
+        if not any(is_within(p.path, "settings") for p in problems):
+            _merge_settings(document.get("settings", {}), file, settings_seen, problems)
+        for conn_id, table in _tables(document):
             if conn_id in connections:
-                first = connections[conn_id].source
-                problems.append(
-                    f'{file}: connections.{conn_id}: conn_id "{conn_id}" is also declared in {first}'
-                )
+                message = f"conn_id {json.dumps(conn_id)} is also declared in {connections[conn_id].source}"
+                problems.append(Finding(file, dotted_path(["connections", conn_id]), message))
                 continue
-            parsed = _parse_connection(conn_id, table, file, problems)
-            if parsed is not None:
-                connections[conn_id] = parsed
-    if problems:
-        raise ValidationFailed(problems)
+            connections[conn_id] = _parse_connection(conn_id, table, file, problems)
+        findings.extend(_in_path_order(problems))
     settings = _settings(settings_seen)
-    warnings = tuple(
-        f'connection "{c}" matches an ignore pattern but is declared, so dconn manages it'
-        for c in sorted(connections)
-        if is_ignored(c, settings.ignore)
-    )
-    return DesiredState(connections, settings, tuple(files), warnings)
+    return _desired(connections, settings, tuple(files)), findings
+
+
+def check_document(document: dict[str, Any], file: Path) -> tuple[dict[str, Any], list[Finding]]:
+    """Return a document cut to the nesting limit, and every problem of its nesting and schema.
+
+    The limit is checked first: jsonschema descends into `extra` recursively, so a deeper value
+    would exhaust Python's stack; the rest of the document is still checked.
+    """
+    problems: list[Finding] = []
+    for conn_id, table in _tables(document):
+        if nesting_exceeds(table, MAX_NESTING + 1):  # one walk per table; its fields only when deep
+            problems.extend(
+                Finding(file, dotted_path(["connections", conn_id, name]), _TOO_DEEP)
+                for name, value in table.items()
+                if nesting_exceeds(value)
+            )
+    if problems:
+        document = _cut(document, MAX_NESTING + 2)  # the document and [connections] add two levels
+    return document, problems + validate_document(document, file)
+
+
+def _in_path_order(findings: list[Finding]) -> list[Finding]:
+    """Return one document's findings ordered by path, so each connection's problems stand together."""
+    return sorted(findings, key=lambda f: f.path)
+
+
+def _tables(document: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Return (conn_id, table) for every connection table of a document, however malformed."""
+    connections = document.get("connections")
+    if not isinstance(connections, dict):
+        return []
+    return [(c, t) for c, t in connections.items() if isinstance(t, dict)]
+
+
+def _cut(value: Any, depth: int) -> Any:
+    """Return a copy of a JSON-like value without what nests deeper than `depth` levels."""
+    if isinstance(value, dict):
+        return {k: _cut(v, depth - 1) for k, v in value.items()} if depth > 0 else {}
+    if isinstance(value, (list, tuple)):
+        return [_cut(v, depth - 1) for v in value] if depth > 0 else []
+    return value
+
+
+def _desired(
+    connections: dict[str, DesiredConnection], settings: Settings, files: tuple[Path, ...]
+) -> DesiredState:
+    """Assemble a DesiredState, with a warning for each declared conn_id an ignore pattern matches."""
+    warnings = tuple(f.message for f in ignore_findings(connections.values(), settings))
+    return DesiredState(connections, settings, files, warnings)
+
+
+def ignore_findings(connections: Iterable[DesiredConnection], settings: Settings) -> list[Finding]:
+    """Return a warning for each declared connection an ignore pattern matches (it is managed)."""
+    return [
+        Finding(
+            conn.source,
+            dotted_path(["connections", conn.conn_id]),
+            f'connection "{conn.conn_id}" matches an ignore pattern but is declared, so dconn manages it',
+            "warning",
+        )
+        for conn in sorted(connections, key=lambda c: c.conn_id)
+        if is_ignored(conn.conn_id, settings.ignore)
+    ]
 
 
 def desired_from_dicts(
@@ -128,37 +201,34 @@ def desired_from_dicts(
     document: dict[str, Any] = {"connections": _python_value(connections, refs=False, top=True)}
     if settings is not None:
         document["settings"] = _python_value(settings, refs=False)
-    problems = [f"{file}: {where}: keys must be strings" for where in _non_string_keys(document, ())]
-    problems = problems or validate_document(document, file)
+    problems = [Finding(file, where, "keys must be strings") for where in _non_string_keys(document, ())]
     if problems:
         raise ValidationFailed(problems)
-    parsed: dict[str, DesiredConnection] = {}
-    for conn_id, table in _python_value(connections, refs=True, top=True).items():
-        conn = _parse_connection(conn_id, table, file, problems, base)
-        if conn is not None:
-            parsed[conn_id] = conn
+    document, problems = check_document(document, file)
+    parsed = {
+        conn_id: _parse_connection(conn_id, table, file, problems, base)
+        for conn_id, table in _python_value(connections, refs=True, top=True).items()
+        if isinstance(table, dict)
+    }
     if problems:
-        raise ValidationFailed(problems)
+        raise ValidationFailed(_in_path_order(problems))
     values = dict(document.get("settings", {}))
     if values.get("type_rules"):
         values["type_rules"] = str(Path(base) / values["type_rules"])
     values["ignore"] = tuple(values.get("ignore", ()))
-    merged = Settings(**values)
-    warnings = tuple(
-        f'connection "{c}" matches an ignore pattern but is declared, so dconn manages it'
-        for c in sorted(parsed)
-        if is_ignored(c, merged.ignore)
-    )
-    return DesiredState(parsed, merged, (file,), warnings)
+    return _desired(parsed, Settings(**values), (file,))
 
 
-def _python_value(value: Any, *, refs: bool, top: bool = False) -> Any:
+def _python_value(value: Any, *, refs: bool, top: bool = False, depth: int = 0) -> Any:
     """Return plain JSON-like data: mappings as dicts, tuples as lists; SecretRefs kept or spelled out.
 
-    With `top`, the mapping is conn_id -> fields, and fields set to None are dropped.
+    With `top`, the mapping is conn_id -> fields, and fields set to None are dropped. What
+    nests deeper than the limit is cut (its container left empty), for check_document to report.
     """
     if isinstance(value, SecretRef):
         return value if refs else value.to_json()
+    if depth > MAX_NESTING and isinstance(value, (Mapping, list, tuple)):
+        return {} if isinstance(value, Mapping) else []
     if isinstance(value, Mapping):
         if top:
             return {
@@ -167,9 +237,9 @@ def _python_value(value: Any, *, refs: bool, top: bool = False) -> Any:
                 else _python_value(fields, refs=refs)
                 for k, fields in value.items()
             }
-        return {k: _python_value(v, refs=refs) for k, v in value.items()}
+        return {k: _python_value(v, refs=refs, depth=depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_python_value(v, refs=refs) for v in value]
+        return [_python_value(v, refs=refs, depth=depth + 1) for v in value]
     return value
 
 
@@ -178,7 +248,7 @@ def _non_string_keys(value: Any, path: tuple[str, ...]) -> Iterable[str]:
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
-                yield ".".join((*path, repr(k)))
+                yield dotted_path([*path, repr(k)])
             else:
                 yield from _non_string_keys(v, (*path, k))
     elif isinstance(value, list):
@@ -186,26 +256,30 @@ def _non_string_keys(value: Any, path: tuple[str, ...]) -> Iterable[str]:
             yield from _non_string_keys(v, (*path, str(i)))
 
 
-def _parse_toml(file: Path) -> dict[str, Any]:
-    """Parse one TOML file; a syntax error names the file, line and column."""
+def _parse_toml(file: Path, findings: list[Finding]) -> dict[str, Any] | None:
+    """Parse one TOML file; on failure add a finding naming the file (and line and column)."""
     try:
         data = file.read_bytes()
     except OSError as exc:
-        raise InputError(f"{file}: cannot read: {exc.strerror}") from None
+        findings.append(Finding(file, "", f"cannot read: {exc.strerror}"))
+        return None
     try:
         document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
         return document
     except UnicodeDecodeError:
-        raise InputError(f"{file}: not UTF-8 text") from None
+        findings.append(Finding(file, "", "not UTF-8 text"))
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{file}: invalid TOML: {exc}") from None
+        findings.append(Finding(file, "", f"invalid TOML: {exc}"))
+    except RecursionError:
+        findings.append(Finding(file, "", f"invalid TOML: a value {_TOO_DEEP}"))
+    return None
 
 
 def _merge_settings(
     settings: Mapping[str, Any],
     file: Path,
     seen: dict[str, tuple[Any, Path]],
-    problems: list[str],
+    findings: list[Finding],
 ) -> None:
     """Merge one file's [settings]: `ignore` lists add up, other keys must agree across files."""
     for key, value in settings.items():
@@ -213,7 +287,8 @@ def _merge_settings(
             previous = seen.get(key, ([], file))[0]
             seen[key] = ([*previous, *value], file)
         elif key in seen and seen[key][0] != value:
-            problems.append(f"{file}: settings.{key}: conflicts with the value in {seen[key][1]}")
+            message = f"conflicts with the value in {seen[key][1]}"
+            findings.append(Finding(file, dotted_path(["settings", key]), message))
         else:
             seen[key] = (value, file)
 
@@ -229,35 +304,48 @@ def _settings(seen: Mapping[str, tuple[Any, Path]]) -> Settings:
 
 
 def _parse_connection(
-    conn_id: str, table: Mapping[str, Any], file: Path, problems: list[str], base: str | None = None
-) -> DesiredConnection | None:
-    """Turn one validated TOML table into a DesiredConnection with SecretRefs (relative to `base`)."""
+    conn_id: str, table: Mapping[str, Any], file: Path, findings: list[Finding], base: str | None = None
+) -> DesiredConnection:
+    """Turn one TOML table into a DesiredConnection with SecretRefs (relative to `base`).
+
+    An `extra_json` that cannot be used adds a finding and is left out, so the rest of the
+    connection can still be checked.
+    """
     base = str(file.parent) if base is None else base
     fields: dict[str, Any] = {}
     for name, value in table.items():
         if name == "extra_json":
-            extra = _parse_extra_json(value, f"{file}: connections.{conn_id}.extra_json", problems)
-            if extra is None:
-                return None
-            fields["extra"] = _parse_refs(extra, base)
+            where = dotted_path(["connections", conn_id, "extra_json"])
+            extra = _parse_extra_json(value, Finding(file, where, ""), findings)
+            if extra is not None:
+                fields["extra"] = _parse_refs(extra, base)
         else:
             fields[name] = _parse_refs(value, base)
     return DesiredConnection(conn_id, file, fields)
 
 
-def _parse_extra_json(text: str, where: str, problems: list[str]) -> dict[str, Any] | None:
+def _parse_extra_json(text: Any, where: Finding, findings: list[Finding]) -> dict[str, Any] | None:
     """Parse `extra_json`; it must be a JSON object (or null/empty, meaning no extra)."""
+    if not isinstance(text, str):
+        return None  # the schema reports it
     if not text.strip():
         return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        problems.append(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})")
+        message = f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        findings.append(Finding(where.file, where.path, message))
+        return None
+    except RecursionError:  # deeper than Python's own parser goes, so far deeper than the limit
+        findings.append(Finding(where.file, where.path, _TOO_DEEP))
         return None
     if value is None:
         return {}
     if not isinstance(value, dict):
-        problems.append(f"{where}: must be a JSON object")
+        findings.append(Finding(where.file, where.path, "must be a JSON object"))
+        return None
+    if nesting_exceeds(value):
+        findings.append(Finding(where.file, where.path, _TOO_DEEP))
         return None
     return value
 
@@ -284,9 +372,7 @@ def check_against_table(desired: DesiredState, table: TableInfo) -> None:
     for conn_id, conn in sorted(desired.connections.items()):
         for name in conn.fields:
             if name in FIELDS and not table.manages(name):
-                problems.append(
-                    f"{conn.source}: connections.{conn_id}.{name}: the target's connection table "
-                    f"(Airflow {table.shape}) has no {name} column"
-                )
+                message = f"the target's connection table (Airflow {table.shape}) has no {name} column"
+                problems.append(Finding(conn.source, dotted_path(["connections", conn_id, name]), message))
     if problems:
         raise ValidationFailed(problems)
