@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
 from declarative_conns.cli.common import (
     DEFAULT_CONFIG,
     ConfigOpt,
@@ -14,9 +19,18 @@ from declarative_conns.cli.common import (
     report_findings,
 )
 
+if TYPE_CHECKING:
+    from declarative_conns.config.validation import Validation
+
 
 def validate(
     config: ConfigOpt = DEFAULT_CONFIG,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="Output: text, or json (every problem with file, path, message, severity)."
+        ),
+    ] = "text",
     strict: StrictOpt = False,
     quiet: QuietOpt = False,
     no_color: NoColorOpt = False,
@@ -29,8 +43,16 @@ def validate(
     out = Output(quiet, no_color)
     with guarded(debug):
         from declarative_conns.config.validation import validate_config
+        from declarative_conns.errors import InputError
 
+        if fmt not in ("text", "json"):
+            raise InputError(f"--format must be text or json, not {fmt!r}")
         validation = validate_config(config, strict)
+        if fmt == "json":
+            out.report(_json_report(validation))
+            if not validation.valid:
+                raise typer.Exit(1)
+            return
         for warning in validation.desired.warnings:
             out.warn(warning)
         report_findings(validation.findings, out)
@@ -39,3 +61,9 @@ def validate(
         out.report(
             f"Valid: {len(desired.connections)} connections in {files} file{'s' if files != 1 else ''}.\n"
         )
+
+
+def _json_report(validation: Validation) -> str:
+    """Return `{"problems": [...], "valid": bool}` (CONTRACT §13) as one JSON document."""
+    problems = [finding.to_json() for finding in validation.report()]
+    return json.dumps({"problems": problems, "valid": validation.valid}, indent=2, ensure_ascii=False) + "\n"

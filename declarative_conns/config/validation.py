@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from declarative_conns.config.findings import Finding, errors_of
-from declarative_conns.config.loader import DesiredState, read_desired
+from declarative_conns.config.loader import DesiredState, ignore_findings, read_desired
 from declarative_conns.config.typecheck import check_types
 from declarative_conns.errors import ValidationFailed
 
@@ -40,6 +40,11 @@ class Validation:
         if not self.valid:
             raise ValidationFailed(self.findings)
         return self.desired
+
+    def report(self) -> list[Finding]:
+        """Return every finding with the ignore-pattern warnings too (what `validate` reports)."""
+        declared = self.desired.connections.values()
+        return [*self.findings, *ignore_findings(declared, self.desired.settings)]
 
 
 def validate_config(path: Path, strict: bool = False) -> Validation:
