@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,23 @@ def test_declared_ignored_connection_warns(tmp_path: Path) -> None:
     assert desired.warnings == (
         'connection "aws_default" matches an ignore pattern but is declared, so dconn manages it',
     )
+
+
+@pytest.mark.parametrize("conn_id", ["abc\n", "abc\r", "a\tb", "\n", "abc\u2028"])
+def test_conn_id_with_a_control_character_is_refused(tmp_path: Path, conn_id: str) -> None:
+    """A conn_id with a control character (a trailing newline too) breaks the conn_id rule, on one line."""
+    path = write(tmp_path, "c.toml", f'[connections.{json.dumps(conn_id)}]\nconn_type = "http"\n')
+    assert problems(path) == [f"{path}: connections.{json.dumps(conn_id)}: {CONN_ID_RULE}"]
+
+
+def test_variable_name_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    """from_env = "NAME\\n" is not a variable name; the message shows the rule, not the regex idiom."""
+    path = write(
+        tmp_path, "c.toml", '[connections.a]\nconn_type = "http"\nlogin = { from_env = "NAME\\n" }\n'
+    )
+    assert problems(path) == [
+        f"{path}: connections.a.login.from_env: 'NAME\\n' does not match '^[A-Za-z_][A-Za-z0-9_]*$'"
+    ]
 
 
 def test_an_empty_conn_id_is_reported_once(tmp_path: Path) -> None:

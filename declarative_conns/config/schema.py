@@ -15,6 +15,7 @@ from declarative_conns.config.resources import load_schema, schema_check
 from declarative_conns.core.sensitive import is_sensitive_path
 
 _REF_KEYS = ("from_env", "from_file", "from_command")
+_END_OF_TEXT = "(?![\\s\\S])"
 
 
 def validate_document(document: Mapping[str, Any], file: Path) -> list[Finding]:
@@ -51,6 +52,11 @@ def _describe(error: Any, file: Path) -> list[Finding]:
     if "propertyNames" in error.schema_path:
         return [Finding(file, dotted_path([*path, error.instance]), _CONN_ID_RULE)]
     if error.validator == "anyOf" and _offers_secret_ref(error.validator_value):
+        inside = [e for e in error.context or () if e.relative_path]
+        if inside:  # a reference with a bad variable name, path or argv: say what is wrong in it
+            from jsonschema.exceptions import best_match
+
+            return _describe(best_match(inside), file)
         if _is_secret_location(path) or not _printable(error.instance):
             return [Finding(file, where, f"must be a string or a secret reference ({_REF_SPELLING})")]
         expected = f"{error.instance!r}: expected a string"
@@ -96,7 +102,9 @@ def _message(error: Any, secret: bool) -> str:
     if kind in ("minimum", "maximum"):
         return f"{shown} is {'below' if kind == 'minimum' else 'above'} the {kind} {expected}"
     if kind == "pattern" and error.absolute_path and error.path == error.relative_path:
-        return f"{shown} does not match {expected!r}"
+        # The schema ends patterns with (?![\s\S]), the end of text in every dialect; people read $.
+        readable = str(expected).replace(_END_OF_TEXT, "$")
+        return f"{shown} does not match {readable!r}"
     if kind in ("maxProperties", "minProperties") or error.schema.get("properties", {}).keys() & set(
         _REF_KEYS
     ):
