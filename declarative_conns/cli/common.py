@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
@@ -68,6 +68,17 @@ StrictOpt = Annotated[
     typer.Option(
         "--strict",
         help="Fail on conn_type warnings (unknown extras, unused fields); also: strict = true in [settings].",
+    ),
+]
+
+NoCommandsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-commands",
+        envvar="DCONN_NO_COMMANDS",
+        help="Refuse every from_command secret reference before any runs (also: DCONN_NO_COMMANDS=1), "
+        "for jobs that run untrusted configurations.",
+        show_default=False,
     ),
 ]
 
@@ -209,6 +220,15 @@ def report_findings(findings: Iterable[Finding], output: Output) -> None:
             output.warn(str(finding))
         elif finding.severity == "note":
             output.note(str(finding))
+
+
+@contextmanager
+def refusing_commands(no_commands: bool) -> Iterator[None]:
+    """Refuse every from_command inside the block when --no-commands (or DCONN_NO_COMMANDS) is set."""
+    from declarative_conns.config import secrets
+
+    with secrets.refusing_commands(no_commands):
+        yield
 
 
 def find_target(db_url: str | None, fernet_key: str | None) -> Target:

@@ -22,6 +22,7 @@ from declarative_conns.cli.common import (
     KeyOpt,
     LockOpt,
     NoColorOpt,
+    NoCommandsOpt,
     Output,
     QuietOpt,
     RotateOpt,
@@ -33,6 +34,7 @@ from declarative_conns.cli.common import (
     guarded,
     load_checked,
     make_workspace,
+    refusing_commands,
 )
 
 
@@ -50,6 +52,7 @@ def plan(
     ] = False,
     strict: StrictOpt = False,
     rotate: RotateOpt = False,
+    no_commands: NoCommandsOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
@@ -64,7 +67,7 @@ def plan(
     Exit codes: 0 success; with --detailed-exitcode 0 no changes, 2 changes; 1 error.
     """
     output = Output(quiet, no_color)
-    with guarded(debug):
+    with guarded(debug), refusing_commands(no_commands):
         _check_format(fmt)
         target = find_target(db_url, fernet_key)
         run = _plan(
@@ -125,6 +128,7 @@ def apply(
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
     strict: StrictOpt = False,
     rotate: RotateOpt = False,
+    no_commands: NoCommandsOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
@@ -139,7 +143,7 @@ def apply(
     Exit codes: 0 applied or nothing to do, 1 error (nothing changed).
     """
     output = Output(quiet, no_color)
-    with guarded(debug):
+    with guarded(debug), refusing_commands(no_commands):
         target = find_target(db_url, fernet_key)
         if planfile is not None:
             from declarative_conns.files.planfile import load_plan

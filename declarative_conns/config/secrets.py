@@ -2,7 +2,8 @@
 
 Every source is bounded (CONTRACT §13): `from_file` reads regular files only, at most 1 MiB,
 and never waits on a FIFO or a device; `from_command` may print at most 1 MiB and run at most
-COMMAND_TIMEOUT_SECONDS.
+COMMAND_TIMEOUT_SECONDS. `--no-commands` (or DCONN_NO_COMMANDS) refuses every `from_command`
+before any runs, so a pull request cannot run commands in a job that holds the credentials.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from declarative_conns.config.findings import dotted_path
 from declarative_conns.core.model import JSON_SCALARS, SecretRef, Values, normalize_fields
 from declarative_conns.errors import SecretError
 
@@ -27,6 +31,10 @@ COMMAND_TIMEOUT_SECONDS = 60.0
 #: The most dconn reads from a `from_file`, and takes from a `from_command`'s output.
 MAX_SECRET_BYTES = 1024 * 1024
 _LIMIT_TEXT = "1 MiB"
+#: The environment variable that refuses every `from_command`, like `--no-commands`.
+NO_COMMANDS_VARIABLE = "DCONN_NO_COMMANDS"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_REFUSE_COMMANDS: ContextVar[bool] = ContextVar("dconn_refuse_commands", default=False)
 
 
 def resolve_secret(ref: SecretRef) -> str:
@@ -36,7 +44,42 @@ def resolve_secret(ref: SecretRef) -> str:
     if ref.kind == "file":
         return _from_file(Path(ref.base_dir) / str(ref.target))
     assert isinstance(ref.target, tuple)
+    if commands_refused():
+        raise SecretError(f"{ref.describe()} is refused: {_REFUSAL_REASON}")
     return _from_command(ref.target, Path(ref.base_dir))
+
+
+# -- refusing commands ------------------------------------------------------------------------
+
+_REFUSAL_REASON = f"--no-commands (or {NO_COMMANDS_VARIABLE}) refuses every from_command"
+
+
+def commands_refused(environ: Mapping[str, str] | None = None) -> bool:
+    """Tell whether `from_command` references are refused: by `refusing_commands` or the variable."""
+    env = os.environ if environ is None else environ
+    return _REFUSE_COMMANDS.get() or env.get(NO_COMMANDS_VARIABLE, "").strip().lower() in _TRUE
+
+
+@contextmanager
+def refusing_commands(refuse: bool = True) -> Iterator[None]:
+    """Refuse every `from_command` inside the block when `refuse` is true (`--no-commands`)."""
+    token = _REFUSE_COMMANDS.set(refuse or _REFUSE_COMMANDS.get())
+    try:
+        yield
+    finally:
+        _REFUSE_COMMANDS.reset(token)
+
+
+def refuse_commands(desired: DesiredState) -> None:
+    """Raise one SecretError naming every `from_command` reference (file, path, argv[0]), if any."""
+    found = [
+        f"{desired.connections[conn_id].source}: {dotted_path(['connections', conn_id, *path])} "
+        f"runs {ref.target[0]!r}"
+        for conn_id, path, ref in references(desired)
+        if ref.kind == "command" and ref.target
+    ]
+    if found:
+        raise SecretError(f"{_REFUSAL_REASON}, and no command was run: " + "; ".join(found))
 
 
 # -- the sources --------------------------------------------------------------------------------
@@ -238,7 +281,12 @@ def _walk_refs(value: Any, path: tuple[str | int, ...]) -> Iterable[tuple[tuple[
 
 
 def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[str, Values]:
-    """Resolve every reference (once each) and normalize; report every failing reference."""
+    """Resolve every reference (once each) and normalize; report every failing reference.
+
+    Under `--no-commands` every `from_command` is refused first, all named, before any runs.
+    """
+    if commands_refused():
+        refuse_commands(desired)
     cache: dict[SecretRef, str] = {}
     problems: list[str] = []
     resolved: dict[str, Values] = {}
