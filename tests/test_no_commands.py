@@ -144,3 +144,11 @@ def test_resolve_secret_refuses_under_the_variable(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("DCONN_NO_COMMANDS", "0")
     resolve_secret(SecretRef("command", ("touch", str(mark)), str(tmp_path)))
     assert mark.exists()
+
+
+def test_a_bad_variable_value_is_one_error_line(tmp_path: Path) -> None:
+    """DCONN_NO_COMMANDS=maybe is refused by plan as a usage error: one Error line, exit 1."""
+    result = run_dconn("plan", cwd=tmp_path, env={"DCONN_NO_COMMANDS": "maybe"})
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("Error: ")
+    assert "--no-commands" in result.stderr

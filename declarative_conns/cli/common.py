@@ -67,10 +67,10 @@ StrictOpt = Annotated[
     bool,
     typer.Option(
         "--strict",
-        help="Fail on conn_type warnings (unknown extras, unused fields); also: strict = true in [settings].",
+        # Help texts are rich markup: a bracketed word is a style tag unless escaped.
+        help="Fail on conn_type warnings (unknown extras, unused fields); also: strict = true in \\[settings].",
     ),
 ]
-
 NoCommandsOpt = Annotated[
     bool,
     typer.Option(
@@ -245,12 +245,12 @@ def make_workspace(target: Target, state: Path, lock_timeout: float) -> Workspac
     return Workspace(target, state, lock_timeout)
 
 
-def approve() -> None:
-    """Ask on the terminal; only `yes` proceeds."""
+def approve(command: str = "apply") -> None:
+    """Ask on the terminal; only `yes` proceeds. `command` names what is asked for in the refusals."""
     if not sys.stdin.isatty():
+        alternative = ", or apply a plan saved with `dconn plan --out FILE`" if command == "apply" else ""
         raise ApplyRefused(
-            "no terminal to ask for approval: pass --auto-approve, or apply a plan saved with "
-            "`dconn plan --out FILE`; nothing was changed"
+            f"no terminal to ask for approval: pass --auto-approve{alternative}; nothing was changed"
         )
     sys.stderr.write(
         "\nDo you want to perform these actions?\n"
@@ -260,4 +260,20 @@ def approve() -> None:
     sys.stderr.flush()
     answer = sys.stdin.readline().strip()
     if answer != "yes":
-        raise ApplyRefused("apply cancelled; nothing was changed")
+        raise ApplyRefused(f"{command} cancelled; nothing was changed")
+
+
+def count(number: int, noun: str) -> str:
+    """Return `1 row` / `2 rows`: a count with its noun in the right number."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def refuse_configuration_as_plan(planfile: Path) -> None:
+    """Refuse a TOML file or folder given where `dconn apply` takes a saved plan, suggesting -c."""
+    from declarative_conns.errors import InputError
+
+    if planfile.is_dir() or planfile.suffix.lower() == ".toml":
+        raise InputError(
+            f"{planfile} is a configuration, not a plan saved with `dconn plan --out`: "
+            f"to plan it and apply, run `dconn apply -c {planfile}`"
+        )

@@ -30,10 +30,12 @@ from declarative_conns.cli.common import (
     StrictOpt,
     VerboseOpt,
     approve,
+    count,
     find_target,
     guarded,
     load_checked,
     make_workspace,
+    refuse_configuration_as_plan,
     refusing_commands,
 )
 
@@ -144,6 +146,8 @@ def apply(
     """
     output = Output(quiet, no_color)
     with guarded(debug), refusing_commands(no_commands):
+        if planfile is not None:
+            refuse_configuration_as_plan(planfile)
         target = find_target(db_url, fernet_key)
         if planfile is not None:
             from declarative_conns.files.planfile import load_plan
@@ -182,7 +186,7 @@ def _apply(run: PlannedRun, output: Output, *, ask: bool) -> None:
         changed = execute(run, progress)
     output.report(
         f"Apply complete! Resources: {summary.add} added, {summary.change} changed, "
-        f"{summary.destroy} destroyed ({changed} rows).\n"
+        f"{summary.destroy} destroyed ({count(changed, 'row')}).\n"
     )
 
 

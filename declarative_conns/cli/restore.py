@@ -21,6 +21,7 @@ from declarative_conns.cli.common import (
     QuietOpt,
     StateOpt,
     approve,
+    count,
     find_target,
     guarded,
     make_workspace,
@@ -51,10 +52,10 @@ def restore(
         try:
             output.report(prepared.describe())
             if not auto_approve:
-                approve()
+                approve("restore")
             written = execute_restore(prepared, state.parent / "backups")
         finally:
             prepared.close()
         output.report(
-            f"Restore complete: {written} rows written. Run dconn plan to see them against the TOML.\n"
+            f"Restore complete: {count(written, 'row')} written. Run dconn plan to see them against the TOML.\n"
         )

@@ -15,6 +15,7 @@ from declarative_conns.cli.common import (
     Output,
     QuietOpt,
     StrictOpt,
+    count,
     guarded,
     report_findings,
 )
@@ -57,10 +58,8 @@ def validate(
             out.warn(warning)
         report_findings(validation.findings, out)
         desired = validation.desired_or_raise()
-        files = len(desired.files)
-        out.report(
-            f"Valid: {len(desired.connections)} connections in {files} file{'s' if files != 1 else ''}.\n"
-        )
+        files = count(len(desired.files), "file")
+        out.report(f"Valid: {count(len(desired.connections), 'connection')} in {files}.\n")
 
 
 def _json_report(validation: Validation) -> str:
