@@ -21,6 +21,7 @@ from declarative_conns.core.model import (
     TableInfo,
     nesting_exceeds,
 )
+from declarative_conns.core.sensitive import MaskedFields, masked_tree
 from declarative_conns.errors import InputError, ValidationFailed
 
 if sys.version_info >= (3, 11):
@@ -54,7 +55,12 @@ class DesiredConnection:
     conn_id: str
     source: Path
     #: Declared fields; `extra` is a dict (from `extra` or `extra_json`); refs are SecretRefs.
+    #: Dicts whose repr hides literal secrets (MaskedFields), whoever builds the connection.
     fields: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fields, MaskedFields):
+            object.__setattr__(self, "fields", masked_tree(dict(self.fields)))
 
     def __repr__(self) -> str:
         return f"DesiredConnection({self.conn_id!r}, source={str(self.source)!r})"

@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from declarative_conns.config.findings import dotted_path
 from declarative_conns.core.model import JSON_SCALARS, SecretRef, Values, normalize_fields
+from declarative_conns.core.sensitive import MaskedFields
 from declarative_conns.errors import SecretError
 
 if TYPE_CHECKING:
@@ -299,7 +300,9 @@ def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[str, Valu
             else _resolve_value(value, (name,), conn_id, resolver, cache, secret_paths, problems)
             for name, value in conn.fields.items()
         }
-        resolved[conn_id] = Values(normalize_fields(fields), frozenset(secret_paths))
+        paths = frozenset(secret_paths)
+        # The fields hold resolved secrets: a MaskedFields, so printing them shows none.
+        resolved[conn_id] = Values(MaskedFields(normalize_fields(fields), (), paths), paths)
     if problems:
         raise SecretError(
             "could not resolve "
