@@ -322,38 +322,35 @@ def _parse_connection(
     for name, value in table.items():
         if name == "extra_json":
             where = dotted_path(["connections", conn_id, "extra_json"])
-            extra = _parse_extra_json(value, Finding(file, where, ""), findings)
-            if extra is not None:
+            extra, problem = _parse_extra_json(value)
+            if problem:
+                findings.append(Finding(file, where, problem))
+            elif extra is not None:
                 fields["extra"] = _parse_refs(extra, base)
         else:
             fields[name] = _parse_refs(value, base)
     return DesiredConnection(conn_id, file, fields)
 
 
-def _parse_extra_json(text: Any, where: Finding, findings: list[Finding]) -> dict[str, Any] | None:
-    """Parse `extra_json`; it must be a JSON object (or null/empty, meaning no extra)."""
+def _parse_extra_json(text: Any) -> tuple[dict[str, Any] | None, str]:
+    """Parse `extra_json`: a JSON object (null or empty: no extra); else (None, the problem)."""
     if not isinstance(text, str):
-        return None  # the schema reports it
+        return None, ""  # the schema reports it
     if not text.strip():
-        return {}
+        return {}, ""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        message = f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
-        findings.append(Finding(where.file, where.path, message))
-        return None
+        return None, f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
     except RecursionError:  # deeper than Python's own parser goes, so far deeper than the limit
-        findings.append(Finding(where.file, where.path, _TOO_DEEP))
-        return None
+        return None, _TOO_DEEP
     if value is None:
-        return {}
+        return {}, ""
     if not isinstance(value, dict):
-        findings.append(Finding(where.file, where.path, "must be a JSON object"))
-        return None
+        return None, "must be a JSON object"
     if nesting_exceeds(value):
-        findings.append(Finding(where.file, where.path, _TOO_DEEP))
-        return None
-    return value
+        return None, _TOO_DEEP
+    return value, ""
 
 
 def _parse_refs(value: Any, base: str) -> Any:
