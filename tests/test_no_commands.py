@@ -124,6 +124,7 @@ def test_library_refuses_before_the_resolver_is_called(tmp_path: Path) -> None:
     called: list[SecretRef] = []
 
     def resolver(ref: SecretRef) -> str:
+        """Record the call and give a value."""
         called.append(ref)
         return "value"
 
