@@ -5,6 +5,12 @@ Messages never contain secret values; callers pass names and references, not val
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from declarative_conns.config.findings import Finding
+
 
 class DconnError(Exception):
     """Raise for any failure the user can fix; the CLI prints it as one ``Error:`` line."""
@@ -15,13 +21,27 @@ class InputError(DconnError):
 
 
 class ValidationFailed(InputError):
-    """Raise when the desired-state document breaks the schema; carries every problem found."""
+    """Raise when the desired state breaks the schema or the rules; carries every problem found.
 
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        count = len(problems)
+    `findings` holds every problem as data (warnings and notes found alongside included);
+    `problems` the errors among them as `file: path: message` lines, which the message lists.
+    """
+
+    def __init__(self, problems: Sequence[str | Finding]) -> None:
+        from declarative_conns.config.findings import Finding
+
+        self.findings: tuple[Finding, ...] = tuple(
+            Finding(None, "", p) if isinstance(p, str) else p for p in problems
+        )
+        errors = [f for f in self.findings if f.severity == "error"]
+        self.problems = [str(f) for f in errors]
+        if len(errors) == 1 and errors[0].file is not None and not errors[0].path:
+            # One file that cannot be read at all (a TOML syntax error): one line says it.
+            super().__init__(self.problems[0])
+            return
+        count = len(self.problems)
         noun = "problem" if count == 1 else "problems"
-        super().__init__(f"the configuration has {count} {noun}:\n  " + "\n  ".join(problems))
+        super().__init__(f"the configuration has {count} {noun}:\n  " + "\n  ".join(self.problems))
 
 
 class ProjectError(InputError):

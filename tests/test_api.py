@@ -158,7 +158,7 @@ def test_every_problem_is_reported_with_its_path() -> None:
     with pytest.raises(dc.ValidationFailed) as info:
         dc.desired_from_dicts({"a": {"port": "5432x"}, "bad id": {"conn_type": "x"}}, {"prune": "yes"})
     assert info.value.problems == [
-        "<python>: connections.bad id: invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ "
+        '<python>: connections."bad id": invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ '
         "(Airflow's rule)",
         "<python>: connections.a: 'conn_type' is a required property",
         "<python>: connections.a.port: '5432x' is not of type 'integer'",

@@ -241,7 +241,7 @@ def test_validate_reports_every_problem(tmp_path: Path) -> None:
         '[connections.a]\nconn_type = "http"\npassword = { from_env = "UNSET_IN_PR_CI" }\n'
     )
     ok = dconn("validate", cwd=tmp_path)
-    assert ok.returncode == 0 and ok.stdout == "Valid: 1 connections in 1 file.\n"
+    assert ok.returncode == 0 and ok.stdout == "Valid: 1 connection in 1 file.\n"
 
 
 def test_debug_shows_traceback_without_secrets(project: Any) -> None:
@@ -260,3 +260,110 @@ def test_core_imports_no_adapters() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["plan", "--formt", "json"],
+            "Error: No such option: --formt (Possible options: --format, --out) (see `dconn plan --help`)",
+        ),
+        (["restore"], "Error: Missing argument 'backup'. (see `dconn restore --help`)"),
+        (["plna"], "Error: No such command 'plna'. Did you mean 'plan'? (see `dconn --help`)"),
+        (
+            ["plan", "--lock-timeout", "soon"],
+            "Error: Invalid value for '--lock-timeout': Input should be a valid number, unable to parse "
+            "string as a number (see `dconn plan --help`)",
+        ),
+    ],
+)
+def test_usage_errors_are_one_error_line(tmp_path: Path, args: list[str], line: str) -> None:
+    """A mistyped option, command or value: one Error line with click's suggestion, exit 1."""
+    result = dconn(*args, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.splitlines() == [line]
+
+
+def test_dconn_without_arguments_prints_its_help(tmp_path: Path) -> None:
+    """`dconn` alone still prints the help listing the commands."""
+    result = dconn(cwd=tmp_path, env={"COLUMNS": "200"})
+    assert "Usage: dconn [OPTIONS] COMMAND [ARGS]..." in result.stdout
+    assert "validate" in result.stdout and "restore" in result.stdout
+    assert "Error" not in result.stderr
+
+
+@pytest.mark.parametrize("given", ["connections.toml", "conf"])
+def test_apply_of_a_configuration_suggests_dash_c(project: Any, given: str) -> None:
+    """`dconn apply connections.toml` (or a folder) says it is no plan file and suggests -c."""
+    cwd, env, db = project
+    (cwd / "conf").mkdir()
+    before = db.rows()
+    result = dconn("apply", given, cwd=cwd, env=env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"Error: {given} is a configuration, not a plan saved with `dconn plan --out`: "
+        f"to plan it and apply, run `dconn apply -c {given}`"
+    ]
+    assert db.rows() == before
+
+
+def test_restore_without_terminal_does_not_suggest_a_plan(project: Any) -> None:
+    """restore without a terminal asks for --auto-approve; apply's `plan --out` is not its advice."""
+    cwd, env, db = project
+    assert dconn("apply", "--auto-approve", cwd=cwd, env=env).returncode == 0
+    (backup,) = (cwd / ".dconn" / "backups").iterdir()
+    before = db.rows()
+    result = dconn("restore", str(backup), cwd=cwd, env=env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "Error: no terminal to ask for approval: pass --auto-approve; nothing was changed"
+    )
+    assert db.rows() == before
+
+
+def _help_texts() -> list[tuple[str, str]]:
+    """Return (command, help text) of every option and argument of every command."""
+    import typer
+
+    from declarative_conns.cli import app
+
+    group = typer.main.get_command(app)
+    return [
+        (name, param.help)
+        for name, command in group.commands.items()  # type: ignore[attr-defined]
+        for param in command.params
+        if getattr(param, "help", None)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("command", "text"), [(c, t) for c, t in _help_texts() if "[" in t], ids=lambda v: str(v)[:30]
+)
+def test_bracketed_words_in_help_are_printed(tmp_path: Path, command: str, text: str) -> None:
+    """A help text with [brackets] (`[settings]`) prints them; rich markup does not eat them."""
+    shown = text.replace("\\[", "[")
+    result = dconn(command, "--help", cwd=tmp_path, env={"COLUMNS": "300"})
+    printed = " ".join(result.stdout.replace("│", " ").split())
+    assert " ".join(shown.split()) in printed
+
+
+def test_strict_help_names_the_settings_table(tmp_path: Path) -> None:
+    """--strict's help says `strict = true in [settings]`, brackets included."""
+    result = dconn("validate", "--help", cwd=tmp_path, env={"COLUMNS": "300"})
+    assert "strict = true in [settings]." in result.stdout
+
+
+def test_counts_agree_with_their_nouns(make_db: Any, tmp_path: Path) -> None:
+    """One row, one connection, one file: singular; never '1 rows'."""
+    db = make_db("sqlite", "2.x")
+    insert_raw(db.engine, db.table, [{"conn_id": "aws_default", "conn_type": "aws"}])
+    env = {"DCONN_DB_URL": db.url, "DCONN_FERNET_KEY": db.fernet_key}
+    (tmp_path / "connections.toml").write_text('[connections.aws_default]\nconn_type = "aws"\nhost = "x"\n')
+    applied = dconn("apply", "--auto-approve", cwd=tmp_path, env=env)
+    assert "Apply complete! Resources: 0 added, 1 changed, 0 destroyed (1 row).\n" in applied.stdout
+    assert dconn("validate", cwd=tmp_path).stdout == "Valid: 1 connection in 1 file.\n"
+    (backup,) = (tmp_path / ".dconn" / "backups").iterdir()
+    restored = dconn("restore", str(backup), "--auto-approve", cwd=tmp_path, env=env)
+    assert "Restore complete: 1 row written." in restored.stdout
+    assert db.rows()[0]["host"] in (None, "")

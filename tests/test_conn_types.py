@@ -10,11 +10,11 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from declarative_conns.config.conn_types import (
-    TypeFinding,
     TypeRules,
     check_connection,
     load_type_rules,
 )
+from declarative_conns.config.findings import Finding
 from declarative_conns.core.model import SecretRef
 from declarative_conns.errors import InputError
 
@@ -29,7 +29,7 @@ def rules() -> TypeRules:
     return load_type_rules()
 
 
-def by_path(findings: list[TypeFinding]) -> dict[str, TypeFinding]:
+def by_path(findings: list[Finding]) -> dict[str, Finding]:
     """Index findings by their path."""
     return {f.path: f for f in findings}
 
@@ -195,7 +195,8 @@ def test_unknown_conn_type_is_a_note(rules: TypeRules) -> None:
     """An unknown conn_type yields one note and no checks of its fields."""
     findings = check_connection(rules, "w", {"conn_type": "my_provider", "extra": {"x": 1}}, strict=True)
     assert findings == [
-        TypeFinding(
+        Finding(
+            None,
             "connections.w.conn_type",
             "unknown connection type 'my_provider'; its fields and extras are not checked",
             "note",

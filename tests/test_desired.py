@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from declarative_conns.config.loader import load_desired, resolve_desired
+from declarative_conns.config.loader import desired_from_dicts, load_desired, resolve_desired
 from declarative_conns.config.secrets import resolve_secret
 from declarative_conns.core.model import Address, SecretRef
 from declarative_conns.errors import InputError, SecretError, ValidationFailed
 
 CANARY = "canary-hunter2"
+CONN_ID_RULE = "invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ (Airflow's rule)"
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -66,7 +68,7 @@ def test_invalid_conn_id(tmp_path: Path) -> None:
     """A conn_id outside Airflow's character rule is refused."""
     path = write(tmp_path, "c.toml", '[connections."bad id"]\nconn_type = "x"\n')
     assert problems(path) == [
-        f"{path}: connections.bad id: invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ (Airflow's rule)"
+        f'{path}: connections."bad id": invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ (Airflow\'s rule)'
     ]
 
 
@@ -210,3 +212,91 @@ def test_declared_ignored_connection_warns(tmp_path: Path) -> None:
     assert desired.warnings == (
         'connection "aws_default" matches an ignore pattern but is declared, so dconn manages it',
     )
+
+
+@pytest.mark.parametrize("conn_id", ["abc\n", "abc\r", "a\tb", "\n", "abc\u2028"])
+def test_conn_id_with_a_control_character_is_refused(tmp_path: Path, conn_id: str) -> None:
+    """A conn_id with a control character (a trailing newline too) breaks the conn_id rule, on one line."""
+    path = write(tmp_path, "c.toml", f'[connections.{json.dumps(conn_id)}]\nconn_type = "http"\n')
+    assert problems(path) == [f"{path}: connections.{json.dumps(conn_id)}: {CONN_ID_RULE}"]
+
+
+def test_variable_name_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    """from_env = "NAME\\n" is not a variable name; the message shows the rule, not the regex idiom."""
+    path = write(
+        tmp_path, "c.toml", '[connections.a]\nconn_type = "http"\nlogin = { from_env = "NAME\\n" }\n'
+    )
+    assert problems(path) == [
+        f"{path}: connections.a.login.from_env: 'NAME\\n' does not match '^[A-Za-z_][A-Za-z0-9_]*$'"
+    ]
+
+
+def test_an_empty_conn_id_is_reported_once(tmp_path: Path) -> None:
+    """[connections.""] breaks the rule once, not once per schema keyword it fails."""
+    path = write(tmp_path, "c.toml", '[connections.""]\nconn_type = "http"\n')
+    assert problems(path) == [f'{path}: connections."": {CONN_ID_RULE}']
+
+
+def deep(levels: int) -> str:
+    """Return JSON text of an object nested `levels` levels deep."""
+    return '{"a": ' * levels + "1" + "}" * levels
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ("[connections.x.extra" + ".a" * 500 + "]\nb = 1\n", "connections.x.extra"),
+        ("[connections.x]\nextra_json = '" + deep(500) + "'\n", "connections.x.extra_json"),
+        ("[connections.x]\nextra_json = '" + "[" * 5000 + "]" * 5000 + "'\n", "connections.x.extra_json"),
+        ("[connections.x]\nextra_json = '" + deep(101) + "'\n", "connections.x.extra_json"),
+        ("[connections.x.extra" + ".a" * 100 + "]\nb = 1\n", "connections.x.extra"),
+    ],
+    ids=["extra-500", "extra_json-500", "extra_json-5000-arrays", "extra_json-101", "extra-101"],
+)
+def test_nesting_beyond_the_limit_is_a_validation_error(tmp_path: Path, body: str, path: str) -> None:
+    """extra or extra_json deeper than 100 levels: an error naming file and path, not a RecursionError."""
+    file = write(
+        tmp_path, "c.toml", '[connections.x]\nconn_type = "http"\n' + body.replace("[connections.x]\n", "")
+    )
+    other = '\n[connections.y]\nconn_type = "http"\nport = "abc"\n'
+    file.write_text(file.read_text() + other)
+    assert problems(file) == [
+        f"{file}: {path}: nests deeper than 100 levels, dconn's limit",
+        f"{file}: connections.y.port: 'abc' is not of type 'integer'",
+    ]
+
+
+def test_nesting_at_the_limit_is_accepted(tmp_path: Path) -> None:
+    """extra and extra_json nested exactly 100 levels load."""
+    file = write(
+        tmp_path,
+        "c.toml",
+        '[connections.x]\nconn_type = "http"\n'
+        f"extra_json = '{deep(100)}'\n"
+        '[connections.y]\nconn_type = "http"\n[connections.y.extra' + ".a" * 99 + "]\nb = 1\n",
+    )
+    assert sorted(load_desired(file).connections) == ["x", "y"]
+
+
+def test_a_toml_too_deep_to_parse_is_one_problem(tmp_path: Path) -> None:
+    """An inline value nested deeper than the TOML parser goes: the file's one problem, no traceback."""
+    file = write(
+        tmp_path,
+        "c.toml",
+        '[connections.x]\nconn_type = "http"\nextra = { a = ' + "[" * 2000 + "]" * 2000 + " }\n",
+    )
+    with pytest.raises(ValidationFailed) as info:
+        load_desired(file)
+    assert str(info.value) == f"{file}: invalid TOML: a value nests deeper than 100 levels, dconn's limit"
+
+
+def test_python_values_nested_too_deep_are_refused(tmp_path: Path) -> None:
+    """desired_from_dicts with an extra nested 5,000 levels: ValidationFailed naming the path."""
+    extra: dict[str, object] = {}
+    for _ in range(5000):
+        extra = {"a": extra}
+    with pytest.raises(ValidationFailed) as info:
+        desired_from_dicts({"x": {"conn_type": "http", "extra": extra}})
+    assert info.value.problems == [
+        "<python>: connections.x.extra: nests deeper than 100 levels, dconn's limit"
+    ]

@@ -123,7 +123,7 @@ def test_every_bad_secret_is_reported_at_once(legacy_db: AirflowDb, tmp_path: Pa
         [
             f"  {source}: connections.uri: the secret is not a JSON object (a URI? store Airflow's JSON form)",
             f"  {source}: connections.api: unknown field 'hostname'",
-            f"  {source}: connections.bad id: invalid conn_id: use 1 to 250 letters, digits and "
+            f'  {source}: connections."bad id": invalid conn_id: use 1 to 250 letters, digits and '
             "_ # ! ( ) - . : / \\ (Airflow's rule)",
             f"  {source}: connections.wh.extra: not valid JSON (Expecting ',' delimiter at column 24)",
         ]

@@ -61,7 +61,7 @@ def test_validate_warns_with_file_and_path_and_passes(tmp_path: Path) -> None:
     result = dconn("validate", "-c", "c.toml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert lines(result.stderr) == [TYPO_WARNING]
-    assert result.stdout == "Valid: 1 connections in 1 file.\n"
+    assert result.stdout == "Valid: 1 connection in 1 file.\n"
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
@@ -18,8 +19,8 @@ from declarative_conns.errors import ApplyRefused, DconnError, InputError
 
 if TYPE_CHECKING:
     from declarative_conns.api import Workspace
+    from declarative_conns.config.findings import Finding
     from declarative_conns.config.loader import DesiredState
-    from declarative_conns.config.typecheck import Finding
     from declarative_conns.targets.base import Target
 
 
@@ -66,7 +67,18 @@ StrictOpt = Annotated[
     bool,
     typer.Option(
         "--strict",
-        help="Fail on conn_type warnings (unknown extras, unused fields); also: strict = true in [settings].",
+        # Help texts are rich markup: a bracketed word is a style tag unless escaped.
+        help="Fail on conn_type warnings (unknown extras, unused fields); also: strict = true in \\[settings].",
+    ),
+]
+NoCommandsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-commands",
+        envvar="DCONN_NO_COMMANDS",
+        help="Refuse every from_command secret reference before any runs (also: DCONN_NO_COMMANDS=1), "
+        "for jobs that run untrusted configurations.",
+        show_default=False,
     ),
 ]
 
@@ -215,23 +227,34 @@ def project_option(ctx: typer.Context, given: Path | None) -> Path | None:
     return given if given is not None else before
 
 
-def check_types_or_fail(desired: DesiredState, strict: bool, output: Output) -> None:
-    """Print conn_type warnings and notes on stderr; raise ValidationFailed on errors."""
-    from declarative_conns.config.typecheck import check_types
+def load_checked(config: Path, strict: bool, output: Output) -> DesiredState:
+    """Load the TOML and check each conn_type; print warnings and notes, raise on any error.
 
-    report_type_findings(check_types(desired, strict), output)
+    The ValidationFailed lists every error of every file at once: schema, extra_json, conn_type.
+    """
+    from declarative_conns.config.validation import validate_config
+
+    validation = validate_config(config, strict)
+    report_findings(validation.findings, output)
+    return validation.desired_or_raise()
 
 
-def report_type_findings(findings: list[Finding], output: Output) -> None:
-    """Print conn_type warnings and notes on stderr; raise ValidationFailed on errors."""
-    from declarative_conns.config.typecheck import raise_for_errors
-
+def report_findings(findings: Iterable[Finding], output: Output) -> None:
+    """Print the warnings and notes among findings on stderr (errors are the caller's to raise)."""
     for finding in findings:
         if finding.severity == "warning":
             output.warn(str(finding))
         elif finding.severity == "note":
             output.note(str(finding))
-    raise_for_errors(findings)
+
+
+@contextmanager
+def refusing_commands(no_commands: bool) -> Iterator[None]:
+    """Refuse every from_command inside the block when --no-commands (or DCONN_NO_COMMANDS) is set."""
+    from declarative_conns.config import secrets
+
+    with secrets.refusing_commands(no_commands):
+        yield
 
 
 def find_target(db_url: str | None, fernet_key: str | None, lock_timeout: float = 30.0) -> Target:
@@ -249,12 +272,12 @@ def make_workspace(target: Target, state: Path, lock_timeout: float, *, read_onl
     return Workspace(target, state, lock_timeout, read_only)
 
 
-def approve() -> None:
-    """Ask on the terminal; only `yes` proceeds."""
+def approve(command: str = "apply") -> None:
+    """Ask on the terminal; only `yes` proceeds. `command` names what is asked for in the refusals."""
     if not sys.stdin.isatty():
+        alternative = ", or apply a plan saved with `dconn plan --out FILE`" if command == "apply" else ""
         raise ApplyRefused(
-            "no terminal to ask for approval: pass --auto-approve, or apply a plan saved with "
-            "`dconn plan --out FILE`; nothing was changed"
+            f"no terminal to ask for approval: pass --auto-approve{alternative}; nothing was changed"
         )
     sys.stderr.write(
         "\nDo you want to perform these actions?\n"
@@ -264,4 +287,20 @@ def approve() -> None:
     sys.stderr.flush()
     answer = sys.stdin.readline().strip()
     if answer != "yes":
-        raise ApplyRefused("apply cancelled; nothing was changed")
+        raise ApplyRefused(f"{command} cancelled; nothing was changed")
+
+
+def count(number: int, noun: str) -> str:
+    """Return `1 row` / `2 rows`: a count with its noun in the right number."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def refuse_configuration_as_plan(planfile: Path) -> None:
+    """Refuse a TOML file or folder given where `dconn apply` takes a saved plan, suggesting -c."""
+    from declarative_conns.errors import InputError
+
+    if planfile.is_dir() or planfile.suffix.lower() == ".toml":
+        raise InputError(
+            f"{planfile} is a configuration, not a plan saved with `dconn plan --out`: "
+            f"to plan it and apply, run `dconn apply -c {planfile}`"
+        )

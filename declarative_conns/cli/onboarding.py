@@ -20,10 +20,12 @@ from declarative_conns.cli.common import (
     IncludeSecretsOpt,
     KeyOpt,
     NoColorOpt,
+    NoCommandsOpt,
     Output,
     QuietOpt,
     find_target,
     guarded,
+    refusing_commands,
 )
 
 
@@ -51,6 +53,7 @@ def export(
     out: DocumentOutOpt = None,
     include_secrets: IncludeSecretsOpt = False,
     env_example: EnvExampleOpt = None,
+    no_commands: NoCommandsOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     quiet: QuietOpt = False,
@@ -66,7 +69,9 @@ def export(
     Exit codes: 0 written, 1 error.
     """
     output = Output(quiet, no_color)
-    with guarded(debug):
+    # Export resolves no secret reference today; the flag is accepted so that one CI setting
+    # (DCONN_NO_COMMANDS=1, or --no-commands on every command) holds for every command.
+    with guarded(debug), refusing_commands(no_commands):
         from declarative_conns.onboarding.export import export_document, refuse_secrets_on_terminal
 
         refuse_secrets_on_terminal(out, include_secrets, sys.stdout)

@@ -22,6 +22,7 @@ from declarative_conns.cli.common import (
     KeyOpt,
     LockOpt,
     NoColorOpt,
+    NoCommandsOpt,
     Output,
     QuietOpt,
     RotateOpt,
@@ -29,10 +30,13 @@ from declarative_conns.cli.common import (
     StrictOpt,
     VerboseOpt,
     approve,
-    check_types_or_fail,
+    count,
     find_target,
     guarded,
+    load_checked,
     make_workspace,
+    refuse_configuration_as_plan,
+    refusing_commands,
 )
 
 
@@ -57,6 +61,7 @@ def plan(
             help="Write nothing: no state, no backup, no lock (pull requests, read-only checkouts).",
         ),
     ] = False,
+    no_commands: NoCommandsOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
@@ -71,7 +76,7 @@ def plan(
     Exit codes: 0 success; with --detailed-exitcode 0 no changes, 2 changes; 1 error.
     """
     output = Output(quiet, no_color)
-    with guarded(debug):
+    with guarded(debug), refusing_commands(no_commands):
         _check_format(fmt)
         target = find_target(db_url, fernet_key, lock_timeout)
         run = _plan(
@@ -115,10 +120,9 @@ def _plan(
     refresh: bool,
 ) -> PlannedRun:
     """Load and type-check the TOML, compute the plan against the target, print warnings."""
-    from declarative_conns.api import load, plan
+    from declarative_conns.api import plan
 
-    desired = load(config)
-    check_types_or_fail(desired, strict, output)
+    desired = load_checked(config, strict, output)
     run = plan(desired, workspace, verbose=verbose, rotate=rotate, refresh_state=refresh)
     for warning in run.warnings:
         output.warn(warning)
@@ -133,6 +137,7 @@ def apply(
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
     strict: StrictOpt = False,
     rotate: RotateOpt = False,
+    no_commands: NoCommandsOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
@@ -147,7 +152,9 @@ def apply(
     Exit codes: 0 applied or nothing to do, 1 error (nothing changed).
     """
     output = Output(quiet, no_color)
-    with guarded(debug):
+    with guarded(debug), refusing_commands(no_commands):
+        if planfile is not None:
+            refuse_configuration_as_plan(planfile)
         target = find_target(db_url, fernet_key, lock_timeout)
         if planfile is not None:
             from declarative_conns.api import load_plan
@@ -186,7 +193,7 @@ def _apply(run: PlannedRun, output: Output, *, ask: bool) -> None:
         changed = execute(run, progress)
     output.report(
         f"Apply complete! Resources: {summary.add} added, {summary.change} changed, "
-        f"{summary.destroy} destroyed ({changed} rows).\n"
+        f"{summary.destroy} destroyed ({count(changed, 'row')}).\n"
     )
 
 

@@ -21,6 +21,7 @@ from declarative_conns.cli.common import (
     QuietOpt,
     StateOpt,
     approve,
+    count,
     find_target,
     guarded,
     make_workspace,
@@ -52,11 +53,11 @@ def restore(
         try:
             output.report(prepared.describe())
             if not auto_approve:
-                approve()
+                approve("restore")
         except BaseException:
             workspace.target.close()
             raise
         written = carry_out(prepared, workspace)
         output.report(
-            f"Restore complete: {written} rows written. Run dconn plan to see them against the TOML.\n"
+            f"Restore complete: {count(written, 'row')} written. Run dconn plan to see them against the TOML.\n"
         )

@@ -20,17 +20,15 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from declarative_conns.config.findings import Finding, quote_key
 from declarative_conns.config.resources import schemas_dir, validity_check
 from declarative_conns.core.model import JSON_SCALARS, SecretRef
 from declarative_conns.errors import InputError
 
-Severity = Literal["error", "warning", "note"]
-
 _SECRET_KEYS = frozenset({"from_env", "from_file", "from_command"})
 _SCHEMA_SUFFIX = ".schema.json"
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _TYPE_NAMES = {
     "boolean": "a boolean",
     "integer": "an integer",
@@ -44,15 +42,6 @@ _TYPE_NAMES = {
 
 class _RuleError(Exception):
     """Raise when a conn_type schema's x-dconn keywords are malformed."""
-
-
-@dataclass(frozen=True)
-class TypeFinding:
-    """One problem found in a connection: where, what, and how serious."""
-
-    path: str
-    message: str
-    severity: Severity
 
 
 @dataclass(frozen=True)
@@ -147,20 +136,29 @@ def load_type_rules(user_schema: Path | None = None) -> TypeRules:
 
 
 def check_connection(
-    rules: TypeRules, conn_id: str, table: Mapping[str, Any], *, strict: bool = False
-) -> list[TypeFinding]:
-    """Check one connection (TOML table or loaded fields) against its conn_type's rules."""
+    rules: TypeRules,
+    conn_id: str,
+    table: Mapping[str, Any],
+    *,
+    strict: bool = False,
+    file: Path | None = None,
+) -> list[Finding]:
+    """Check one connection (TOML table or loaded fields) against its conn_type's rules.
+
+    The findings name `file`, the file the connection is declared in.
+    """
     conn_type = table.get("conn_type")
     if not isinstance(conn_type, str):
         return []  # the document schema reports a missing or malformed conn_type
-    base = f"connections.{_quote_key(conn_id)}"
+    base = f"connections.{quote_key(conn_id)}"
     rule = rules.get(conn_type)
     if rule is None:
         message = f"unknown connection type '{conn_type}'; its fields and extras are not checked"
-        return [TypeFinding(f"{base}.conn_type", message, "note")]
+        return [Finding(file, f"{base}.conn_type", message, "note")]
     findings = list(_check_fields(rule, base, table))
     for path, extra in _extras_of(base, table):
         findings.extend(_check_extra(rule, path, extra))
+    findings = [replace(f, file=file) for f in findings] if file is not None else findings
     if strict:
         findings = [replace(f, severity="error") if f.severity == "warning" else f for f in findings]
     return findings
@@ -169,17 +167,18 @@ def check_connection(
 # -- checking -------------------------------------------------------------------------------
 
 
-def _check_fields(rule: _TypeRule, base: str, table: Mapping[str, Any]) -> Iterator[TypeFinding]:
+def _check_fields(rule: _TypeRule, base: str, table: Mapping[str, Any]) -> Iterator[Finding]:
     """Yield findings on conn_type, the top-level fields and their value types."""
     if rule.replaced_by:
         # A note, not a warning: the provider still reads such rows (it only logs a warning).
         message = f"'{rule.conn_type}' is a legacy alias; use '{rule.replaced_by}'"
-        yield TypeFinding(f"{base}.conn_type", message, "note")
+        yield Finding(None, f"{base}.conn_type", message, "note")
     for name, value in table.items():
         if name in rule.unused_fields:
             message = f"not used by {rule.conn_type} connections"
             hint = rule.field_hints.get(name)
-            yield TypeFinding(
+            yield Finding(
+                None,
                 f"{base}.{name}",
                 f"{message}; did you mean '{hint}'?" if hint else message,
                 "warning",
@@ -201,13 +200,13 @@ def _extras_of(base: str, table: Mapping[str, Any]) -> Iterator[tuple[str, Mappi
     if isinstance(text, str):
         try:
             parsed = json.loads(text)
-        except ValueError:
-            return  # the document layer reports invalid JSON
+        except (ValueError, RecursionError):
+            return  # the document layer reports invalid JSON, and JSON nested too deeply
         if isinstance(parsed, dict):
             yield f"{base}.extra_json", parsed
 
 
-def _check_extra(rule: _TypeRule, base: str, extra: Mapping[str, Any]) -> Iterator[TypeFinding]:
+def _check_extra(rule: _TypeRule, base: str, extra: Mapping[str, Any]) -> Iterator[Finding]:
     """Yield findings on the keys and value types of one extra object."""
     if rule.open_extra:
         return
@@ -217,38 +216,38 @@ def _check_extra(rule: _TypeRule, base: str, extra: Mapping[str, Any]) -> Iterat
         if key_rule is not None:
             if type(value) in JSON_SCALARS and key_rule.is_valid(value):
                 continue  # the common case, as in _check_fields
-            yield from _check_value(key_rule, f"{base}.{_quote_key(key)}", value)
+            yield from _check_value(key_rule, f"{base}.{quote_key(key)}", value)
         elif not any(p.search(name) for p in rule.extra_patterns):
-            yield from _unknown_extra(rule, f"{base}.{_quote_key(key)}", name)
+            yield from _unknown_extra(rule, f"{base}.{quote_key(key)}", name)
 
 
-def _unknown_extra(rule: _TypeRule, path: str, name: str) -> Iterator[TypeFinding]:
+def _unknown_extra(rule: _TypeRule, path: str, name: str) -> Iterator[Finding]:
     """Yield a warning for an unknown extra key, with a suggestion when one is close."""
     close = rule.suggest_extra(name)
     if rule.passthrough:
         if close:  # other keys are legitimate (e.g. HTTP headers): flag only likely typos
             message = f"unknown for {rule.conn_type} ({rule.passthrough}); did you mean '{close}'?"
-            yield TypeFinding(path, message, "warning")
+            yield Finding(None, path, message, "warning")
         return
     message = f"unknown for {rule.conn_type}"
-    yield TypeFinding(path, f"{message}; did you mean '{close}'?" if close else message, "warning")
+    yield Finding(None, path, f"{message}; did you mean '{close}'?" if close else message, "warning")
 
 
-def _check_value(key_rule: _KeyRule, path: str, value: Any) -> Iterator[TypeFinding]:
+def _check_value(key_rule: _KeyRule, path: str, value: Any) -> Iterator[Finding]:
     """Yield an error when a value does not have the type the key expects."""
     if value is None:  # a JSON null (extra_json): hooks read it as the key being unset
         return
     if type(value) in JSON_SCALARS:  # most values: no secret reference to look for, nothing to stub
         if not key_rule.is_valid(value):
-            yield TypeFinding(path, f"expected {key_rule.expected}", "error")
+            yield Finding(None, path, f"expected {key_rule.expected}", "error")
         return
     if _is_secret_ref(value):
         if not key_rule.accepts_text:
             message = f"a secret reference gives text, but this key expects {key_rule.expected}"
-            yield TypeFinding(path, message, "error")
+            yield Finding(None, path, message, "error")
         return
     if not key_rule.is_valid(_stub_secret_refs(value)):
-        yield TypeFinding(path, f"expected {key_rule.expected}", "error")
+        yield Finding(None, path, f"expected {key_rule.expected}", "error")
 
 
 def _is_secret_ref(value: Any) -> bool:
@@ -267,11 +266,6 @@ def _stub_secret_refs(value: Any) -> Any:
     if isinstance(value, list):
         return [_stub_secret_refs(v) for v in value]
     return value
-
-
-def _quote_key(key: str) -> str:
-    """Quote a conn_id or key that is not a bare TOML key, as TOML would."""
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
 
 
 # -- loading --------------------------------------------------------------------------------

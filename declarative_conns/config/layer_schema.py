@@ -20,14 +20,14 @@ from declarative_conns.config.schema import _describe
 _SCHEMA = "connections.schema.json"
 
 
-def layer_problems(document: Mapping[str, Any], file: Path) -> list[str]:
+def layer_problems(document: Mapping[str, Any], file: Path) -> list[Any]:
     """Return the schema problems of one layer file, whose objects may be partial."""
     if _partial_check()(document):
         return []
     return _problems(_partial_validator(), document, lambda _path: file)
 
 
-def merged_problems(document: Mapping[str, Any], file_of: Callable[[tuple[str, ...]], Path]) -> list[str]:
+def merged_problems(document: Mapping[str, Any], file_of: Callable[[tuple[str, ...]], Path]) -> list[Any]:
     """Return the schema problems of the layered document; `file_of(path)` names each one's file."""
     if schema_check(_SCHEMA)(document):
         return []
@@ -36,9 +36,9 @@ def merged_problems(document: Mapping[str, Any], file_of: Callable[[tuple[str, .
 
 def _problems(
     validator: Any, document: Mapping[str, Any], file_of: Callable[[tuple[str, ...]], Path]
-) -> list[str]:
+) -> list[Any]:
     """Describe every error of a document, each with the file its path came from."""
-    problems: list[str] = []
+    problems: list[Any] = []
     for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path))):
         path = tuple(str(p) for p in error.absolute_path)
         problems.extend(_describe(error, file_of(path)))

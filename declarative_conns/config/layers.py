@@ -28,14 +28,14 @@ from declarative_conns.config.loader import (
     DesiredObject,
     DesiredState,
     _merge_settings,
-    _ordered,
     _parse_object,
     _parse_refs,
-    _parse_toml,
     _python_value,
     _settings,
     config_files,
     declared_but_ignored,
+    ordered_kinds,
+    read_toml,
 )
 from declarative_conns.core.kinds import BY_PLURAL
 from declarative_conns.core.model import Address
@@ -105,7 +105,7 @@ def load_layers(
     if missing:
         what = f"layer {missing[0]} does" if len(missing) == 1 else f"layers {', '.join(missing)} do"
         raise ProjectError(f"{where}{what} not exist")
-    problems: list[str] = []
+    problems: list[Any] = []
     merged = _Layer()
     for path in paths:
         layer = _read_layer(_layer_files(path, skip, where), variables or {}, label, problems)
@@ -144,13 +144,13 @@ def _layer_files(path: Path, skip: Path | None, where: str) -> list[Path]:
 
 
 def _read_layer(
-    files: list[Path], variables: Mapping[str, VarValue], label: str, problems: list[str]
+    files: list[Path], variables: Mapping[str, VarValue], label: str, problems: list[Any]
 ) -> _Layer:
     """Read one layer's files: fill in vars, check each file, refuse a key declared twice."""
     layer = _Layer(files=files)
     for file in files:
         before = len(problems)
-        document = _fill(_parse_toml(file), (), file, variables, label, problems)
+        document = _fill(read_toml(file), (), file, variables, label, problems)
         if len(problems) > before:
             continue  # an unfilled template would only be reported again, as a wrong type
         file_problems = layer_problems(document, file)
@@ -179,7 +179,7 @@ def _fill(
     file: Path,
     variables: Mapping[str, VarValue],
     label: str,
-    problems: list[str],
+    problems: list[Any],
 ) -> Any:
     """Return a TOML value with `${vars.NAME}` filled in every string; report what cannot be."""
     if isinstance(value, str):
@@ -273,7 +273,7 @@ def _exclude(objects: dict[str, dict[str, _Declared]], patterns: Sequence[str]) 
 
 def _parse(merged: _Layer) -> DesiredState:
     """Check the merged document against the whole schema and parse it as one TOML file."""
-    problems: list[str] = []
+    problems: list[Any] = []
     document: dict[str, Any] = {
         kind: {key: _python_value(d.fields, refs=False) for key, d in table.items()}
         for kind, table in merged.objects.items()
@@ -301,13 +301,13 @@ def _parse(merged: _Layer) -> DesiredState:
     if problems:
         raise ValidationFailed(problems)
     settings = _settings(merged.settings)
-    kinds = _ordered(BY_PLURAL[plural].name for plural in merged.objects)
+    kinds = ordered_kinds(BY_PLURAL[plural].name for plural in merged.objects)
     return DesiredState(
         objects, settings, tuple(merged.files), declared_but_ignored(objects, settings), kinds
     )
 
 
-def _parse_declared(address: Address, declared: _Declared, problems: list[str]) -> DesiredObject | None:
+def _parse_declared(address: Address, declared: _Declared, problems: list[Any]) -> DesiredObject | None:
     """Parse one merged object with the loader's own rules; keep where each field came from."""
     # Only extra_json's references are still text to parse: relative to the file that wrote it.
     text_from = declared.origins.get(("extra_json",), declared.declared_in)

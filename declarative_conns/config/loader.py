@@ -1,30 +1,50 @@
 """Load the desired state: TOML files -> validated objects of each kind, secret references kept as references.
 
 A document's `[connections]`, `[variables]` and `[pools]` tables each make their kind managed
-(an empty table too); a document without `[variables]` never touches variables.
+(an empty table too); a document without `[variables]` never touches variables. A document with
+none of the three manages connections, as every document did before variables and pools.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from declarative_conns.config.findings import Finding, dotted_path, errors_of, is_within
 from declarative_conns.config.schema import validate_document
-from declarative_conns.core.kinds import BY_NAME, KINDS
-from declarative_conns.core.model import JSON_SCALARS, Address, SecretRef, Settings, Values
+from declarative_conns.config.secrets import Resolver, references, resolve_desired
+from declarative_conns.core.kinds import BY_PLURAL, KINDS
+from declarative_conns.core.model import MAX_NESTING, Address, SecretRef, Settings, nesting_exceeds
 from declarative_conns.core.planner import is_ignored
-from declarative_conns.errors import InputError, SecretError, ValidationFailed
+from declarative_conns.core.sensitive import MaskedFields, masked_tree
+from declarative_conns.errors import InputError, ValidationFailed
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+__all__ = [
+    "DesiredConnection",
+    "DesiredObject",
+    "DesiredState",
+    "Resolver",  # resolution lives with the resolvers (secrets.py); importable from here as before
+    "check_document",
+    "config_files",
+    "desired_from_dicts",
+    "ignore_findings",
+    "load_desired",
+    "read_desired",
+    "references",
+    "resolve_desired",
+]
+
 _REF_KEYS = {"from_env": "env", "from_file": "file", "from_command": "command"}
+_TOO_DEEP = f"nests deeper than {MAX_NESTING} levels, dconn's limit"
 
 
 @dataclass(frozen=True, repr=False)
@@ -33,11 +53,16 @@ class DesiredObject:
 
     address: Address
     source: Path
-    #: Declared fields; a connection's `extra` is a dict (from `extra` or `extra_json`); refs are SecretRefs.
+    #: Declared fields; a connection's `extra` is a dict (from `extra` or `extra_json`); refs are
+    #: SecretRefs. Dicts whose repr hides literal secrets (MaskedFields), whoever builds the object.
     fields: Mapping[str, Any]
     #: Where each field came from when layers were merged: field path -> file; a path absent
     #: here (and every path of an object read from one file) came from `source`.
     origins: Mapping[tuple[str, ...], Path] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fields, MaskedFields):
+            object.__setattr__(self, "fields", masked_tree(dict(self.fields), self.address.kind))
 
     @property
     def key(self) -> str:
@@ -92,58 +117,123 @@ def config_files(path: Path) -> list[Path]:
 
 def load_desired(path: Path) -> DesiredState:
     """Read, validate and merge the TOML files at a path; report every problem at once."""
+    desired, findings = read_desired(path)
+    if errors_of(findings):
+        raise ValidationFailed(findings)
+    return desired
+
+
+def read_desired(path: Path) -> tuple[DesiredState, list[Finding]]:
+    """Read the TOML files at a path; return the desired state and every problem, raising for none.
+
+    With problems, the state holds what could be read of each connection (for the conn_type
+    checks, which report alongside them); it is not fit to plan. A path that names nothing is
+    an InputError.
+    """
     files = config_files(path)
-    problems: list[str] = []
+    findings: list[Finding] = []
     objects: dict[Address, DesiredObject] = {}
     kinds: set[str] = set()
     settings_seen: dict[str, tuple[Any, Path]] = {}
     for file in files:
-        document = _parse_toml(file)
-        file_problems = validate_document(document, file)
-        problems.extend(file_problems)
-        if file_problems:
+        document = _parse_toml(file, findings)
+        if document is None:
             continue
-        _merge_settings(document.get("settings", {}), file, settings_seen, problems)
-        for kind in KINDS:
-            if kind.plural not in document:
+        document, problems = check_document(document, file)
+        if not any(is_within(p.path, "settings") for p in problems):
+            _merge_settings(document.get("settings", {}), file, settings_seen, problems)
+        kinds.update(BY_PLURAL[plural].name for plural in BY_PLURAL if plural in document)
+        for address, table in _tables(document):
+            if address in objects:
+                label = BY_PLURAL[_plural(address)].key_label
+                message = f"{label} {json.dumps(address.key)} is also declared in {objects[address].source}"
+                problems.append(Finding(file, dotted_path([_plural(address), address.key]), message))
                 continue
-            kinds.add(kind.name)
-            for key, table in document[kind.plural].items():
-                address = Address(kind.name, key)
-                if address in objects:
-                    first = objects[address].source
-                    problems.append(
-                        f'{file}: {kind.plural}.{key}: {kind.key_label} "{key}" is also declared in {first}'
-                    )
-                    continue
-                parsed = _parse_object(address, table, file, problems)
-                if parsed is not None:
-                    objects[address] = parsed
-    if problems:
-        raise ValidationFailed(problems)
+            objects[address] = _parse_object(address, table, file, problems)
+        findings.extend(_in_path_order(problems))
     settings = _settings(settings_seen)
-    return DesiredState(
-        objects, settings, tuple(files), declared_but_ignored(objects, settings), _ordered(kinds)
-    )
+    return _desired(objects, settings, tuple(files), kinds), findings
 
 
-def _ordered(kinds: Iterable[str]) -> tuple[str, ...]:
-    """Return the kinds a document manages, in plan order (connections, variables, pools).
+def _plural(address: Address) -> str:
+    """Return the document table of an address's kind."""
+    return next(k.plural for k in KINDS if k.name == address.kind)
 
-    A document with none of the three tables manages connections, as every document did before
-    variables and pools (an empty file with `prune = true` still deletes every connection).
+
+def check_document(document: dict[str, Any], file: Path) -> tuple[dict[str, Any], list[Finding]]:
+    """Return a document cut to the nesting limit, and every problem of its nesting and schema.
+
+    The limit is checked first: jsonschema descends into `extra` recursively, so a deeper value
+    would exhaust Python's stack; the rest of the document is still checked.
     """
+    problems: list[Finding] = []
+    for address, table in _tables(document):
+        if nesting_exceeds(table, MAX_NESTING + 1):  # one walk per table; its fields only when deep
+            problems.extend(
+                Finding(file, dotted_path([_plural(address), address.key, name]), _TOO_DEEP)
+                for name, value in table.items()
+                if nesting_exceeds(value)
+            )
+    if problems:
+        document = _cut(document, MAX_NESTING + 2)  # the document and [KIND] add two levels
+    return document, problems + validate_document(document, file)
+
+
+def _in_path_order(findings: list[Finding]) -> list[Finding]:
+    """Return one document's findings ordered by path, so each connection's problems stand together."""
+    return sorted(findings, key=lambda f: f.path)
+
+
+def _tables(document: Mapping[str, Any]) -> list[tuple[Address, dict[str, Any]]]:
+    """Return (address, table) for every object table of a document, however malformed."""
+    found = []
+    for kind in KINDS:
+        tables = document.get(kind.plural)
+        if isinstance(tables, dict):
+            found += [(Address(kind.name, key), t) for key, t in tables.items() if isinstance(t, dict)]
+    return found
+
+
+def _cut(value: Any, depth: int) -> Any:
+    """Return a copy of a JSON-like value without what nests deeper than `depth` levels."""
+    if isinstance(value, dict):
+        return {k: _cut(v, depth - 1) for k, v in value.items()} if depth > 0 else {}
+    if isinstance(value, (list, tuple)):
+        return [_cut(v, depth - 1) for v in value] if depth > 0 else []
+    return value
+
+
+def _desired(
+    objects: dict[Address, DesiredObject], settings: Settings, files: tuple[Path, ...], kinds: Iterable[str]
+) -> DesiredState:
+    """Assemble a DesiredState, with a warning for each declared key an ignore pattern matches."""
+    warnings = declared_but_ignored(objects, settings)
+    return DesiredState(objects, settings, files, warnings, ordered_kinds(kinds))
+
+
+def ordered_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    """Return the kinds a document manages, in plan order; connections when it has none of the tables."""
     present = set(kinds)
     return tuple(k.name for k in KINDS if k.name in present) or ("connection",)
 
 
 def declared_but_ignored(objects: Mapping[Address, DesiredObject], settings: Settings) -> tuple[str, ...]:
-    """Warn about declared objects that match an ignore pattern (they are managed all the same)."""
-    return tuple(
-        f"{address} matches an ignore pattern but is declared, so dconn manages it"
-        for address in sorted(objects)
-        if is_ignored(address.key, settings.ignore)
-    )
+    """Return a warning for each declared object an ignore pattern matches (it is managed all the same)."""
+    return tuple(f.message for f in ignore_findings(objects.values(), settings))
+
+
+def ignore_findings(objects: Iterable[DesiredObject], settings: Settings) -> list[Finding]:
+    """Return a warning for each declared object an ignore pattern matches (it is managed)."""
+    return [
+        Finding(
+            obj.source,
+            dotted_path([_plural(obj.address), obj.key]),
+            f"{obj.address} matches an ignore pattern but is declared, so dconn manages it",
+            "warning",
+        )
+        for obj in sorted(objects, key=lambda o: o.address)
+        if is_ignored(obj.key, settings.ignore)
+    ]
 
 
 def desired_from_dicts(
@@ -166,46 +256,42 @@ def desired_from_dicts(
     """
     file = Path(source)
     base = str(Path(base_dir) if base_dir is not None else Path.cwd())
-    tables = {"connections": connections, "variables": variables, "pools": pools}
+    given = {"connections": connections, "variables": variables, "pools": pools}
+    tables = {plural: table for plural, table in given.items() if table is not None}
     document: dict[str, Any] = {
-        name: _python_value(table, refs=False, top=True)
-        for name, table in tables.items()
-        if table is not None
+        plural: _python_value(t, refs=False, top=True) for plural, t in tables.items()
     }
     if settings is not None:
         document["settings"] = _python_value(settings, refs=False)
-    problems = [f"{file}: {where}: keys must be strings" for where in _non_string_keys(document, ())]
-    problems = problems or validate_document(document, file)
+    problems = [Finding(file, where, "keys must be strings") for where in _non_string_keys(document, ())]
     if problems:
         raise ValidationFailed(problems)
+    document, problems = check_document(document, file)
     parsed: dict[Address, DesiredObject] = {}
-    for kind in KINDS:
-        table = tables[kind.plural]
-        if table is None:
-            continue
+    for plural, table in tables.items():
         for key, fields in _python_value(table, refs=True, top=True).items():
-            address = Address(kind.name, key)
-            obj = _parse_object(address, fields, file, problems, base)
-            if obj is not None:
-                parsed[address] = obj
+            if isinstance(fields, dict):
+                address = Address(BY_PLURAL[plural].name, key)
+                parsed[address] = _parse_object(address, fields, file, problems, base)
     if problems:
-        raise ValidationFailed(problems)
+        raise ValidationFailed(_in_path_order(problems))
     values = dict(document.get("settings", {}))
     if values.get("type_rules"):
         values["type_rules"] = str(Path(base) / values["type_rules"])
     values["ignore"] = tuple(values.get("ignore", ()))
-    merged = Settings(**values)
-    kinds = _ordered(k.name for k in KINDS if tables[k.plural] is not None)
-    return DesiredState(parsed, merged, (file,), declared_but_ignored(parsed, merged), kinds)
+    return _desired(parsed, Settings(**values), (file,), (BY_PLURAL[p].name for p in tables))
 
 
-def _python_value(value: Any, *, refs: bool, top: bool = False) -> Any:
+def _python_value(value: Any, *, refs: bool, top: bool = False, depth: int = 0) -> Any:
     """Return plain JSON-like data: mappings as dicts, tuples as lists; SecretRefs kept or spelled out.
 
-    With `top`, the mapping is conn_id -> fields, and fields set to None are dropped.
+    With `top`, the mapping is conn_id -> fields, and fields set to None are dropped. What
+    nests deeper than the limit is cut (its container left empty), for check_document to report.
     """
     if isinstance(value, SecretRef):
         return value if refs else value.to_json()
+    if depth > MAX_NESTING and isinstance(value, (Mapping, list, tuple)):
+        return {} if isinstance(value, Mapping) else []
     if isinstance(value, Mapping):
         if top:
             return {
@@ -214,9 +300,9 @@ def _python_value(value: Any, *, refs: bool, top: bool = False) -> Any:
                 else _python_value(fields, refs=refs)
                 for k, fields in value.items()
             }
-        return {k: _python_value(v, refs=refs) for k, v in value.items()}
+        return {k: _python_value(v, refs=refs, depth=depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_python_value(v, refs=refs) for v in value]
+        return [_python_value(v, refs=refs, depth=depth + 1) for v in value]
     return value
 
 
@@ -225,7 +311,7 @@ def _non_string_keys(value: Any, path: tuple[str, ...]) -> Iterable[str]:
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
-                yield ".".join((*path, repr(k)))
+                yield dotted_path([*path, repr(k)])
             else:
                 yield from _non_string_keys(v, (*path, k))
     elif isinstance(value, list):
@@ -233,26 +319,39 @@ def _non_string_keys(value: Any, path: tuple[str, ...]) -> Iterable[str]:
             yield from _non_string_keys(v, (*path, str(i)))
 
 
-def _parse_toml(file: Path) -> dict[str, Any]:
-    """Parse one TOML file; a syntax error names the file, line and column."""
+def _parse_toml(file: Path, findings: list[Finding]) -> dict[str, Any] | None:
+    """Parse one TOML file; on failure add a finding naming the file (and line and column)."""
     try:
         data = file.read_bytes()
     except OSError as exc:
-        raise InputError(f"{file}: cannot read: {exc.strerror}") from None
+        findings.append(Finding(file, "", f"cannot read: {exc.strerror}"))
+        return None
     try:
         document: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
         return document
     except UnicodeDecodeError:
-        raise InputError(f"{file}: not UTF-8 text") from None
+        findings.append(Finding(file, "", "not UTF-8 text"))
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{file}: invalid TOML: {exc}") from None
+        findings.append(Finding(file, "", f"invalid TOML: {exc}"))
+    except RecursionError:
+        findings.append(Finding(file, "", f"invalid TOML: a value {_TOO_DEEP}"))
+    return None
+
+
+def read_toml(file: Path) -> dict[str, Any]:
+    """Parse one TOML file; a file that cannot be read or parsed is an error naming it (line, column)."""
+    findings: list[Finding] = []
+    document = _parse_toml(file, findings)
+    if document is None:
+        raise ValidationFailed(findings)
+    return document
 
 
 def _merge_settings(
     settings: Mapping[str, Any],
     file: Path,
     seen: dict[str, tuple[Any, Path]],
-    problems: list[str],
+    findings: list[Any],
 ) -> None:
     """Merge one file's [settings]: `ignore` lists add up, other keys must agree across files."""
     for key, value in settings.items():
@@ -260,7 +359,8 @@ def _merge_settings(
             previous = seen.get(key, ([], file))[0]
             seen[key] = ([*previous, *value], file)
         elif key in seen and seen[key][0] != value:
-            problems.append(f"{file}: settings.{key}: conflicts with the value in {seen[key][1]}")
+            message = f"conflicts with the value in {seen[key][1]}"
+            findings.append(Finding(file, dotted_path(["settings", key]), message))
         else:
             seen[key] = (value, file)
 
@@ -276,38 +376,47 @@ def _settings(seen: Mapping[str, tuple[Any, Path]]) -> Settings:
 
 
 def _parse_object(
-    address: Address, table: Mapping[str, Any], file: Path, problems: list[str], base: str | None = None
-) -> DesiredObject | None:
-    """Turn one validated TOML table into a DesiredObject with SecretRefs (relative to `base`)."""
+    address: Address, table: Mapping[str, Any], file: Path, findings: list[Any], base: str | None = None
+) -> DesiredObject:
+    """Turn one TOML table into a DesiredObject with SecretRefs (relative to `base`).
+
+    An `extra_json` that cannot be used adds a finding and is left out, so the rest of the
+    connection can still be checked.
+    """
     base = str(file.parent) if base is None else base
     fields: dict[str, Any] = {}
     for name, value in table.items():
         if name == "extra_json":
-            where = f"{file}: connections.{address.key}.extra_json"
-            extra = _parse_extra_json(value, where, problems)
-            if extra is None:
-                return None
-            fields["extra"] = _parse_refs(extra, base)
+            where = dotted_path(["connections", address.key, "extra_json"])
+            extra, problem = _parse_extra_json(value)
+            if problem:
+                findings.append(Finding(file, where, problem))
+            elif extra is not None:
+                fields["extra"] = _parse_refs(extra, base)
         else:
             fields[name] = _parse_refs(value, base)
     return DesiredObject(address, file, fields)
 
 
-def _parse_extra_json(text: str, where: str, problems: list[str]) -> dict[str, Any] | None:
-    """Parse `extra_json`; it must be a JSON object (or null/empty, meaning no extra)."""
+def _parse_extra_json(text: Any) -> tuple[dict[str, Any] | None, str]:
+    """Parse `extra_json`: a JSON object (null or empty: no extra); else (None, the problem)."""
+    if not isinstance(text, str):
+        return None, ""  # the schema reports it
     if not text.strip():
-        return {}
+        return {}, ""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        problems.append(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})")
-        return None
+        return None, f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    except RecursionError:  # deeper than Python's own parser goes, so far deeper than the limit
+        return None, _TOO_DEEP
     if value is None:
-        return {}
+        return {}, ""
     if not isinstance(value, dict):
-        problems.append(f"{where}: must be a JSON object")
-        return None
-    return value
+        return None, "must be a JSON object"
+    if nesting_exceeds(value):
+        return None, _TOO_DEEP
+    return value, ""
 
 
 def _parse_refs(value: Any, base: str) -> Any:
@@ -320,85 +429,4 @@ def _parse_refs(value: Any, base: str) -> Any:
         return {k: _parse_refs(v, base) for k, v in value.items()}
     if isinstance(value, list):
         return [_parse_refs(v, base) for v in value]
-    return value
-
-
-def references(desired: DesiredState) -> Iterable[tuple[Address, tuple[str | int, ...], SecretRef]]:
-    """Yield (address, field path, reference) for every secret reference declared."""
-    for address, obj in sorted(desired.objects.items()):
-        yield from ((address, path, ref) for path, ref in _walk_refs(obj.fields, ()))
-
-
-def _walk_refs(value: Any, path: tuple[str | int, ...]) -> Iterable[tuple[tuple[str | int, ...], SecretRef]]:
-    """Yield (path, ref) pairs inside a value."""
-    if isinstance(value, SecretRef):
-        yield path, value
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            yield from _walk_refs(v, (*path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _walk_refs(v, (*path, i))
-
-
-Resolver = Callable[[SecretRef], str]
-
-
-def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[Address, Values]:
-    """Resolve every reference (once each) and normalize; report every failing reference."""
-    cache: dict[SecretRef, str] = {}
-    problems: list[str] = []
-    resolved: dict[Address, Values] = {}
-    for address, obj in sorted(desired.objects.items()):
-        kind = BY_NAME[address.kind]
-        secret_paths: set[tuple[str | int, ...]] = set(kind.key_secret_paths(address.key))
-        fields = {
-            name: value
-            if value.__class__ in JSON_SCALARS
-            else _resolve_value(value, (name,), address, resolver, cache, secret_paths, problems)
-            for name, value in obj.fields.items()
-        }
-        resolved[address] = Values(kind.normalize(fields), frozenset(secret_paths))
-    if problems:
-        raise SecretError(
-            "could not resolve "
-            + (
-                "; ".join(problems)
-                if len(problems) < 4
-                else "; ".join(problems[:3]) + f"; and {len(problems) - 3} more"
-            )
-        )
-    return resolved
-
-
-def _resolve_value(
-    value: Any,
-    path: tuple[str | int, ...],
-    address: Address,
-    resolver: Resolver,
-    cache: dict[SecretRef, str],
-    secret_paths: set[tuple[str | int, ...]],
-    problems: list[str],
-) -> Any:
-    """Return a value with its references replaced by what they point at."""
-    if isinstance(value, SecretRef):
-        secret_paths.add(path)
-        if value not in cache:
-            try:
-                cache[value] = resolver(value)
-            except SecretError as exc:
-                where = ".".join(map(str, path))
-                problems.append(f"{address} field {where}: {exc}")
-                return None
-        return cache[value]
-    if isinstance(value, dict):
-        return {
-            k: _resolve_value(v, (*path, k), address, resolver, cache, secret_paths, problems)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [
-            _resolve_value(v, (*path, i), address, resolver, cache, secret_paths, problems)
-            for i, v in enumerate(value)
-        ]
     return value

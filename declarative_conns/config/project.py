@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from declarative_conns.config.interpolate import InterpolationError, VarValue, unescape
-from declarative_conns.config.loader import _parse_refs, _parse_toml
+from declarative_conns.config.loader import _parse_refs, read_toml
 from declarative_conns.config.project_schema import project_problems
 from declarative_conns.config.secrets import resolve_secret
 from declarative_conns.core.model import SecretRef
@@ -184,7 +184,7 @@ def load_project(path: Path | str | None = None) -> Project:
     ValidationFailed listing every problem with file and path.
     """
     file = _project_file(path)
-    document = _parse_toml(file)
+    document = read_toml(file)
     problems = project_problems(document, file)
     if problems:
         raise ValidationFailed(problems)
@@ -237,7 +237,7 @@ def _project_file(path: Path | str | None) -> Path:
 _SETTINGS = ("db_url", "api_url", "api_token", "api_username", "api_password", "fernet_key")
 
 
-def _environment(name: str, table: Mapping[str, Any], file: Path, problems: list[str]) -> Environment:
+def _environment(name: str, table: Mapping[str, Any], file: Path, problems: list[Any]) -> Environment:
     """Build one Environment from its validated table; var problems go to `problems`."""
     folder = file.parent
     settings = {key: _parse_refs(table[key], str(folder)) for key in _SETTINGS if key in table}

@@ -10,24 +10,30 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from declarative_conns.config.findings import Finding, dotted_path
 from declarative_conns.config.resources import load_schema, schema_check
 from declarative_conns.core.kinds import CONNECTION
 from declarative_conns.core.sensitive import is_sensitive_path
 
 _REF_KEYS = ("from_env", "from_file", "from_command")
+_END_OF_TEXT = "(?![\\s\\S])"
 
 
-def validate_document(document: Mapping[str, Any], file: Path) -> list[str]:
-    """Return every schema problem of one document, each as `file: dotted.path: message`."""
+def validate_document(document: Mapping[str, Any], file: Path) -> list[Finding]:
+    """Return every schema problem of one document, each once, with its file and dotted path.
+
+    The document must nest no deeper than MAX_NESTING (see `loader`): jsonschema descends
+    into `extra` recursively.
+    """
     if schema_check("connections.schema.json")(document):
         return []
     from jsonschema import Draft202012Validator
 
     validator = _validator(Draft202012Validator)
-    problems = []
+    problems: dict[Finding, None] = {}  # ordered and without repeats: one name can break two rules
     for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.path))):
-        problems.extend(_describe(error, file))
-    return problems
+        problems.update(dict.fromkeys(_describe(error, file)))
+    return list(problems)
 
 
 _VALIDATORS: dict[str, Any] = {}
@@ -40,27 +46,28 @@ def _validator(cls: Any) -> Any:
     return _VALIDATORS["doc"]
 
 
-def _describe(error: Any, file: Path) -> list[str]:
-    """Turn one jsonschema error into lines a person can act on, never showing a secret."""
-    path = [str(p) for p in error.absolute_path]
-    where = ".".join(path) or "(document)"
+def _describe(error: Any, file: Path) -> list[Finding]:
+    """Turn one jsonschema error into findings a person can act on, never showing a secret."""
+    path = list(error.absolute_path)
+    where = dotted_path(path)
     if "propertyNames" in error.schema_path:
-        return [f"{file}: {where}.{error.instance}: {_CONN_ID_RULE}"]
+        return [Finding(file, dotted_path([*path, error.instance]), _CONN_ID_RULE)]
     if error.validator == "anyOf" and _offers_secret_ref(error.validator_value):
-        kind = (
-            "a string"
-            if _is_secret_location(path) or not _printable(error.instance)
-            else f"{error.instance!r}: expected a string"
-        )
-        if kind == "a string":
-            return [f"{file}: {where}: must be a string or a secret reference ({_REF_SPELLING})"]
-        return [f"{file}: {where}: {kind} or a secret reference ({_REF_SPELLING})"]
+        inside = [e for e in error.context or () if e.relative_path]
+        if inside:  # a reference with a bad variable name, path or argv: say what is wrong in it
+            from jsonschema.exceptions import best_match
+
+            return _describe(best_match(inside), file)
+        if _is_secret_location(path) or not _printable(error.instance):
+            return [Finding(file, where, f"must be a string or a secret reference ({_REF_SPELLING})")]
+        expected = f"{error.instance!r}: expected a string"
+        return [Finding(file, where, f"{expected} or a secret reference ({_REF_SPELLING})")]
     if error.validator in ("anyOf", "oneOf") and error.context:
         # Report the branch that got furthest, as jsonschema's best_match does.
         from jsonschema.exceptions import best_match
 
         return _describe(best_match(error.context), file)
-    return [f"{file}: {where}: {_message(error, _is_secret_location(path))}"]
+    return [Finding(file, where, _message(error, _is_secret_location(path)))]
 
 
 _CONN_ID_RULE = "invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ (Airflow's rule)"
@@ -72,7 +79,7 @@ def _offers_secret_ref(branches: Any) -> bool:
     return any(str(b.get("$ref", "")).endswith("/secret_ref") for b in branches)
 
 
-def _is_secret_location(path: list[str]) -> bool:
+def _is_secret_location(path: list[str | int]) -> bool:
     """Tell whether a document path may hold a secret value (so the value is never echoed)."""
     if len(path) >= 3 and path[0] == "variables":
         return path[2] == "value"  # a variable's value may be a secret whatever its key says
@@ -102,7 +109,9 @@ def _message(error: Any, secret: bool) -> str:
     if kind in ("minimum", "maximum"):
         return f"{shown} is {'below' if kind == 'minimum' else 'above'} the {kind} {expected}"
     if kind == "pattern" and error.absolute_path and error.path == error.relative_path:
-        return f"{shown} does not match {expected!r}"
+        # The schema ends patterns with (?![\s\S]), the end of text in every dialect; people read $.
+        readable = str(expected).replace(_END_OF_TEXT, "$")
+        return f"{shown} does not match {readable!r}"
     if kind in ("maxProperties", "minProperties") or error.schema.get("properties", {}).keys() & set(
         _REF_KEYS
     ):

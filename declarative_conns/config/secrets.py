@@ -1,16 +1,42 @@
-"""Resolve secret references: environment variables, files, and commands of secret managers."""
+"""Resolve secret references: environment variables, files, and commands of secret managers.
+
+Every source is bounded (CONTRACT §13): `from_file` reads regular files only, at most 1 MiB,
+and never waits on a FIFO or a device; `from_command` may print at most 1 MiB and run at most
+COMMAND_TIMEOUT_SECONDS. `--no-commands` (or DCONN_NO_COMMANDS) refuses every `from_command`
+before any runs, so a pull request cannot run commands in a job that holds the credentials.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
-from declarative_conns.core.model import SecretRef
+from declarative_conns.config.findings import dotted_path
+from declarative_conns.core.kinds import BY_NAME
+from declarative_conns.core.model import JSON_SCALARS, Address, SecretRef, Values
+from declarative_conns.core.sensitive import MaskedFields
 from declarative_conns.errors import SecretError
+
+if TYPE_CHECKING:
+    from declarative_conns.config.loader import DesiredState
 
 #: How long a `from_command` may run before it is killed.
 COMMAND_TIMEOUT_SECONDS = 60.0
+#: The most dconn reads from a `from_file`, and takes from a `from_command`'s output.
+MAX_SECRET_BYTES = 1024 * 1024
+_LIMIT_TEXT = "1 MiB"
+#: The environment variable that refuses every `from_command`, like `--no-commands`.
+NO_COMMANDS_VARIABLE = "DCONN_NO_COMMANDS"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_REFUSE_COMMANDS: ContextVar[bool] = ContextVar("dconn_refuse_commands", default=False)
 
 
 def resolve_secret(ref: SecretRef) -> str:
@@ -20,7 +46,45 @@ def resolve_secret(ref: SecretRef) -> str:
     if ref.kind == "file":
         return _from_file(Path(ref.base_dir) / str(ref.target))
     assert isinstance(ref.target, tuple)
+    if commands_refused():
+        raise SecretError(f"{ref.describe()} is refused: {_REFUSAL_REASON}")
     return _from_command(ref.target, Path(ref.base_dir))
+
+
+# -- refusing commands ------------------------------------------------------------------------
+
+_REFUSAL_REASON = f"--no-commands (or {NO_COMMANDS_VARIABLE}) refuses every from_command"
+
+
+def commands_refused(environ: Mapping[str, str] | None = None) -> bool:
+    """Tell whether `from_command` references are refused: by `refusing_commands` or the variable."""
+    env = os.environ if environ is None else environ
+    return _REFUSE_COMMANDS.get() or env.get(NO_COMMANDS_VARIABLE, "").strip().lower() in _TRUE
+
+
+@contextmanager
+def refusing_commands(refuse: bool = True) -> Iterator[None]:
+    """Refuse every `from_command` inside the block when `refuse` is true (`--no-commands`)."""
+    token = _REFUSE_COMMANDS.set(refuse or _REFUSE_COMMANDS.get())
+    try:
+        yield
+    finally:
+        _REFUSE_COMMANDS.reset(token)
+
+
+def refuse_commands(desired: DesiredState) -> None:
+    """Raise one SecretError naming every `from_command` reference (file, path, argv[0]), if any."""
+    found = [
+        f"{desired.objects[address].source}: {dotted_path([BY_NAME[address.kind].plural, address.key, *path])} "
+        f"runs {ref.target[0]!r}"
+        for address, path, ref in references(desired)
+        if ref.kind == "command" and ref.target
+    ]
+    if found:
+        raise SecretError(f"{_REFUSAL_REASON}, and no command was run: " + "; ".join(found))
+
+
+# -- the sources --------------------------------------------------------------------------------
 
 
 def _from_env(name: str) -> str:
@@ -31,45 +95,159 @@ def _from_env(name: str) -> str:
     return value
 
 
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
 def _from_file(path: Path) -> str:
-    """Read a file, dropping one trailing newline as editors add it."""
+    """Read a regular file of at most MAX_SECRET_BYTES, dropping one trailing newline.
+
+    The file is checked before it is opened, opened without blocking (opening a FIFO for
+    reading waits for a writer), and checked again once open (it may have been swapped).
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        _require_regular(path, os.stat(path).st_mode)
+        descriptor = os.open(path, _OPEN_FLAGS)
+        with open(descriptor, "rb") as handle:
+            _require_regular(path, os.fstat(handle.fileno()).st_mode)
+            data = handle.read(MAX_SECRET_BYTES + 1)
     except FileNotFoundError:
         raise SecretError(f"secret file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise SecretError(f"secret file {path} cannot be read: {reason}") from None
-    return _strip_newline(text)
+    except OSError as exc:
+        raise SecretError(f"secret file {path} cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_SECRET_BYTES:
+        raise SecretError(f"secret file {path} is larger than {_LIMIT_TEXT}, the most from_file reads")
+    return _strip_newline(_text(data, f"secret file {path}"))
+
+
+def _require_regular(path: Path, mode: int) -> None:
+    """Raise SecretError unless a file mode is a regular file's."""
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise SecretError(f"secret file {path} is {kind}: from_file reads regular files only")
 
 
 def _from_command(argv: tuple[str, ...], cwd: Path) -> str:
-    """Run a command without a shell and return its stdout."""
+    """Run a command without a shell and return its stdout (bounded in time and size)."""
     shown = " ".join(argv)
     try:
-        done = subprocess.run(
+        process = subprocess.Popen(
             list(argv),
             cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_SECONDS,
             stdin=subprocess.DEVNULL,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
         raise SecretError(f"command {argv[0]!r} not found (from_command {shown})") from None
-    except subprocess.TimeoutExpired:
-        raise SecretError(
-            f"command `{shown}` did not finish within {COMMAND_TIMEOUT_SECONDS:.0f} s"
-        ) from None
     except OSError as exc:
         raise SecretError(f"command `{shown}` could not run: {exc.strerror}") from None
-    if done.returncode != 0:
+    assert process.stdout is not None and process.stderr is not None
+    wake = threading.Event()
+    out = _Drain(process.stdout, MAX_SECRET_BYTES, wake)
+    err = _Drain(process.stderr, 4096, wake, tail=True)
+    try:
+        code = _wait(process, out, err, wake, shown)
+    finally:
+        _stop(process, out, err)
+    if code != 0:
         # stderr, unlike stdout, is the command's own diagnostics, never the secret it failed to give.
-        tail = " ".join(done.stderr.strip().splitlines()[-3:])[:300]
+        lines = bytes(err.data).decode("utf-8", errors="replace").strip().splitlines()
+        tail = " ".join(lines[-3:])[:300]
         detail = f": {tail}" if tail else ""
-        raise SecretError(f"command `{shown}` exited with code {done.returncode}{detail}")
-    return _strip_newline(done.stdout)
+        raise SecretError(f"command `{shown}` exited with code {code}{detail}")
+    return _strip_newline(_text(bytes(out.data), f"the output of command `{shown}`"))
+
+
+def _wait(
+    process: subprocess.Popen[bytes], out: _Drain, err: _Drain, wake: threading.Event, shown: str
+) -> int:
+    """Wait until the command ends; raise SecretError at the output limit or the timeout."""
+    deadline = time.monotonic() + COMMAND_TIMEOUT_SECONDS
+    out.start()
+    err.start()
+    while True:
+        if out.overflowed:
+            raise SecretError(
+                f"command `{shown}` printed more than {_LIMIT_TEXT}, the most from_command takes; it was stopped"
+            )
+        if out.finished and err.finished:
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _timed_out(shown)
+        wake.wait(remaining)
+        wake.clear()  # the flags are set before the event, and read again after this
+    try:
+        return process.wait(max(deadline - time.monotonic(), 0))
+    except subprocess.TimeoutExpired:
+        raise _timed_out(shown) from None
+
+
+def _timed_out(shown: str) -> SecretError:
+    """Return the error of a command that ran too long."""
+    return SecretError(f"command `{shown}` did not finish within {COMMAND_TIMEOUT_SECONDS:.0f} s")
+
+
+def _stop(process: subprocess.Popen[bytes], *drains: _Drain) -> None:
+    """Kill the command if it still runs, reap it, and close the pipes whose reading ended."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    for drain in drains:
+        # A process the command started may hold the pipe open: its reader is left to the exit.
+        drain.join(timeout=1.0)
+        if not drain.is_alive():
+            drain.pipe.close()
+
+
+class _Drain(threading.Thread):
+    """Read a pipe in the background: its first `keep` bytes, or with `tail` its last ones.
+
+    A thread per pipe, rather than select(), works on every platform; reading stdout stops
+    as soon as it passes `keep`, so a command that never stops printing costs no memory.
+    """
+
+    def __init__(self, pipe: IO[bytes], keep: int, wake: threading.Event, *, tail: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.keep = keep
+        self.tail = tail
+        self.wake = wake
+        self.data = bytearray()
+        self.overflowed = False
+        self.finished = False
+
+    def run(self) -> None:
+        """Read until the end of the pipe, or until the head is full."""
+        try:
+            while chunk := self.pipe.read1(65536):  # type: ignore[attr-defined]
+                self.data += chunk
+                if self.tail:
+                    del self.data[: -self.keep]
+                elif len(self.data) > self.keep:
+                    self.overflowed = True
+                    return
+        except (OSError, ValueError):
+            pass  # the pipe was closed under the reader: the command was stopped
+        finally:
+            self.finished = True
+            self.wake.set()
+
+
+def _text(data: bytes, what: str) -> str:
+    """Decode UTF-8, newlines translated as Python's text mode does (as dconn always read them)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretError(f"{what} is not UTF-8 text") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def _strip_newline(text: str) -> str:
@@ -79,3 +257,94 @@ def _strip_newline(text: str) -> str:
     if text.endswith("\n"):
         return text[:-1]
     return text
+
+
+# -- resolving a desired state ------------------------------------------------------------------
+
+Resolver = Callable[[SecretRef], str]
+
+
+def references(desired: DesiredState) -> Iterable[tuple[Address, tuple[str | int, ...], SecretRef]]:
+    """Yield (address, field path, reference) for every secret reference declared."""
+    for address, obj in sorted(desired.objects.items()):
+        yield from ((address, path, ref) for path, ref in _walk_refs(obj.fields, ()))
+
+
+def _walk_refs(value: Any, path: tuple[str | int, ...]) -> Iterable[tuple[tuple[str | int, ...], SecretRef]]:
+    """Yield (path, ref) pairs inside a value."""
+    if isinstance(value, SecretRef):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _walk_refs(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk_refs(v, (*path, i))
+
+
+def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[Address, Values]:
+    """Resolve every reference (once each) and normalize; report every failing reference.
+
+    Under `--no-commands` every `from_command` is refused first, all named, before any runs.
+    """
+    if commands_refused():
+        refuse_commands(desired)
+    cache: dict[SecretRef, str] = {}
+    problems: list[str] = []
+    resolved: dict[Address, Values] = {}
+    for address, obj in sorted(desired.objects.items()):
+        kind = BY_NAME[address.kind]
+        secret_paths: set[tuple[str | int, ...]] = set(kind.key_secret_paths(address.key))
+        fields = {
+            # Most fields are plain strings and numbers: no call for those (this runs per field).
+            name: value
+            if value.__class__ in JSON_SCALARS
+            else _resolve_value(value, (name,), address, resolver, cache, secret_paths, problems)
+            for name, value in obj.fields.items()
+        }
+        paths = frozenset(secret_paths)
+        # The fields hold resolved secrets: a MaskedFields, so printing them shows none.
+        resolved[address] = Values(MaskedFields(kind.normalize(fields), (), paths, kind.name), paths)
+    if problems:
+        raise SecretError(
+            "could not resolve "
+            + (
+                "; ".join(problems)
+                if len(problems) < 4
+                else "; ".join(problems[:3]) + f"; and {len(problems) - 3} more"
+            )
+        )
+    return resolved
+
+
+def _resolve_value(
+    value: Any,
+    path: tuple[str | int, ...],
+    address: Address,
+    resolver: Resolver,
+    cache: dict[SecretRef, str],
+    secret_paths: set[tuple[str | int, ...]],
+    problems: list[str],
+) -> Any:
+    """Return a value with its references replaced by what they point at."""
+    if isinstance(value, SecretRef):
+        secret_paths.add(path)
+        if value not in cache:
+            try:
+                cache[value] = resolver(value)
+            except SecretError as exc:
+                where = ".".join(map(str, path))
+                problems.append(f"{address} field {where}: {exc}")
+                return None
+        return cache[value]
+    if isinstance(value, dict):
+        return {
+            k: _resolve_value(v, (*path, k), address, resolver, cache, secret_paths, problems)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _resolve_value(v, (*path, i), address, resolver, cache, secret_paths, problems)
+            for i, v in enumerate(value)
+        ]
+    return value

@@ -15,43 +15,48 @@ reference counts as text. Findings name files, paths and expected types, never v
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from declarative_conns.config.conn_types import Severity, check_connection, load_type_rules
+from declarative_conns.config.conn_types import check_connection, load_type_rules
+from declarative_conns.config.findings import Finding, dotted_path, is_within
 from declarative_conns.config.loader import DesiredState
 from declarative_conns.core.kinds import canonical_conn_type
 from declarative_conns.errors import ValidationFailed
 
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem found in a declared connection: its file, its path, what, and how serious."""
-
-    file: Path
-    path: str
-    message: str
-    severity: Severity
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.path}: {self.message}"
+__all__ = ["Finding", "check_types", "raise_for_errors"]
 
 
-def check_types(desired: DesiredState, strict: bool = False) -> list[Finding]:
+def check_types(
+    desired: DesiredState, strict: bool = False, *, known: Sequence[Finding] = ()
+) -> list[Finding]:
     """Return the findings of every connection, in declaration order.
 
     With `strict` (or `strict = true` in `[settings]`) warnings are errors; notes stay notes.
     A `type_rules` file named in `[settings]` adds or replaces types (InputError if it is bad).
+    `known` are problems the document already has: a finding at, inside or around a field one
+    of them names is left out, so nothing is reported twice.
     """
     strict = strict or desired.settings.strict
     user_rules = desired.settings.type_rules
     rules = load_type_rules(Path(user_rules) if user_rules else None)
+    findings = []
+    for conn_id, conn in desired.connections.items():
+        found = check_connection(rules, conn_id, _as_stored(conn.fields), strict=strict, file=conn.source)
+        if found and known:
+            found = _not_known(found, conn_id, conn.source, known)
+        findings.extend(found)
+    return findings
+
+
+def _not_known(found: list[Finding], conn_id: str, source: Path, known: Sequence[Finding]) -> list[Finding]:
+    """Drop findings on a field (or inside it) that a known problem of the document names."""
+    inside = dotted_path(["connections", conn_id]) + "."
+    # Problems of the connection as a whole (an unknown field) do not hide its other findings.
+    fields = [k.path for k in known if k.file == source and k.path.startswith(inside)]
     return [
-        Finding(conn.source, found.path, found.message, found.severity)
-        for conn_id, conn in desired.connections.items()
-        for found in check_connection(rules, conn_id, _as_stored(conn.fields), strict=strict)
+        f for f in found if not any(is_within(f.path, path) or is_within(path, f.path) for path in fields)
     ]
 
 
@@ -64,6 +69,5 @@ def _as_stored(fields: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def raise_for_errors(findings: list[Finding]) -> None:
     """Raise ValidationFailed listing every error finding, if there is one."""
-    errors = [str(f) for f in findings if f.severity == "error"]
-    if errors:
-        raise ValidationFailed(errors)
+    if any(f.severity == "error" for f in findings):
+        raise ValidationFailed(findings)

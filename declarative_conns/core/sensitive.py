@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
+
+from declarative_conns.core.model import SecretRef
 
 #: Airflow's secrets_masker DEFAULT_SENSITIVE_FIELDS (3.3.2), matched as substrings.
 SENSITIVE_NAMES: tuple[str, ...] = (
@@ -97,3 +99,59 @@ def redact(
     if isinstance(value, list):
         return [redact(v, (*path, i), secret_paths, kind, replace) for i, v in enumerate(value)]
     return value
+
+
+class MaskedFields(dict[str, Any]):
+    """Hold an object's fields: a dict whose repr and str hide every secret value.
+
+    Secret: what the kind names secret (a password, an extra key named like a secret, a
+    variable's value under a sensitive key) and every path in `secret_paths` (a value that
+    came from a secret reference). A SecretRef holds no value and is shown as the reference it
+    is. Only repr and str differ from a dict, so code that reads, compares or serializes fields
+    works as with a dict.
+    """
+
+    __slots__ = ("_kind", "_path", "_secret_paths")
+
+    def __init__(
+        self,
+        fields: Mapping[str, Any] = (),  # type: ignore[assignment]
+        path: tuple[PathItem, ...] = (),
+        secret_paths: frozenset[tuple[PathItem, ...]] = frozenset(),
+        kind: str = "connection",
+    ) -> None:
+        super().__init__(fields)
+        self._path = path
+        self._secret_paths = secret_paths
+        self._kind = kind
+
+    def __repr__(self) -> str:
+        from declarative_conns.core.kinds import BY_NAME  # kinds builds on this module
+
+        rules = BY_NAME[self._kind]
+        return repr(redact(dict(self), self._path, self._secret_paths, rules, _hide_unless_reference))
+
+    __str__ = __repr__
+
+
+def _hide_unless_reference(value: object) -> object:
+    """Stand in for a secret value; a secret reference (it holds no value) shows as itself."""
+    return value if isinstance(value, SecretRef) else HIDDEN
+
+
+def masked_tree(value: Any, kind: str = "connection", path: tuple[PathItem, ...] = ()) -> Any:
+    """Return a value with each dict in it (at any depth) a MaskedFields of its path."""
+    if isinstance(value, dict):
+        return MaskedFields(
+            {k: v if v.__class__ in _SCALARS else masked_tree(v, kind, (*path, k)) for k, v in value.items()},
+            path,
+            kind=kind,
+        )
+    if isinstance(value, list):
+        return [
+            v if v.__class__ in _SCALARS else masked_tree(v, kind, (*path, i)) for i, v in enumerate(value)
+        ]
+    return value
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
