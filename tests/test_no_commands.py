@@ -9,7 +9,7 @@ import pytest
 
 from declarative_conns.config.loader import load_desired, resolve_desired
 from declarative_conns.config.secrets import refusing_commands, resolve_secret
-from declarative_conns.core.model import SecretRef
+from declarative_conns.core.model import Address, SecretRef
 from declarative_conns.errors import SecretError
 from tests.helpers import run_dconn
 
@@ -132,7 +132,9 @@ def test_library_refuses_before_the_resolver_is_called(tmp_path: Path) -> None:
         resolve_desired(desired, resolver)
     assert str(info.value).endswith(f"{tmp_path / 'a.toml'}: connections.warehouse.password runs 'sh'")
     assert called == []
-    assert resolve_desired(desired, resolver)["warehouse"].get("password") == "value"  # allowed again
+    assert (
+        resolve_desired(desired, resolver)[Address("connection", "warehouse")].get("password") == "value"
+    )  # allowed again
 
 
 def test_resolve_secret_refuses_under_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

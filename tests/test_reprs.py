@@ -10,7 +10,7 @@ import pytest
 import declarative_conns as dc
 from declarative_conns.config.loader import DesiredConnection, resolve_desired
 from declarative_conns.config.secrets import resolve_secret
-from declarative_conns.core.model import SecretRef, StoredRow, Values
+from declarative_conns.core.model import Address, SecretRef, StoredObject, Values
 
 CANARIES = {
     "literal": "canary-repr-literal-1a",
@@ -82,12 +82,15 @@ def test_resolved_values_hide_secrets(desired: dc.DesiredState) -> None:
         for obj in (values, values.fields, resolved):
             assert_hidden(repr(obj), f"{conn_id}: repr of {type(obj).__name__}")
             assert_hidden(str(obj), f"{conn_id}: str of {type(obj).__name__}")
-    assert resolved["files"].get("schema") == CANARIES["file"]  # resolved, just not shown
+    assert (
+        resolved[Address("connection", "files")].get("schema") == CANARIES["file"]
+    )  # resolved, just not shown
 
 
 def test_stored_rows_hide_secrets() -> None:
-    """A StoredRow and its Values print no secret (a guard: both already hid everything)."""
-    row = StoredRow(1, "warehouse", Values({"password": CANARIES["literal"], "host": "h"}), "fingerprint")
+    """A StoredObject and its Values print no secret (a guard: both already hid everything)."""
+    values = Values({"password": CANARIES["literal"], "host": "h"})
+    row = StoredObject(Address("connection", "warehouse"), 1, values, "fingerprint")
     for obj in (row, row.values):
         assert_hidden(repr(obj), f"repr of {type(obj).__name__}")
         assert_hidden(str(obj), f"str of {type(obj).__name__}")
@@ -96,7 +99,7 @@ def test_stored_rows_hide_secrets() -> None:
 def test_connections_built_by_hand_hide_secrets_too(tmp_path: Path) -> None:
     """A DesiredConnection made from a plain dict (a plan file, a script) masks its fields as well."""
     conn = DesiredConnection(
-        "x",
+        Address("connection", "x"),
         tmp_path,
         {
             "password": CANARIES["literal"],

@@ -1,1 +1,4 @@
-"""Output."""
+"""Rendering a plan: `text` for terminals (Terraform's symbols), `report` for JSON and markdown.
+
+Pure: every value shown went through the core's redaction, so no rendering holds a secret.
+"""
