@@ -24,10 +24,9 @@ from typing import Any
 
 from declarative_conns.config.findings import Finding, quote_key
 from declarative_conns.config.resources import schemas_dir, validity_check
-from declarative_conns.core.model import JSON_SCALARS, SecretRef
+from declarative_conns.core.model import JSON_SCALARS, SecretRef, is_reference_table
 from declarative_conns.errors import InputError
 
-_SECRET_KEYS = frozenset({"from_env", "from_file", "from_command"})
 _SCHEMA_SUFFIX = ".schema.json"
 _TYPE_NAMES = {
     "boolean": "a boolean",
@@ -254,7 +253,7 @@ def _is_secret_ref(value: Any) -> bool:
     """Tell whether a value is a secret reference: a SecretRef, or a table with one from_* key."""
     if isinstance(value, SecretRef):
         return True
-    return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in _SECRET_KEYS
+    return is_reference_table(value)
 
 
 def _stub_secret_refs(value: Any) -> Any:

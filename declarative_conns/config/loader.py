@@ -18,7 +18,15 @@ from declarative_conns.config.findings import Finding, dotted_path, errors_of, i
 from declarative_conns.config.schema import validate_document
 from declarative_conns.config.secrets import Resolver, references, resolve_desired
 from declarative_conns.core.kinds import BY_PLURAL, KINDS
-from declarative_conns.core.model import MAX_NESTING, Address, SecretRef, Settings, nesting_exceeds
+from declarative_conns.core.model import (
+    MAX_NESTING,
+    REF_KEYS,
+    Address,
+    SecretRef,
+    Settings,
+    is_reference_table,
+    nesting_exceeds,
+)
 from declarative_conns.core.planner import is_ignored
 from declarative_conns.core.sensitive import MaskedFields, masked_tree
 from declarative_conns.errors import InputError, ValidationFailed
@@ -43,7 +51,6 @@ __all__ = [
     "resolve_desired",
 ]
 
-_REF_KEYS = {"from_env": "env", "from_file": "file", "from_command": "command"}
 _TOO_DEEP = f"nests deeper than {MAX_NESTING} levels, dconn's limit"
 
 
@@ -422,10 +429,10 @@ def _parse_extra_json(text: Any) -> tuple[dict[str, Any] | None, str]:
 def _parse_refs(value: Any, base: str) -> Any:
     """Replace every `{ from_... = ... }` table by a SecretRef, at any depth."""
     if isinstance(value, dict):
-        if len(value) == 1 and next(iter(value)) in _REF_KEYS:
+        if is_reference_table(value):
             key, target = next(iter(value.items()))
             if isinstance(target, (str, list)):
-                return SecretRef(_REF_KEYS[key], tuple(target) if isinstance(target, list) else target, base)  # type: ignore[arg-type]
+                return SecretRef(REF_KEYS[key], tuple(target) if isinstance(target, list) else target, base)
         return {k: _parse_refs(v, base) for k, v in value.items()}
     if isinstance(value, list):
         return [_parse_refs(v, base) for v in value]

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from declarative_conns.config.resources import load_schema, schema_check
+from declarative_conns.core.model import REF_SPELLING
 
 _SCHEMA = "project.schema.json"
 _SECRET_KEYS = frozenset({"db_url", "api_url", "api_token", "api_username", "api_password", "fernet_key"})
-_REF_SPELLING = "{ from_env = ... }, { from_file = ... } or { from_command = [...] }"
 _NAME_RULES = {
     "environments": "invalid environment name: use up to 64 letters, digits, _ . - (starting with a letter or digit)",
     "vars": "invalid var name: use letters, digits and _, not starting with a digit",
@@ -69,8 +69,8 @@ def _message(error: Any, secret: bool) -> str:
     shown = "the value" if secret or not _printable(value) else repr(value)
     if kind == "anyOf":
         if value == "":
-            return f"must not be empty: give the value or a secret reference ({_REF_SPELLING})"
-        return f"must be a string or a secret reference ({_REF_SPELLING})"
+            return f"must not be empty: give the value or a secret reference ({REF_SPELLING})"
+        return f"must be a string or a secret reference ({REF_SPELLING})"
     if kind == "type":
         names = expected if isinstance(expected, list) else [expected]
         return f"{shown} is not of type {' or '.join(repr(n) for n in names)}"
@@ -78,7 +78,7 @@ def _message(error: Any, secret: bool) -> str:
         known = error.schema.get("properties", {})
         extras = ", ".join(repr(e) for e in sorted(set(value) - set(known)))
         if "from_env" in known:
-            return f"unknown key {extras}: a secret reference is {_REF_SPELLING}"
+            return f"unknown key {extras}: a secret reference is {REF_SPELLING}"
         return f"unknown key {extras}"
     if kind == "required":
         missing = [name for name in expected if name not in value]

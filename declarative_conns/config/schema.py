@@ -13,9 +13,9 @@ from typing import Any
 from declarative_conns.config.findings import Finding, dotted_path
 from declarative_conns.config.resources import load_schema, schema_check
 from declarative_conns.core.kinds import CONNECTION
+from declarative_conns.core.model import REF_KEYS, REF_SPELLING
 from declarative_conns.core.sensitive import is_sensitive_path
 
-_REF_KEYS = ("from_env", "from_file", "from_command")
 _END_OF_TEXT = "(?![\\s\\S])"
 
 
@@ -59,9 +59,9 @@ def _describe(error: Any, file: Path) -> list[Finding]:
 
             return _describe(best_match(inside), file)
         if _is_secret_location(path) or not _printable(error.instance):
-            return [Finding(file, where, f"must be a string or a secret reference ({_REF_SPELLING})")]
+            return [Finding(file, where, f"must be a string or a secret reference ({REF_SPELLING})")]
         expected = f"{error.instance!r}: expected a string"
-        return [Finding(file, where, f"{expected} or a secret reference ({_REF_SPELLING})")]
+        return [Finding(file, where, f"{expected} or a secret reference ({REF_SPELLING})")]
     if error.validator in ("anyOf", "oneOf") and error.context:
         # Report the branch that got furthest, as jsonschema's best_match does.
         from jsonschema.exceptions import best_match
@@ -71,7 +71,6 @@ def _describe(error: Any, file: Path) -> list[Finding]:
 
 
 _CONN_ID_RULE = "invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ (Airflow's rule)"
-_REF_SPELLING = "{ from_env = ... }, { from_file = ... } or { from_command = [...] }"
 
 
 def _offers_secret_ref(branches: Any) -> bool:
@@ -113,7 +112,7 @@ def _message(error: Any, secret: bool) -> str:
         readable = str(expected).replace(_END_OF_TEXT, "$")
         return f"{shown} does not match {readable!r}"
     if kind in ("maxProperties", "minProperties") or error.schema.get("properties", {}).keys() & set(
-        _REF_KEYS
+        REF_KEYS
     ):
         return "a secret reference has exactly one of from_env, from_file, from_command"
     if kind == "not":

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from declarative_conns.core.model import canonical_json
 from declarative_conns.errors import DecryptionError, TargetError
 
 if TYPE_CHECKING:
@@ -91,10 +91,6 @@ class KeyRing:
         return Digester.from_secret(b"state:" + state_key, source="state", stored_key=state_key)
 
 
-#: json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), built once.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 @dataclass(frozen=True, repr=False)
 class Digester:
     """Make keyed digests (HMAC-SHA256) of secrets and rows, so files hold no guessable value."""
@@ -117,7 +113,7 @@ class Digester:
     def digest(self, value: Any) -> str:
         """Return the keyed digest of any JSON-compatible value."""
         # One shared encoder and the one-shot HMAC: called several times per row of a plan.
-        text = _CANONICAL.encode(value)
+        text = canonical_json(value)
         return hmac.digest(self.key, text.encode("utf-8"), "sha256").hex()
 
     def stored_key_text(self) -> str | None:

@@ -10,6 +10,7 @@ description: a new kind is one more `Kind` here, a section of the document schem
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -118,6 +119,11 @@ def _secret_by_name(kind: Kind, path: Path) -> bool:
     return path[0] in kind.named_secret_fields and any(
         isinstance(p, str) and is_sensitive_key(p) for p in path[1:]
     )
+
+
+#: Airflow's conn_id rule (3.x): 1-250 letters, digits and _ # ! ( ) - . : / \\ (the document
+#: schema states the same rule for validation; tests/test_kinds.py checks that they agree).
+CONN_ID_RULE = re.compile(r"[\w#!()\-.:/\\]{1,250}")
 
 
 def canonical_conn_type(conn_type: str | None) -> str | None:

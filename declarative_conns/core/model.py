@@ -36,6 +36,16 @@ def nesting_exceeds(value: object, limit: int = MAX_NESTING) -> bool:
 
 RefKind = Literal["env", "file", "command"]
 
+#: The spelling of each kind of secret reference in a document: `{ from_env = "NAME" }`.
+REF_KEYS: dict[str, RefKind] = {"from_env": "env", "from_file": "file", "from_command": "command"}
+#: How messages spell a secret reference.
+REF_SPELLING = "{ from_env = ... }, { from_file = ... } or { from_command = [...] }"
+
+
+def is_reference_table(value: object) -> bool:
+    """Tell whether a table is a secret reference's spelling: one key, from_env/from_file/from_command."""
+    return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in REF_KEYS
+
 
 @dataclass(frozen=True)
 class SecretRef:

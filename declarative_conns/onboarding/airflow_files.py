@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
-from declarative_conns.core.kinds import CONNECTION
+from declarative_conns.core.kinds import CONN_ID_RULE, CONNECTION
 from declarative_conns.errors import InputError
 
 ConnSpec = dict[str, Any]
@@ -58,7 +58,6 @@ _STRING_FIELDS = ("conn_type", "description", "host", "schema", "login", "passwo
 _MAPPING_KEYS = frozenset((*SPEC_FIELDS, "uri", "extra_dejson"))
 _URI_COMPANIONS = ("conn_type", "host", "login", "password", "schema", "port", "extra")
 _EXTRA_KEY = "__extra__"
-_CONN_ID = re.compile(r"[\w#!()\-.:/\\]{1,250}")
 _COMMENT = re.compile(r"\s*#")
 _ENV_PREFIX = "AIRFLOW_CONN_"
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -315,7 +314,7 @@ def _spec_from_value(conn_id: Any, value: Any) -> ConnSpec | None:
 
 def _check_conn_id(conn_id: str) -> None:
     """Refuse a conn_id that Airflow 3 would not accept."""
-    if not _CONN_ID.fullmatch(conn_id):
+    if not CONN_ID_RULE.fullmatch(conn_id):
         raise _Problem("the conn_id must be 1-250 letters, digits or _ # ! ( ) - . : / \\ (Airflow's rule)")
 
 

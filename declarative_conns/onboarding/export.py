@@ -15,7 +15,6 @@ Convert reads `airflow connections export` files and `AIRFLOW_CONN_*` variables
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import stat
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ from typing import Any, TextIO
 
 from declarative_conns import __version__
 from declarative_conns.core.drift import group_by_address
-from declarative_conns.core.kinds import CONNECTION
+from declarative_conns.core.kinds import CONN_ID_RULE, CONNECTION
 from declarative_conns.core.model import StoredObject, canonical_json
 from declarative_conns.errors import DconnError, InputError
 from declarative_conns.onboarding.airflow_files import parse_airflow_file, parse_env_vars, read_variables_file
@@ -38,7 +37,6 @@ from declarative_conns.onboarding.toml_writer import (
 )
 from declarative_conns.targets.base import Target, TargetInfo
 
-_CONN_ID = re.compile(r"[\w#!()\-.:/\\]{1,250}")
 _SECRETS_NOTE = (
     'Secrets are { from_env = "..." } references: set those variables before `dconn plan`, or\n'
     'change them to { from_file = "..." } or { from_command = [...] } for your secret manager.'
@@ -119,7 +117,7 @@ def _unexportable(row: StoredObject) -> str | None:
     """Say why a row cannot be declared as it is stored, or return None."""
     if not row.address.key:
         return "the row has no conn_id"
-    if not _CONN_ID.fullmatch(row.address.key):
+    if not CONN_ID_RULE.fullmatch(row.address.key):
         return "the conn_id breaks Airflow's rule (1-250 letters, digits and _ # ! ( ) - . : / \\)"
     if not row.values.get("conn_type"):
         return "it has no conn_type, which dconn requires"

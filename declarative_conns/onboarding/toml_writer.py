@@ -42,6 +42,7 @@ import tomlkit
 from tomlkit.exceptions import InvalidStringError
 
 from declarative_conns.core.kinds import CONNECTION
+from declarative_conns.core.model import REF_KEYS
 from declarative_conns.core.sensitive import is_sensitive_key
 
 ConnSpec = dict[str, Any]
@@ -49,7 +50,7 @@ ConnSpec = dict[str, Any]
 #: The top-level fields in the order they are written; extra (or extra_json) comes after them.
 FIELD_ORDER: tuple[str, ...] = tuple(f for f in CONNECTION.fields if f != "extra")
 #: Keys that make dconn read a table as a secret reference, so an extra cannot hold them as data.
-REFERENCE_KEYS = frozenset(("from_env", "from_file", "from_command"))
+REFERENCE_KEYS = frozenset(REF_KEYS)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]+")
 
