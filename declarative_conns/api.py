@@ -28,7 +28,7 @@ from declarative_conns.files.state import State, check_writable, load_state, now
 from declarative_conns.output.text import PlanContext, render_text
 from declarative_conns.targets.database import engine as airflow_db
 from declarative_conns.targets.database import rows as codec
-from declarative_conns.targets.discovery import Target, resolve_target, target_identity
+from declarative_conns.targets.discovery import Target, describe_identity, resolve_target, target_identity
 
 Progress = Callable[[int, int], None]
 
@@ -303,8 +303,8 @@ def _check_state_target(state: State | None, identity: Mapping[str, object], wor
     if state is None or state.target.get("identity") == identity:
         return
     raise StateError(
-        f"state file {workspace.state_path} belongs to {state.target.get('url')}, not to "
-        f"{workspace.target.masked_url}; pass --state with this target's state file"
+        f"state file {workspace.state_path} belongs to {describe_identity(state.target.get('identity'))}, "
+        f"not to {describe_identity(identity)}; pass --state with this target's state file"
     )
 
 

@@ -22,7 +22,7 @@ from declarative_conns.core.sensitive import is_sensitive_path
 from declarative_conns.errors import InputError, PlanIsStale, TargetError
 from declarative_conns.files.state import atomic_write, now
 from declarative_conns.output.report import plan_document
-from declarative_conns.targets.discovery import target_identity
+from declarative_conns.targets.discovery import describe_identity, target_identity
 
 PLAN_FILE_KIND = "dconn-plan"
 PLAN_FILE_VERSION = 1
@@ -104,7 +104,8 @@ def load_plan(path: Path, workspace: Workspace) -> PlannedRun:
     identity = target_identity(target.url, target.schema)
     if document["target"].get("identity") != identity:
         raise TargetError(
-            f"{path} was planned for {document['target'].get('url')}, not for {target.masked_url}"
+            f"{path} was planned for {describe_identity(document['target'].get('identity'))}, "
+            f"not for {describe_identity(identity)}"
         )
     from declarative_conns.core.crypto import KeyRing
 

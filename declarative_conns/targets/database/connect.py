@@ -17,10 +17,10 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine
 
 from declarative_conns.errors import DatabaseError, TargetError
-from declarative_conns.targets.discovery import mask_url
+from declarative_conns.targets.discovery import backend_family, mask_url, parse_url, parse_url_or_none
 
 CONNECT_TIMEOUT_SECONDS = 10
 #: Longest silence accepted from a MySQL server once connected (beyond the apply lock's wait).
@@ -31,7 +31,6 @@ _DRIVERS: dict[str, tuple[tuple[str, str], ...]] = {
     "postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
     "mysql": (("pymysql", "pymysql"), ("mysqldb", "MySQLdb")),
 }
-_FAMILIES = {"postgres": "postgresql", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
 _EXTRAS = {"postgresql": ("PostgreSQL", "postgres"), "mysql": ("MySQL/MariaDB", "mysql")}
 
 
@@ -47,12 +46,8 @@ def short_reason(error: BaseException, url: str | None = None) -> str:
 
 def _password_forms(url: str | None) -> list[str]:
     """Return the URL's password as written and as decoded, to scrub from messages."""
-    if not url:
-        return []
-    try:
-        password = make_url(url).password
-    except (exc.ArgumentError, ValueError):
-        return []
+    parsed = parse_url_or_none(url) if url else None
+    password = parsed.password if parsed is not None else None
     if not password or len(str(password)) < 4:  # drivers never echo it; don't mangle words
         return []
     return sorted({str(password), quote(str(password), safe="")}, key=len, reverse=True)
@@ -80,20 +75,11 @@ def connect(engine: Engine, url: str) -> Connection:
 
 def create_engine(url: str, lock_timeout: float) -> Engine:
     """Build an engine for Airflow's URL, mapped onto the drivers dconn has installed."""
-    try:
-        parsed = make_url(url)
-    except (exc.ArgumentError, ValueError):
-        raise TargetError(f"not a database URL: {mask_url(url)}") from None
-    backend, _, asked = parsed.drivername.partition("+")
-    if backend == "sqlite":
+    parsed = parse_url(url)
+    family = backend_family(parsed)
+    if family == "sqlite":
         return _sqlite_engine(parsed.database or "", lock_timeout)
-    family = _FAMILIES.get(backend)
-    if family is None:
-        raise TargetError(
-            f"unsupported database {backend!r} in {mask_url(url)}: Airflow's metadata database "
-            "is SQLite, PostgreSQL or MySQL/MariaDB"
-        )
-    driver = _driver(family, asked)
+    driver = _driver(family, parsed.drivername.partition("+")[2])
     args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
     if driver == "psycopg":
         # No server-side prepared statements: PgBouncer in transaction mode (the Helm chart's

@@ -18,7 +18,7 @@ from typing import Any
 from declarative_conns.errors import InputError, TargetError
 from declarative_conns.files.state import atomic_write, now
 from declarative_conns.targets.database import engine as airflow_db
-from declarative_conns.targets.discovery import Target, target_identity
+from declarative_conns.targets.discovery import Target, describe_identity, target_identity
 
 
 @dataclass
@@ -80,7 +80,8 @@ def plan_restore(path: Path, target: Target, lock_timeout: float = 30.0) -> Rest
     identity = target_identity(target.url, target.schema)
     if document["target"].get("identity") != identity:
         raise TargetError(
-            f"{path} was taken from {document['target'].get('url')}, not from {target.masked_url}"
+            f"{path} was taken from {describe_identity(document['target'].get('identity'))}, "
+            f"not from {describe_identity(identity)}"
         )
     db = airflow_db.open_database(target.url, target.schema, lock_timeout)
     try:
