@@ -263,6 +263,35 @@ def test_failing_command_is_an_error_without_its_output(tmp_path: Path) -> None:
     assert "leaked-secret" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("variable", "cfg"),
+    [
+        ("AIRFLOW__CORE__FERNET_KEY_CMD", ""),
+        ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD", ""),
+        ("", "[core]\nfernet_key_cmd = {command}\n"),
+        ("", "[database]\nsql_alchemy_conn_cmd = {command}\n"),
+    ],
+    ids=["fernet-env", "url-env", "fernet-cfg", "url-cfg"],
+)
+def test_failing_command_shows_its_stderr_never_its_stdout(tmp_path: Path, variable: str, cfg: str) -> None:
+    """A failing `_CMD`/`*_cmd` shows the last lines of its stderr (truncated), never its stdout."""
+    script = (
+        "import sys; print('leaked-secret'); "
+        "sys.stderr.write('early line\\n' * 5 + 'vault: permission denied for path secret/af' + 'x' * 400)"
+        "; raise SystemExit(2)"
+    )
+    command = shlex.join([sys.executable, "-c", script])
+    env = {"AIRFLOW_HOME": str(tmp_path / "home")}
+    if variable:
+        env[variable] = command
+    write_cfg(tmp_path / "home", cfg.format(command=command.replace("%", "%%")))
+    with pytest.raises(TargetError) as caught:
+        resolve_target(environ=env)
+    message = str(caught.value)
+    assert "exited with code 2: " in message and "vault: permission denied for path secret/af" in message
+    assert "leaked-secret" not in message and "\n" not in message and len(message) < 500
+
+
 def test_hanging_command_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A `_CMD` that never ends is stopped after the timeout with an error."""
     monkeypatch.setattr(target_module, "COMMAND_TIMEOUT_SECONDS", 0.5)

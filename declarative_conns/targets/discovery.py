@@ -303,7 +303,10 @@ def _run(command: str, where: str) -> str:
     except (OSError, ValueError) as exc:
         raise TargetError(f"{where}: the command could not run ({type(exc).__name__})") from None
     if done.returncode != 0:
-        raise TargetError(f"{where}: the command exited with code {done.returncode}")
+        # stderr is the command's own diagnostics (as for from_command); stdout may be the secret.
+        tail = " ".join(done.stderr.strip().splitlines()[-3:])[:300]
+        detail = f": {tail}" if tail else ""
+        raise TargetError(f"{where}: the command exited with code {done.returncode}{detail}")
     return done.stdout.strip()
 
 
