@@ -140,7 +140,8 @@ def plan(
     _check_state_target(state, identity, workspace)
     keyring = KeyRing.from_setting(workspace.target.fernet_key)
     digester, same_key = _digester(keyring, state)
-    db = airflow_db.open_database(workspace.target.url, workspace.target.schema, workspace.lock_timeout)
+    target = workspace.target
+    db = airflow_db.open_database(target.url, target.schema, workspace.lock_timeout, target.db_timeout)
     try:
         check_against_table(desired, db.info)
         values = resolve_desired(desired, resolver)

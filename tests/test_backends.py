@@ -19,7 +19,7 @@ from cryptography.fernet import Fernet
 from declarative_conns.api import PlannedRun, Workspace, apply, plan
 from declarative_conns.config.loader import load_desired
 from declarative_conns.errors import DatabaseError, TargetError, ValidationFailed
-from declarative_conns.targets.database import connect
+from declarative_conns.targets.database import connect, timeouts
 from declarative_conns.targets.database import engine as airflow_db
 from declarative_conns.targets.discovery import mask_url, resolve_target
 from tests.airflow_tables import insert_raw
@@ -348,18 +348,25 @@ def test_utf8mb4_table_keeps_emoji(make_db: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.mysql
-def test_mysql_sessions_are_strict_and_wait_long_after_connecting(make_db: Any) -> None:
-    """dconn's MySQL sessions never truncate silently, and may wait for the apply lock once connected."""
+def test_mysql_sessions_are_strict_and_wait_db_timeout_or_for_the_lock(make_db: Any) -> None:
+    """MySQL sessions never truncate; reads wait --db-timeout, plus --lock-timeout for the apply lock."""
     db = make_db("mysql", "2.x")
-    opened = airflow_db.open_database(db.url, lock_timeout=30)
+    opened = airflow_db.open_database(db.url, lock_timeout=30, db_timeout=7)
     try:
         with airflow_db.transaction(opened, write=False) as conn:
-            mode = conn.exec_driver_sql("SELECT @@SESSION.sql_mode").scalar()
-            read_timeout = conn.connection.dbapi_connection._read_timeout  # type: ignore[union-attr]
+            mode, row_locks, table_locks = conn.exec_driver_sql(
+                "SELECT @@SESSION.sql_mode, @@SESSION.innodb_lock_wait_timeout, @@SESSION.lock_wait_timeout"
+            ).one()
+            dbapi: Any = conn.connection.dbapi_connection
+            read_timeout = dbapi._read_timeout
+            with timeouts.waiting_for_lock(conn, 30):
+                lock_wait_timeout = dbapi._read_timeout
+            after = dbapi._read_timeout
     finally:
         opened.close()
     assert "STRICT_ALL_TABLES" in str(mode)
-    assert read_timeout >= 30 + connect.QUERY_SILENCE_SECONDS
+    assert (read_timeout, lock_wait_timeout, after) == (7, 37, 7)
+    assert (row_locks, table_locks) == (7, 7)
 
 
 @pytest.mark.postgres

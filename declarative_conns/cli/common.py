@@ -62,6 +62,16 @@ RotateOpt = Annotated[
     typer.Option("--rotate", help="Re-encrypt rows under an older key of the ring with the first key."),
 ]
 LockOpt = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another apply's lock.")]
+DbTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--db-timeout",
+        help="Seconds any database statement may wait for an answer before dconn gives up "
+        "(the apply lock's wait, --lock-timeout, comes on top).",
+    ),
+]
+#: --db-timeout's default; the same as declarative_conns.targets.discovery's (a light import).
+DEFAULT_DB_TIMEOUT = 60.0
 StrictOpt = Annotated[
     bool,
     typer.Option(
@@ -208,11 +218,11 @@ def report_type_findings(findings: list[Finding], output: Output) -> None:
     raise_for_errors(findings)
 
 
-def find_target(db_url: str | None, fernet_key: str | None) -> Target:
+def find_target(db_url: str | None, fernet_key: str | None, db_timeout: float = DEFAULT_DB_TIMEOUT) -> Target:
     """Find the target database and key: flags, environment, airflow.cfg (a light import)."""
     from declarative_conns.targets.discovery import resolve_target
 
-    return resolve_target(db_url, fernet_key)
+    return resolve_target(db_url, fernet_key, db_timeout=db_timeout)
 
 
 def make_workspace(target: Target, state: Path, lock_timeout: float) -> Workspace:

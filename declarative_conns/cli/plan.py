@@ -15,8 +15,10 @@ if TYPE_CHECKING:
 
 from declarative_conns.cli.common import (
     DEFAULT_CONFIG,
+    DEFAULT_DB_TIMEOUT,
     DEFAULT_STATE,
     ConfigOpt,
+    DbTimeoutOpt,
     DbUrlOpt,
     DebugOpt,
     KeyOpt,
@@ -54,6 +56,7 @@ def plan(
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
     lock_timeout: LockOpt = 30.0,
+    db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_color: NoColorOpt = False,
@@ -66,7 +69,7 @@ def plan(
     output = Output(quiet, no_color)
     with guarded(debug):
         _check_format(fmt)
-        target = find_target(db_url, fernet_key)
+        target = find_target(db_url, fernet_key, db_timeout)
         run = _plan(
             config,
             make_workspace(target, state, lock_timeout),
@@ -130,6 +133,7 @@ def apply(
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
     lock_timeout: LockOpt = 30.0,
+    db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_color: NoColorOpt = False,
@@ -141,7 +145,7 @@ def apply(
     """
     output = Output(quiet, no_color)
     with guarded(debug):
-        target = find_target(db_url, fernet_key)
+        target = find_target(db_url, fernet_key, db_timeout)
         if planfile is not None:
             from declarative_conns.files.planfile import load_plan
 

@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     pass
 
 from declarative_conns.cli.common import (
+    DEFAULT_DB_TIMEOUT,
     DEFAULT_STATE,
+    DbTimeoutOpt,
     DbUrlOpt,
     DebugOpt,
     KeyOpt,
@@ -34,6 +36,7 @@ def restore(
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
     lock_timeout: LockOpt = 30.0,
+    db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
     quiet: QuietOpt = False,
     no_color: NoColorOpt = False,
     debug: DebugOpt = False,
@@ -46,7 +49,7 @@ def restore(
     with guarded(debug):
         from declarative_conns.targets.database.restore import execute_restore, plan_restore
 
-        workspace = make_workspace(find_target(db_url, fernet_key), state, lock_timeout)
+        workspace = make_workspace(find_target(db_url, fernet_key, db_timeout), state, lock_timeout)
         prepared = plan_restore(backup, workspace.target, lock_timeout)
         try:
             output.report(prepared.describe())

@@ -69,7 +69,7 @@ def export_document(
     """Read every connection of the target and render it as a dconn document."""
     keyring = KeyRing.from_setting(target.fernet_key)
     digester = keyring.digester()
-    db = airflow_db.open_database(target.url, target.schema, lock_timeout)
+    db = airflow_db.open_database(target.url, target.schema, lock_timeout, target.db_timeout)
     try:
         with airflow_db.transaction(db, write=False) as conn:
             raw = airflow_db.read_rows(conn, db)

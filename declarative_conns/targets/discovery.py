@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 #: How long a `_CMD` command may run, as for dconn's own `from_command` secrets.
 COMMAND_TIMEOUT_SECONDS = 60
+#: How long any database statement may wait for an answer (`--db-timeout`), CONTRACT §13.
+DEFAULT_DB_TIMEOUT_SECONDS = 60.0
 
 #: URL schemes per backend family (the part before any `+driver`).
 FAMILIES = {
@@ -64,6 +66,8 @@ class Target:
     schema: str | None
     url_source: str
     key_source: str | None
+    #: Longest wait for an answer to any database statement, in seconds (`--db-timeout`).
+    db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS
 
     def __repr__(self) -> str:
         return f"Target({mask_url(self.url)!r}, from {self.url_source})"
@@ -143,8 +147,12 @@ def resolve_target(
     db_url: str | None = None,
     fernet_key: str | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS,
 ) -> Target:
     """Find the database URL, Fernet key and schema from flags, environment and airflow.cfg."""
+    if not 0 < db_timeout < float("inf"):
+        raise TargetError(f"--db-timeout must be a number of seconds above 0, not {db_timeout:g}")
     env = os.environ if environ is None else environ
     cfg = _read_airflow_cfg(env)
     url, url_source = _lookup(
@@ -171,7 +179,8 @@ def resolve_target(
         [("database", "sql_alchemy_schema"), ("core", "sql_alchemy_schema")],
         sensitive=False,
     )
-    return Target(url, key or None, (schema or "").strip() or None, url_source or "", key_source)
+    schema = (schema or "").strip() or None
+    return Target(url, key or None, schema, url_source or "", key_source, db_timeout)
 
 
 def airflow_home(env: Mapping[str, str]) -> Path:

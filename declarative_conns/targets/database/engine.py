@@ -21,7 +21,8 @@ from declarative_conns.errors import DatabaseError, DconnError, TargetError, Val
 from declarative_conns.targets.database import column_rules
 from declarative_conns.targets.database.column_rules import ColumnLimit
 from declarative_conns.targets.database.connect import connect, create_engine, short_reason
-from declarative_conns.targets.discovery import mask_url
+from declarative_conns.targets.database.timeouts import lock_mysql
+from declarative_conns.targets.discovery import DEFAULT_DB_TIMEOUT_SECONDS, mask_url
 
 _BATCH = 500
 
@@ -50,9 +51,14 @@ class Database:
         self.engine.dispose()
 
 
-def open_database(url: str, schema: str | None = None, lock_timeout: float = 30.0) -> Database:
+def open_database(
+    url: str,
+    schema: str | None = None,
+    lock_timeout: float = 30.0,
+    db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS,
+) -> Database:
     """Connect to the target and reflect its connection table; never create anything."""
-    engine = create_engine(url, lock_timeout)
+    engine = create_engine(url, lock_timeout, db_timeout)
     if engine.dialect.name == "sqlite":
         schema = None  # Airflow's schema setting has no meaning for a SQLite file
     try:
@@ -196,9 +202,7 @@ def acquire_lock(conn: Connection, db: Database, timeout: float) -> None:
     if db.dialect == "sqlite":
         return  # BEGIN IMMEDIATE already holds the write lock
     if db.dialect == "mysql":
-        got = conn.execute(
-            sa.text(f"SELECT GET_LOCK({MYSQL_LOCK_NAME}, :t)"), {"t": int(max(timeout, 0))}
-        ).scalar()
+        got = lock_mysql(conn, MYSQL_LOCK_NAME, timeout)
     else:
         got = _poll(
             lambda: bool(
@@ -211,8 +215,8 @@ def acquire_lock(conn: Connection, db: Database, timeout: float) -> None:
 
 
 def release_lock(conn: Connection, db: Database) -> None:
-    """Release MySQL's session lock; PostgreSQL's ends with the transaction."""
-    if db.dialect == "mysql":
+    """Release MySQL's session lock; PostgreSQL's ends with the transaction, and a lost session's with it."""
+    if db.dialect == "mysql" and not conn.invalidated:
         conn.execute(sa.text(f"SELECT RELEASE_LOCK({MYSQL_LOCK_NAME})"))
 
 

@@ -83,7 +83,7 @@ def plan_restore(path: Path, target: Target, lock_timeout: float = 30.0) -> Rest
             f"{path} was taken from {describe_identity(document['target'].get('identity'))}, "
             f"not from {describe_identity(identity)}"
         )
-    db = airflow_db.open_database(target.url, target.schema, lock_timeout)
+    db = airflow_db.open_database(target.url, target.schema, lock_timeout, target.db_timeout)
     try:
         with airflow_db.transaction(db, write=False) as conn:
             live = airflow_db.read_rows(conn, db)
