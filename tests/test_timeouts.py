@@ -135,6 +135,22 @@ def test_apply_ends_when_the_database_stops_answering_mid_transaction(
     assert not (tmp_path / ".dconn" / "state.json").exists()
 
 
+@pytest.mark.parametrize("backend", SERVERS)
+def test_silent_lock_wait_ends_after_lock_and_db_timeouts(
+    silent_after: Silent, tmp_path: Path, backend: str
+) -> None:
+    """The statement waiting for the apply lock may wait --lock-timeout + --db-timeout, then ends."""
+    lock_call = b"pg_advisory_xact_lock" if backend == "postgres" else b"get_lock("
+    db, url = silent_after(backend, lock_call)
+    result, elapsed = dconn(
+        tmp_path, url, "apply", "--auto-approve", "--lock-timeout", "1", "--db-timeout", "2"
+    )
+    line = error_line(result)
+    assert "did not answer within 3 s (--lock-timeout 1 s + --db-timeout 2 s)" in line
+    assert 3 <= elapsed < 11, elapsed
+    assert db.rows() == []
+
+
 @contextmanager
 def holding(db: AirflowDb, statement: str, release: str | None = None, seconds: float = 30) -> Iterator[None]:
     """Hold a lock `statement` takes, in another session, until the block ends (or `seconds` pass)."""
@@ -202,6 +218,30 @@ def test_lock_wait_may_outlast_db_timeout(make_db: Any, backend: str) -> None:
 
 
 @pytest.mark.postgres
+def test_postgres_limits_are_per_transaction_and_in_tcp(make_db: Any) -> None:
+    """statement_timeout is SET LOCAL (PgBouncer-safe); keepalives and tcp_user_timeout are on."""
+    db = make_db("postgres", "2.x")
+    opened = airflow_db.open_database(db.url, lock_timeout=5, db_timeout=7)
+    try:
+        with airflow_db.transaction(opened, write=False) as conn:
+            reading = conn.exec_driver_sql("SHOW statement_timeout").scalar()
+            params = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+        with airflow_db.transaction(opened, write=True) as conn:
+            before_lock = conn.exec_driver_sql("SHOW statement_timeout").scalar()
+            airflow_db.acquire_lock(conn, opened, 5)
+            under_lock = conn.exec_driver_sql(
+                "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+            ).one()
+        with opened.engine.connect() as conn:
+            outside = conn.exec_driver_sql("SELECT current_setting('statement_timeout')").scalar()
+    finally:
+        opened.close()
+    assert (reading, before_lock, tuple(under_lock)) == ("7s", "12s", ("7s", "0"))
+    assert outside == "7s"  # each transaction sets it again; nothing is left on the session
+    assert params["keepalives"] == "1" and params["tcp_user_timeout"] == "7000"
+
+
+@pytest.mark.postgres
 def test_server_statement_timeout_is_a_statement_timeout(make_db: Any) -> None:
     """PostgreSQL cancelling a statement for --db-timeout reads as 'did not answer', exit 1 material."""
     db = make_db("postgres", "2.x")
@@ -232,3 +272,35 @@ def test_db_timeout_must_be_positive(value: str, tmp_path: Path) -> None:
 def test_db_timeout_default_is_the_contracts() -> None:
     """The CLI's default (kept light to import) is discovery's: 60 s, as CONTRACT §13 says."""
     assert DEFAULT_DB_TIMEOUT == DEFAULT_DB_TIMEOUT_SECONDS == 60
+
+
+@pytest.mark.postgres
+def test_postgres_lock_wait_queues_on_the_server(make_db: Any) -> None:
+    """The waiting apply queues for the advisory lock in one statement (no polling), then gets it."""
+    db = make_db("postgres", "2.x")
+    waiting = airflow_db.open_database(db.url, lock_timeout=10)
+    got: list[float] = []
+
+    def wait_for_lock() -> None:
+        with airflow_db.transaction(waiting, write=True) as conn:
+            airflow_db.acquire_lock(conn, waiting, 10)
+            got.append(time.monotonic())
+
+    def queued() -> int:
+        with db.engine.connect() as conn:
+            query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            return int(conn.exec_driver_sql(query).scalar() or 0)
+
+    try:
+        with holding(db, f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})"):
+            waiter = threading.Thread(target=wait_for_lock)
+            waiter.start()
+            deadline = time.monotonic() + 5
+            while not queued():
+                assert time.monotonic() < deadline, "the waiter never queued for the lock"
+                time.sleep(0.05)
+            released = time.monotonic()
+        waiter.join(10)
+    finally:
+        waiting.close()
+    assert got and got[0] - released < 1

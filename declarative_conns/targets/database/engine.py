@@ -6,8 +6,7 @@ description, no UNIQUE), 2.x/3.0 (description, UNIQUE conn_id), 3.1 (team_id), 3
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,7 @@ from declarative_conns.errors import DatabaseError, DconnError, TargetError, Val
 from declarative_conns.targets.database import column_rules
 from declarative_conns.targets.database.column_rules import ColumnLimit
 from declarative_conns.targets.database.connect import connect, create_engine, short_reason
-from declarative_conns.targets.database.timeouts import lock_mysql
+from declarative_conns.targets.database.timeouts import lock_mysql, lock_postgres
 from declarative_conns.targets.discovery import DEFAULT_DB_TIMEOUT_SECONDS, mask_url
 
 _BATCH = 500
@@ -201,15 +200,11 @@ def acquire_lock(conn: Connection, db: Database, timeout: float) -> None:
     """Serialise applies on one database; raise DatabaseError when the wait times out."""
     if db.dialect == "sqlite":
         return  # BEGIN IMMEDIATE already holds the write lock
-    if db.dialect == "mysql":
-        got = lock_mysql(conn, MYSQL_LOCK_NAME, timeout)
-    else:
-        got = _poll(
-            lambda: bool(
-                conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY}).scalar()
-            ),
-            timeout,
-        )
+    got = (
+        lock_mysql(conn, MYSQL_LOCK_NAME, timeout)
+        if db.dialect == "mysql"
+        else lock_postgres(conn, _PG_LOCK_KEY, timeout)
+    )
     if not got:
         raise DatabaseError(_lock_message(db, timeout))
 
@@ -222,17 +217,6 @@ def release_lock(conn: Connection, db: Database) -> None:
 
 #: Advisory lock key shared by every dconn process: the bytes of "dconn_ap" as a bigint.
 _PG_LOCK_KEY = int.from_bytes(b"dconn_ap", "big")
-
-
-def _poll(try_once: Callable[[], bool], timeout: float) -> bool:
-    """Call `try_once` until it succeeds or the timeout passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if try_once():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
 
 
 def delete_rows(conn: Connection, db: Database, row_ids: Sequence[int]) -> None:

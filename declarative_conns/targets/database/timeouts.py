@@ -115,7 +115,7 @@ def _postgres_statement_timeout(conn: Connection) -> None:
     """Bound every statement of the transaction on the server (SET LOCAL: fine behind PgBouncer).
 
     A write transaction starts by waiting for the apply lock, which may take --lock-timeout
-    more.
+    more; lock_postgres sets the limit back to --db-timeout once the lock is held.
     """
     options = conn.get_execution_options()
     limit = options["dconn_db_timeout"]
@@ -276,6 +276,31 @@ def waiting_for_lock(conn: Connection, seconds: float) -> Iterator[None]:
         yield
     finally:
         dbapi.dconn_wait_for_lock(0.0)
+
+
+#: One round trip: wait for the lock at most lock_timeout, then back to --db-timeout limits.
+_PG_LOCK = sa.text(
+    "SELECT set_config('lock_timeout', :wait, true), pg_advisory_xact_lock(:key), "
+    "set_config('lock_timeout', '0', true), set_config('statement_timeout', :limit, true)"
+)
+
+
+def lock_postgres(conn: Connection, key: int, timeout: float) -> bool:
+    """Wait up to `timeout` for the advisory lock of the transaction; False when it is not free."""
+    options = conn.get_execution_options()
+    db_timeout, prepared = options["dconn_db_timeout"], max(options["dconn_lock_timeout"], 0)
+    if timeout > prepared:  # the transaction began with room for a shorter wait only
+        conn.exec_driver_sql(
+            "SELECT set_config('statement_timeout', %(ms)s, true)", {"ms": _ms(timeout + db_timeout)}
+        )
+    try:
+        with waiting_for_lock(conn, timeout):
+            conn.execute(_PG_LOCK, {"wait": _ms(timeout), "key": key, "limit": _ms(db_timeout)})
+    except exc.OperationalError as error:
+        if getattr(error.orig, "sqlstate", None) == "55P03":  # lock_not_available: lock_timeout
+            return False
+        raise
+    return True
 
 
 def lock_mysql(conn: Connection, name: str, timeout: float) -> bool:
