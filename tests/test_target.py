@@ -454,6 +454,16 @@ def test_describe_identity_names_the_database(url: str, schema: str | None, desc
     assert describe_identity(target_identity(url, schema)) == described
 
 
+def test_describe_identity_hides_what_an_older_parser_took_from_a_password() -> None:
+    """urlsplit read `etl:pa/ss@db/af` as host etl, database ss@db/af: such an identity is not shown."""
+    old = {"family": "postgresql", "host": "etl", "port": 5432, "database": "canary@db/af", "schema": None}
+    assert "canary" not in describe_identity(old)
+    assert (
+        describe_identity(old)
+        == "a postgresql database recorded by an older dconn (its identity is not shown)"
+    )
+
+
 def test_describe_identity_of_nothing_recorded() -> None:
     """A file without a recorded identity is named as such, not as an empty URL."""
     assert describe_identity(None) == describe_identity({}) == "an unnamed database (no identity recorded)"

@@ -349,6 +349,9 @@ def describe_identity(identity: object) -> str:
     family, host, database = identity["family"], identity.get("host") or "", identity.get("database") or ""
     if family == "sqlite":
         return f"sqlite:///{database}"
+    if "@" in f"{host}{database}":
+        # Identities recorded before make_url read URLs could hold part of a password.
+        return f"a {family} database recorded by an older dconn (its identity is not shown)"
     if host.startswith("/"):
         host = quote(host, safe="")  # a socket directory, spelled as libpq's URLs spell it
     elif ":" in host:
