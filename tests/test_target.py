@@ -352,6 +352,7 @@ def test_schema_found_as_airflow_finds_it(
         ("postgresql://etl@db/airflow", "postgresql://etl@db/airflow"),
         ("sqlite:////srv/airflow/airflow.db", "sqlite:////srv/airflow/airflow.db"),
         ("not a url", "not a url"),
+        ("db:notaport/af?sslmode=require&password=s3cret", "db:notaport/af?sslmode=require&password=***"),
     ],
 )
 def test_mask_url_hides_only_the_password(url: str, masked: str) -> None:

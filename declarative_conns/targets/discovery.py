@@ -47,7 +47,7 @@ COMMAND_TIMEOUT_SECONDS = 60
 DEFAULT_DB_TIMEOUT_SECONDS = 60.0
 
 #: URL schemes per backend family (the part before any `+driver`).
-FAMILIES = {
+_FAMILIES = {
     "postgres": "postgresql",
     "postgresql": "postgresql",
     "mysql": "mysql",
@@ -98,7 +98,7 @@ def parse_url(url: str) -> URL:
 def backend_family(parsed: URL) -> str:
     """Return the URL's backend family: sqlite, postgresql or mysql (MariaDB included)."""
     backend = parsed.drivername.partition("+")[0]
-    family = FAMILIES.get(backend)
+    family = _FAMILIES.get(backend)
     if family is None:
         raise TargetError(
             f"unsupported database {backend!r} in {mask_url(parsed)}: Airflow's metadata database "
@@ -137,7 +137,7 @@ def _mask_unparsed(text: str) -> str:
     if at == -1:
         at = rest.rfind("@")  # a password may hold an unescaped "/", "?" or "#"
     if at == -1:
-        return text if not sep else f"{scheme}://{rest}"
+        return f"{scheme}://{rest}" if sep else rest
     user = rest[:at].split(":", 1)[0] if ":" in rest[:at] else ""
     shown = f"{user}:***@{rest[at + 1 :]}" if user else f"***@{rest[at + 1 :]}"
     return f"{scheme}://{shown}" if sep else shown
