@@ -483,6 +483,17 @@ def test_missing_driver_names_the_extra_to_install(
         airflow_db.open_database(url)
 
 
+def test_driver_without_its_libpq_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg found but not loadable (no libpq) is the same one-line error, not a traceback."""
+
+    def broken(driver: str) -> int:
+        raise ImportError("no pq wrapper available")
+
+    monkeypatch.setattr(timeouts, "_libpq_version", broken)
+    with pytest.raises(TargetError, match=r"cannot be loaded .*declarative-conns\[postgres\]"):
+        airflow_db.open_database("postgresql://u:pw@127.0.0.1/x")
+
+
 def test_driver_that_fails_to_load_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """A driver found but not loadable (e.g. psycopg without its libpq) is an error naming the extra."""
 

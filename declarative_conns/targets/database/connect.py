@@ -86,8 +86,6 @@ def create_engine(url: str, lock_timeout: float, db_timeout: float = DEFAULT_DB_
         return _sqlite_engine(parsed.database or "", lock_timeout)
     driver = _driver(family, parsed.drivername.partition("+")[2])
     args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
-    if family == "postgresql":
-        args.update(timeouts.libpq_settings(parsed, driver, db_timeout))
     if driver == "psycopg":
         # No server-side prepared statements: PgBouncer in transaction mode (the Helm chart's
         # default pooler) cannot keep them across transactions.
@@ -99,6 +97,8 @@ def create_engine(url: str, lock_timeout: float, db_timeout: float = DEFAULT_DB_
     # MySQL's dialect also serves MariaDB (it asks the server which it is).
     parsed = parsed.set(drivername=f"{family}+{driver}")
     try:
+        if family == "postgresql":  # asks the driver which libpq it has: it may fail to load
+            args.update(timeouts.libpq_settings(parsed, driver, db_timeout))
         engine = sa.create_engine(parsed, connect_args=args, poolclass=sa.pool.NullPool)
     except ImportError as error:
         label, extra = _EXTRAS[family]
