@@ -32,13 +32,17 @@ def run_dconn(
 
 
 def open_target(
-    url: str, schema: str | None = None, lock_timeout: float = 30.0, fernet_key: str | None = None
+    url: str,
+    schema: str | None = None,
+    lock_timeout: float = 30.0,
+    fernet_key: str | None = None,
+    db_timeout: float = 60.0,
 ) -> Any:
     """Return a DatabaseTarget for a URL, opened (its tables reflected)."""
     from declarative_conns.targets.database.target import DatabaseTarget
     from declarative_conns.targets.discovery import Target
 
-    target = DatabaseTarget(Target(url, fernet_key, schema, "test", None), lock_timeout)
+    target = DatabaseTarget(Target(url, fernet_key, schema, "test", None, db_timeout), lock_timeout)
     target.open()
     return target
 

@@ -21,7 +21,7 @@ from declarative_conns.config.loader import load_desired
 from declarative_conns.core.model import Address, Values
 from declarative_conns.core.operations import Create
 from declarative_conns.errors import DatabaseError, TargetError, ValidationFailed
-from declarative_conns.targets.database import connect
+from declarative_conns.targets.database import connect, timeouts
 from declarative_conns.targets.discovery import mask_url, resolve_target
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
@@ -351,18 +351,25 @@ def test_utf8mb4_table_keeps_emoji(make_db: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.mysql
-def test_mysql_sessions_are_strict_and_wait_long_after_connecting(make_db: Any) -> None:
-    """dconn's MySQL sessions never truncate silently, and may wait for the apply lock once connected."""
+def test_mysql_sessions_are_strict_and_wait_db_timeout_or_for_the_lock(make_db: Any) -> None:
+    """MySQL sessions never truncate; reads wait --db-timeout, plus --lock-timeout for the apply lock."""
     db = make_db("mysql", "2.x")
-    opened = open_target(db.url, lock_timeout=30)
+    opened = open_target(db.url, lock_timeout=30, db_timeout=7)
     try:
         with opened.reading() as conn:
-            mode = conn.exec_driver_sql("SELECT @@SESSION.sql_mode").scalar()
-            read_timeout = conn.connection.dbapi_connection._read_timeout  # type: ignore[union-attr]
+            mode, row_locks, table_locks = conn.exec_driver_sql(
+                "SELECT @@SESSION.sql_mode, @@SESSION.innodb_lock_wait_timeout, @@SESSION.lock_wait_timeout"
+            ).one()
+            dbapi: Any = conn.connection.dbapi_connection
+            read_timeout = dbapi._read_timeout
+            with timeouts.waiting_for_lock(conn, 30):
+                lock_wait_timeout = dbapi._read_timeout
+            after = dbapi._read_timeout
     finally:
         opened.close()
     assert "STRICT_ALL_TABLES" in str(mode)
-    assert read_timeout >= 30 + connect.QUERY_SILENCE_SECONDS
+    assert (read_timeout, lock_wait_timeout, after) == (7, 37, 7)
+    assert (row_locks, table_locks) == (7, 7)
 
 
 @pytest.mark.postgres
@@ -477,6 +484,17 @@ def test_missing_driver_names_the_extra_to_install(
         TargetError, match=rf"no .* driver is installed: pip install '{extra}'".replace("[", r"\[")
     ):
         open_target(url)
+
+
+def test_driver_without_its_libpq_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg found but not loadable (no libpq) is the same one-line error, not a traceback."""
+
+    def broken(driver: str) -> int:
+        raise ImportError("no pq wrapper available")
+
+    monkeypatch.setattr(timeouts, "_libpq_version", broken)
+    with pytest.raises(TargetError, match=r"cannot be loaded .*declarative-conns\[postgres\]"):
+        open_target("postgresql://u:pw@127.0.0.1/x")
 
 
 def test_driver_that_fails_to_load_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

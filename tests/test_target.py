@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from declarative_conns.errors import TargetError
 from declarative_conns.targets import discovery as target_module
-from declarative_conns.targets.discovery import mask_url, resolve_target, target_identity
+from declarative_conns.targets.discovery import describe_identity, mask_url, resolve_target, target_identity
 
 
 def echo(text: str) -> str:
@@ -262,6 +263,35 @@ def test_failing_command_is_an_error_without_its_output(tmp_path: Path) -> None:
     assert "leaked-secret" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("variable", "cfg"),
+    [
+        ("AIRFLOW__CORE__FERNET_KEY_CMD", ""),
+        ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD", ""),
+        ("", "[core]\nfernet_key_cmd = {command}\n"),
+        ("", "[database]\nsql_alchemy_conn_cmd = {command}\n"),
+    ],
+    ids=["fernet-env", "url-env", "fernet-cfg", "url-cfg"],
+)
+def test_failing_command_shows_its_stderr_never_its_stdout(tmp_path: Path, variable: str, cfg: str) -> None:
+    """A failing `_CMD`/`*_cmd` shows the last lines of its stderr (truncated), never its stdout."""
+    script = (
+        "import sys; print('leaked-secret'); "
+        "sys.stderr.write('early line\\n' * 5 + 'vault: permission denied for path secret/af' + 'x' * 400)"
+        "; raise SystemExit(2)"
+    )
+    command = shlex.join([sys.executable, "-c", script])
+    env = {"AIRFLOW_HOME": str(tmp_path / "home")}
+    if variable:
+        env[variable] = command
+    write_cfg(tmp_path / "home", cfg.format(command=command.replace("%", "%%")))
+    with pytest.raises(TargetError) as caught:
+        resolve_target(environ=env)
+    message = str(caught.value)
+    assert "exited with code 2: " in message and "vault: permission denied for path secret/af" in message
+    assert "leaked-secret" not in message and "\n" not in message and len(message) < 500
+
+
 def test_hanging_command_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A `_CMD` that never ends is stopped after the timeout with an error."""
     monkeypatch.setattr(target_module, "COMMAND_TIMEOUT_SECONDS", 0.5)
@@ -322,6 +352,7 @@ def test_schema_found_as_airflow_finds_it(
         ("postgresql://etl@db/airflow", "postgresql://etl@db/airflow"),
         ("sqlite:////srv/airflow/airflow.db", "sqlite:////srv/airflow/airflow.db"),
         ("not a url", "not a url"),
+        ("db:notaport/af?sslmode=require&password=s3cret", "db:notaport/af?sslmode=require&password=***"),
     ],
 )
 def test_mask_url_hides_only_the_password(url: str, masked: str) -> None:
@@ -350,3 +381,101 @@ def test_malformed_url_is_an_error_not_a_traceback() -> None:
     """A URL that cannot be split (a broken IPv6 host) is a TargetError with the password masked."""
     with pytest.raises(TargetError, match=r"not a database URL: mysql://root:\*\*\*@\[::1/x"):
         target_identity("mysql://root:s3cret@[::1/x", None)
+
+
+def test_identity_reads_a_password_holding_hash_as_sqlalchemy_does() -> None:
+    """A '#' in the password (unescaped) no longer hides host and database: two databases stay two."""
+    prod = target_identity("postgresql://u:p#x@prod/airflow", None)
+    assert prod == {
+        "family": "postgresql",
+        "host": "prod",
+        "port": 5432,
+        "database": "airflow",
+        "schema": None,
+    }
+    assert prod != target_identity("postgresql://u:p#x@staging/airflow", None)
+    assert target_identity("mysql://u:a/b?c#d@DB:3307/af", None)["host"] == "db"
+
+
+def test_identity_of_a_unix_socket_is_its_directory() -> None:
+    """A socket URL names the socket as host, not "localhost" (two servers on one machine differ)."""
+    one = target_identity("postgresql:///airflow?host=/run/pg1", None)
+    assert one["host"] == "/run/pg1" and one != target_identity("postgresql:///airflow?host=/run/pg2", None)
+    assert target_identity("mysql+pymysql://u@/af?unix_socket=/run/my.sock", None)["host"] == "/run/my.sock"
+
+
+def test_identity_of_sqlite_is_the_resolved_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sqlite:///relative.db and the absolute spelling of the same file are one target."""
+    monkeypatch.chdir(tmp_path)
+    relative = target_identity("sqlite:///airflow.db", None)
+    assert relative == target_identity(f"sqlite:///{tmp_path / 'airflow.db'}", "ignored_schema")
+    assert relative["database"] == str((tmp_path / "airflow.db").resolve())
+
+
+def test_password_with_an_unescaped_at_is_refused_without_showing_it() -> None:
+    """make_url would take part of such a password for the host: an error says to write %40."""
+    with pytest.raises(TargetError, match=r"holds an '@'.*%40") as caught:
+        target_identity("postgresql://etl:pa@canary-part@db/airflow", None)
+    assert "canary-part" not in str(caught.value)
+
+
+def test_unsupported_backend_is_an_error_naming_the_backends() -> None:
+    """An identity is only taken of the databases Airflow supports."""
+    with pytest.raises(TargetError, match=r"unsupported database 'mssql'.*SQLite, PostgreSQL or MySQL"):
+        target_identity("mssql+pyodbc://u:s3cret@h/af", None)
+
+
+CANARY = "canary-9b7e"
+
+
+@pytest.mark.parametrize(
+    "password",
+    [CANARY, f"a#{CANARY}", f"{CANARY}/x", f"x?{CANARY}", f"p@{CANARY}", f"{CANARY}@@", f":{CANARY}#@/?"],
+)
+@pytest.mark.parametrize("host", ["db", "[::1", "db:notaport"])
+def test_mask_url_never_shows_a_password(password: str, host: str) -> None:
+    """Whatever the password holds, and whether or not make_url can read the URL, it is masked."""
+    masked = mask_url(f"postgresql+psycopg://etl:{password}@{host}/airflow?sslmode=require")
+    assert "canary" not in masked and "9b7e" not in masked
+    assert masked.startswith("postgresql+psycopg://etl:***@")
+
+
+@pytest.mark.parametrize(
+    ("url", "schema", "described"),
+    [
+        ("postgresql://u:p@Prod/airflow", "public", "postgresql://prod:5432/airflow (schema public)"),
+        ("postgresql+psycopg2://u@prod:5433/airflow", None, "postgresql://prod:5433/airflow"),
+        ("mariadb://u@[::1]/af", None, "mysql://[::1]:3306/af"),
+        ("postgresql:///af?host=/run/pg", None, "postgresql://%2Frun%2Fpg:5432/af"),
+        ("sqlite:////srv/airflow.db", None, "sqlite:////srv/airflow.db"),
+    ],
+)
+def test_describe_identity_names_the_database(url: str, schema: str | None, described: str) -> None:
+    """An identity reads as a URL without user or password, plus the schema when there is one."""
+    assert describe_identity(target_identity(url, schema)) == described
+
+
+def test_describe_identity_hides_what_an_older_parser_took_from_a_password() -> None:
+    """urlsplit read `etl:pa/ss@db/af` as host etl, database ss@db/af: such an identity is not shown."""
+    old = {"family": "postgresql", "host": "etl", "port": 5432, "database": "canary@db/af", "schema": None}
+    assert "canary" not in describe_identity(old)
+    assert (
+        describe_identity(old)
+        == "a postgresql database recorded by an older dconn (its identity is not shown)"
+    )
+
+
+def test_describe_identity_of_nothing_recorded() -> None:
+    """A file without a recorded identity is named as such, not as an empty URL."""
+    assert describe_identity(None) == describe_identity({}) == "an unnamed database (no identity recorded)"
+
+
+def test_version_imports_no_sqlalchemy() -> None:
+    """`dconn --version` stays light: URL parsing imports SQLAlchemy only when a URL is read."""
+    code = (
+        "import sys\nfrom declarative_conns.cli import main\nsys.argv = ['dconn', '--version']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy')[:1])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().endswith("[]")

@@ -63,6 +63,16 @@ RotateOpt = Annotated[
     typer.Option("--rotate", help="Re-encrypt rows under an older key of the ring with the first key."),
 ]
 LockOpt = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another apply's lock.")]
+DbTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--db-timeout",
+        help="Seconds any database statement may wait for an answer before dconn gives up "
+        "(the apply lock's wait, --lock-timeout, comes on top).",
+    ),
+]
+#: --db-timeout's default; the same as declarative_conns.targets.discovery's (a light import).
+DEFAULT_DB_TIMEOUT = 60.0
 StrictOpt = Annotated[
     bool,
     typer.Option(
@@ -257,12 +267,17 @@ def refusing_commands(no_commands: bool) -> Iterator[None]:
         yield
 
 
-def find_target(db_url: str | None, fernet_key: str | None, lock_timeout: float = 30.0) -> Target:
+def find_target(
+    db_url: str | None,
+    fernet_key: str | None,
+    lock_timeout: float = 30.0,
+    db_timeout: float = DEFAULT_DB_TIMEOUT,
+) -> Target:
     """Find the target database and key: flags, environment, airflow.cfg."""
     from declarative_conns.targets.database.target import DatabaseTarget
     from declarative_conns.targets.discovery import resolve_target
 
-    return DatabaseTarget(resolve_target(db_url, fernet_key), lock_timeout)
+    return DatabaseTarget(resolve_target(db_url, fernet_key, db_timeout=db_timeout), lock_timeout)
 
 
 def make_workspace(target: Target, state: Path, lock_timeout: float, *, read_only: bool = False) -> Workspace:

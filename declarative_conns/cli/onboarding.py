@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from declarative_conns.onboarding.export import Onboarded
 
 from declarative_conns.cli.common import (
+    DEFAULT_DB_TIMEOUT,
+    DbTimeoutOpt,
     DbUrlOpt,
     DebugOpt,
     DocumentOutOpt,
@@ -56,6 +58,7 @@ def export(
     no_commands: NoCommandsOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
+    db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
     quiet: QuietOpt = False,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="List the exported conn_ids on stderr.")
@@ -75,7 +78,9 @@ def export(
         from declarative_conns.onboarding.export import export_document, refuse_secrets_on_terminal
 
         refuse_secrets_on_terminal(out, include_secrets, sys.stdout)
-        result = export_document(find_target(db_url, fernet_key), include_secrets=include_secrets)
+        result = export_document(
+            find_target(db_url, fernet_key, db_timeout=db_timeout), include_secrets=include_secrets
+        )
         _deliver_document(result, output, out, env_example, verbose=verbose, verb="Exported")
 
 

@@ -15,8 +15,10 @@ if TYPE_CHECKING:
 
 from declarative_conns.cli.common import (
     DEFAULT_CONFIG,
+    DEFAULT_DB_TIMEOUT,
     DEFAULT_STATE,
     ConfigOpt,
+    DbTimeoutOpt,
     DbUrlOpt,
     DebugOpt,
     KeyOpt,
@@ -66,6 +68,7 @@ def plan(
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
     lock_timeout: LockOpt = 30.0,
+    db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_color: NoColorOpt = False,
@@ -78,7 +81,7 @@ def plan(
     output = Output(quiet, no_color)
     with guarded(debug), refusing_commands(no_commands):
         _check_format(fmt)
-        target = find_target(db_url, fernet_key, lock_timeout)
+        target = find_target(db_url, fernet_key, lock_timeout, db_timeout)
         run = _plan(
             config,
             make_workspace(target, state, lock_timeout, read_only=read_only),
@@ -142,6 +145,7 @@ def apply(
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
     lock_timeout: LockOpt = 30.0,
+    db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_color: NoColorOpt = False,
@@ -155,7 +159,7 @@ def apply(
     with guarded(debug), refusing_commands(no_commands):
         if planfile is not None:
             refuse_configuration_as_plan(planfile)
-        target = find_target(db_url, fernet_key, lock_timeout)
+        target = find_target(db_url, fernet_key, lock_timeout, db_timeout)
         if planfile is not None:
             from declarative_conns.api import load_plan
 

@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     pass
 
 from declarative_conns.cli.common import (
+    DEFAULT_DB_TIMEOUT,
     DEFAULT_STATE,
+    DbTimeoutOpt,
     DbUrlOpt,
     DebugOpt,
     KeyOpt,
@@ -35,6 +37,7 @@ def restore(
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
     lock_timeout: LockOpt = 30.0,
+    db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
     quiet: QuietOpt = False,
     no_color: NoColorOpt = False,
     debug: DebugOpt = False,
@@ -48,7 +51,9 @@ def restore(
         from declarative_conns.api import plan_restore
         from declarative_conns.api import restore as carry_out
 
-        workspace = make_workspace(find_target(db_url, fernet_key, lock_timeout), state, lock_timeout)
+        workspace = make_workspace(
+            find_target(db_url, fernet_key, lock_timeout, db_timeout), state, lock_timeout
+        )
         prepared = plan_restore(backup, workspace)
         try:
             output.report(prepared.describe())

@@ -17,6 +17,10 @@ Compose file) means "no key", whatever airflow.cfg says. Values from variables a
 airflow.cfg have `$VARS` and `~` expanded, and airflow.cfg uses `%%` for a literal `%`, as in
 Airflow. `_SECRET` variants need Airflow's secrets backend, which dconn does not load: they are
 an error that says to pass the value another way.
+
+One parser reads database URLs: SQLAlchemy's `make_url`, the one Airflow's engine uses. The
+target's identity, the masked URL in every message and the engine dconn opens all come from
+it, so a password holding `#`, `/` or `?` cannot make one database look like another.
 """
 
 from __future__ import annotations
@@ -29,12 +33,28 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from declarative_conns.errors import TargetError
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
 #: How long a `_CMD` command may run, as for dconn's own `from_command` secrets.
 COMMAND_TIMEOUT_SECONDS = 60
+#: How long any database statement may wait for an answer (`--db-timeout`), CONTRACT §13.
+DEFAULT_DB_TIMEOUT_SECONDS = 60.0
+
+#: URL schemes per backend family (the part before any `+driver`).
+_FAMILIES = {
+    "postgres": "postgresql",
+    "postgresql": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "sqlite": "sqlite",
+}
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 
 
 @dataclass(frozen=True, repr=False)
@@ -46,6 +66,8 @@ class Target:
     schema: str | None
     url_source: str
     key_source: str | None
+    #: Longest wait for an answer to any database statement, in seconds (`--db-timeout`).
+    db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS
 
     def __repr__(self) -> str:
         return f"Target({mask_url(self.url)!r}, from {self.url_source})"
@@ -59,36 +81,78 @@ class Target:
 _QUERY_SECRET = re.compile(r"([?&](?:password|passwd|sslpassword)=)[^&#]*", re.IGNORECASE)
 
 
-def mask_url(url: str) -> str:
+def parse_url(url: str) -> URL:
+    """Parse a database URL as Airflow's engine does (SQLAlchemy's make_url), or raise TargetError."""
+    parsed = parse_url_or_none(url)
+    if parsed is None:
+        raise TargetError(f"not a database URL: {mask_url(url)}")
+    if parsed.host and "@" in parsed.host:
+        # make_url ends the password at the first "@": the rest would be taken for the host.
+        raise TargetError(
+            f"{mask_url(url)}: the password holds an '@', which a URL must spell %40 "
+            "(percent-encode the password)"
+        )
+    return parsed
+
+
+def backend_family(parsed: URL) -> str:
+    """Return the URL's backend family: sqlite, postgresql or mysql (MariaDB included)."""
+    backend = parsed.drivername.partition("+")[0]
+    family = _FAMILIES.get(backend)
+    if family is None:
+        raise TargetError(
+            f"unsupported database {backend!r} in {mask_url(parsed)}: Airflow's metadata database "
+            "is SQLite, PostgreSQL or MySQL/MariaDB"
+        )
+    return family
+
+
+def mask_url(url: str | URL) -> str:
     """Hide the password of a database URL: `postgresql://etl:***@host/airflow`."""
-    scheme, sep, rest = url.partition("://")
+    parsed = parse_url_or_none(url) if isinstance(url, str) else url
+    if parsed is None or (parsed.host and "@" in parsed.host):
+        return _mask_unparsed(str(url))
+    return _QUERY_SECRET.sub(r"\1***", parsed.render_as_string(hide_password=True))
+
+
+def parse_url_or_none(url: str) -> URL | None:
+    """Return SQLAlchemy's reading of a URL, or None where it cannot read one (for masking)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+
+
+def _mask_unparsed(text: str) -> str:
+    """Mask text make_url cannot read: everything before the last "@" of the authority goes."""
+    scheme, sep, rest = text.partition("://")
     if not sep:
-        return url
+        scheme, rest = "", text
     rest = _QUERY_SECRET.sub(r"\1***", rest)
-    end = len(rest)
-    for stop in "/?#":
-        found = rest.find(stop)
-        if found != -1:
-            end = min(end, found)
+    end = min([i for i in (rest.find(c) for c in "/?#") if i != -1] or [len(rest)])
     at = rest.rfind("@", 0, end)
     if at == -1:
-        # A password may hold an unescaped "/" — look for "@" in the whole remainder too.
-        at = rest.rfind("@")
-        if at == -1:
-            return f"{scheme}://{rest}"
-    credentials = rest[:at]
-    if ":" not in credentials:
-        return f"{scheme}://{rest}"
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{rest[at + 1 :]}"
+        at = rest.rfind("@")  # a password may hold an unescaped "/", "?" or "#"
+    if at == -1:
+        return f"{scheme}://{rest}" if sep else rest
+    user = rest[:at].split(":", 1)[0] if ":" in rest[:at] else ""
+    shown = f"{user}:***@{rest[at + 1 :]}" if user else f"***@{rest[at + 1 :]}"
+    return f"{scheme}://{shown}" if sep else shown
 
 
 def resolve_target(
     db_url: str | None = None,
     fernet_key: str | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS,
 ) -> Target:
     """Find the database URL, Fernet key and schema from flags, environment and airflow.cfg."""
+    if not 0 < db_timeout < float("inf"):
+        raise TargetError(f"--db-timeout must be a number of seconds above 0, not {db_timeout:g}")
     env = os.environ if environ is None else environ
     cfg = _read_airflow_cfg(env)
     url, url_source = _lookup(
@@ -115,7 +179,8 @@ def resolve_target(
         [("database", "sql_alchemy_schema"), ("core", "sql_alchemy_schema")],
         sensitive=False,
     )
-    return Target(url, key or None, (schema or "").strip() or None, url_source or "", key_source)
+    schema = (schema or "").strip() or None
+    return Target(url, key or None, schema, url_source or "", key_source, db_timeout)
 
 
 def airflow_home(env: Mapping[str, str]) -> Path:
@@ -247,42 +312,51 @@ def _run(command: str, where: str) -> str:
     except (OSError, ValueError) as exc:
         raise TargetError(f"{where}: the command could not run ({type(exc).__name__})") from None
     if done.returncode != 0:
-        raise TargetError(f"{where}: the command exited with code {done.returncode}")
+        # stderr is the command's own diagnostics (as for from_command); stdout may be the secret.
+        tail = " ".join(done.stderr.strip().splitlines()[-3:])[:300]
+        detail = f": {tail}" if tail else ""
+        raise TargetError(f"{where}: the command exited with code {done.returncode}{detail}")
     return done.stdout.strip()
 
 
 def target_identity(url: str, schema: str | None) -> dict[str, str | int | None]:
-    """Return what identifies a database across driver spellings: family, host, port, db, schema."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise TargetError(f"not a database URL: {mask_url(url)}") from None
-    scheme = parts.scheme.split("+", 1)[0]
-    family = {"postgres": "postgresql", "mariadb": "mysql"}.get(scheme, scheme)
+    """Return what identifies a database: family, host, port, database, schema; never driver or password.
+
+    Hosts are case-folded and the default port filled in; a Unix socket (`?host=/path`, or
+    MySQL's `?unix_socket=`) is the host. A SQLite database is its resolved absolute file path.
+    """
+    parsed = parse_url(url)
+    family = backend_family(parsed)
     if family == "sqlite":
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        database = str(Path(path.split("?", 1)[0]).expanduser().resolve()) if path else ""
+        path = parsed.database or ""
+        database = str(Path(path).expanduser().resolve()) if path and path != ":memory:" else ""
         return {"family": "sqlite", "host": None, "port": None, "database": database, "schema": None}
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    default_port = {"postgresql": 5432, "mysql": 3306}.get(family)
+    socket = parsed.query.get("host" if family == "postgresql" else "unix_socket")
+    host = parsed.host or (socket if isinstance(socket, str) else None) or "localhost"
     return {
         "family": family,
-        "host": (parts.hostname or "localhost").lower(),
-        "port": port or default_port,
-        "database": parts.path.lstrip("/") or None,
+        "host": host if host.startswith("/") else host.casefold(),
+        "port": parsed.port or _DEFAULT_PORTS[family],
+        "database": parsed.database or None,
         "schema": schema,
     }
 
 
-def describe_identity(identity: Mapping[str, object]) -> str:
-    """Return a target's identity as people read it: `postgresql://db.internal:5432/airflow (schema public)`."""
-    family = identity.get("family")
-    if family == "sqlite":
-        return f"sqlite:///{identity.get('database')}"
+def describe_identity(identity: object) -> str:
+    """Name a recorded target for people: `postgresql://prod:5432/airflow (schema public)`."""
+    if not isinstance(identity, dict) or not identity.get("family"):
+        return "an unnamed database (no identity recorded)"
     if "url" in identity:
-        return str(identity["url"])
-    text = f"{family}://{identity.get('host')}:{identity.get('port')}/{identity.get('database') or ''}"
-    return text + (f" (schema {identity['schema']})" if identity.get("schema") else "")
+        return str(identity["url"])  # an API target
+    family, host, database = identity["family"], identity.get("host") or "", identity.get("database") or ""
+    if family == "sqlite":
+        return f"sqlite:///{database}"
+    if "@" in f"{host}{database}":
+        # Identities recorded before make_url read URLs could hold part of a password.
+        return f"a {family} database recorded by an older dconn (its identity is not shown)"
+    if host.startswith("/"):
+        host = quote(host, safe="")  # a socket directory, spelled as libpq's URLs spell it
+    elif ":" in host:
+        host = f"[{host}]"  # IPv6
+    schema = identity.get("schema")
+    return f"{family}://{host}:{identity.get('port')}/{database}" + (f" (schema {schema})" if schema else "")

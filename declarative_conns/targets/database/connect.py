@@ -1,8 +1,9 @@
-"""Open connections to Airflow's metadata database: drivers, URL spellings, timeouts, errors.
+"""Open connections to Airflow's metadata database: drivers, URL spellings, errors.
 
 Airflow's own URL works as written (`postgres://`, `postgresql+psycopg2://`, `mysql+mysqldb://`):
 it is served by whichever driver dconn has installed. Errors become one line that never holds
-the URL's password.
+the URL's password. Connecting gives up after CONNECT_TIMEOUT_SECONDS; what bounds the waits
+once connected is in timeouts.py.
 """
 
 from __future__ import annotations
@@ -11,27 +12,30 @@ import importlib.util
 import os
 import sqlite3
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine
 
 from declarative_conns.errors import DatabaseError, TargetError
-from declarative_conns.targets.discovery import mask_url
+from declarative_conns.targets.database import timeouts
+from declarative_conns.targets.discovery import (
+    DEFAULT_DB_TIMEOUT_SECONDS,
+    backend_family,
+    mask_url,
+    parse_url,
+    parse_url_or_none,
+)
 
 CONNECT_TIMEOUT_SECONDS = 10
-#: Longest silence accepted from a MySQL server once connected (beyond the apply lock's wait).
-QUERY_SILENCE_SECONDS = 300
 
 #: Drivers per backend family: (SQLAlchemy's name, module), dconn's own first.
 _DRIVERS: dict[str, tuple[tuple[str, str], ...]] = {
     "postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
     "mysql": (("pymysql", "pymysql"), ("mysqldb", "MySQLdb")),
 }
-_FAMILIES = {"postgres": "postgresql", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
 _EXTRAS = {"postgresql": ("PostgreSQL", "postgres"), "mysql": ("MySQL/MariaDB", "mysql")}
 
 
@@ -47,12 +51,8 @@ def short_reason(error: BaseException, url: str | None = None) -> str:
 
 def _password_forms(url: str | None) -> list[str]:
     """Return the URL's password as written and as decoded, to scrub from messages."""
-    if not url:
-        return []
-    try:
-        password = make_url(url).password
-    except (exc.ArgumentError, ValueError):
-        return []
+    parsed = parse_url_or_none(url) if url else None
+    password = parsed.password if parsed is not None else None
     if not password or len(str(password)) < 4:  # drivers never echo it; don't mangle words
         return []
     return sorted({str(password), quote(str(password), safe="")}, key=len, reverse=True)
@@ -78,22 +78,13 @@ def connect(engine: Engine, url: str) -> Connection:
         ) from None
 
 
-def create_engine(url: str, lock_timeout: float) -> Engine:
+def create_engine(url: str, lock_timeout: float, db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS) -> Engine:
     """Build an engine for Airflow's URL, mapped onto the drivers dconn has installed."""
-    try:
-        parsed = make_url(url)
-    except (exc.ArgumentError, ValueError):
-        raise TargetError(f"not a database URL: {mask_url(url)}") from None
-    backend, _, asked = parsed.drivername.partition("+")
-    if backend == "sqlite":
+    parsed = parse_url(url)
+    family = backend_family(parsed)
+    if family == "sqlite":
         return _sqlite_engine(parsed.database or "", lock_timeout)
-    family = _FAMILIES.get(backend)
-    if family is None:
-        raise TargetError(
-            f"unsupported database {backend!r} in {mask_url(url)}: Airflow's metadata database "
-            "is SQLite, PostgreSQL or MySQL/MariaDB"
-        )
-    driver = _driver(family, asked)
+    driver = _driver(family, parsed.drivername.partition("+")[2])
     args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
     if driver == "psycopg":
         # No server-side prepared statements: PgBouncer in transaction mode (the Helm chart's
@@ -102,10 +93,7 @@ def create_engine(url: str, lock_timeout: float) -> Engine:
     if family == "mysql":
         # utf8mb4 on the wire whatever the URL says: it can carry every character a column holds.
         args["charset"] = "utf8mb4"
-        # PyMySQL's connect_timeout stops at the TCP connect; this bounds the handshake too.
-        # (mysqlclient bounds the handshake by connect_timeout and cannot change this later.)
-        waiting = max(lock_timeout, 0) + QUERY_SILENCE_SECONDS
-        args["read_timeout"] = CONNECT_TIMEOUT_SECONDS if driver == "pymysql" else waiting
+        args.update(timeouts.mysql_settings(driver, CONNECT_TIMEOUT_SECONDS, lock_timeout, db_timeout))
     # MySQL's dialect also serves MariaDB (it asks the server which it is).
     parsed = parsed.set(drivername=f"{family}+{driver}")
     # Round trips: Airflow's tables have no hstore column, so no probe for the type (3 round trips);
@@ -114,6 +102,8 @@ def create_engine(url: str, lock_timeout: float) -> Engine:
         {"use_native_hstore": False, "isolation_level": "AUTOCOMMIT"} if family == "postgresql" else {}
     )
     try:
+        if family == "postgresql":  # asks the driver which libpq it has: it may fail to load
+            args.update(timeouts.libpq_settings(parsed, driver, db_timeout))
         engine = sa.create_engine(parsed, connect_args=args, poolclass=sa.pool.NullPool, **options)
     except ImportError as error:
         label, extra = _EXTRAS[family]
@@ -121,8 +111,7 @@ def create_engine(url: str, lock_timeout: float) -> Engine:
             f"the {label} driver {driver} cannot be loaded ({error}): "
             f"pip install 'declarative-conns[{extra}]'"
         ) from None
-    if family == "mysql":
-        event.listen(engine, "connect", _mysql_session(lock_timeout))
+    timeouts.install(engine, driver, lock_timeout, db_timeout)
     return engine
 
 
@@ -144,23 +133,6 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
-
-
-def _mysql_session(lock_timeout: float) -> Callable[[Any, Any], None]:
-    """Return a connect hook: strict writes, and a long read timeout once the handshake is done."""
-
-    def on_connect(dbapi_conn: Any, _record: Any) -> None:
-        if hasattr(dbapi_conn, "_read_timeout"):  # PyMySQL: queries may wait for the apply lock
-            dbapi_conn._read_timeout = max(lock_timeout, 0) + QUERY_SILENCE_SECONDS
-        cursor = dbapi_conn.cursor()
-        # Strict mode turns a value too long for its column into an error, never a truncation.
-        cursor.execute(
-            "SET SESSION sql_mode = IF(@@SESSION.sql_mode = '', 'STRICT_ALL_TABLES', "
-            "CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES'))"
-        )
-        cursor.close()
-
-    return on_connect
 
 
 def _sqlite_engine(path: str, lock_timeout: float) -> Engine:

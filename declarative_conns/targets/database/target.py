@@ -23,7 +23,7 @@ from declarative_conns.core.model import Address, StoredObject, Values
 from declarative_conns.core.operations import Create, Delete, Operation, Reencrypt, Seen, Update
 from declarative_conns.errors import DatabaseError, TargetError
 from declarative_conns.targets.base import Capabilities, Progress, Snapshot, TargetInfo, WriteResult
-from declarative_conns.targets.database import column_rules, rows
+from declarative_conns.targets.database import column_rules, rows, timeouts
 from declarative_conns.targets.database.connect import connect, create_engine, short_reason
 from declarative_conns.targets.database.tables import (
     KIND_TABLES,
@@ -94,7 +94,7 @@ class DatabaseTarget:
     def open(self) -> TargetInfo:
         """Connect, reflect Airflow's tables and describe them; never create anything."""
         if self._reflected is None:
-            self._engine = create_engine(self.settings.url, self.lock_timeout)
+            self._engine = create_engine(self.settings.url, self.lock_timeout, self.settings.db_timeout)
             try:
                 self._conn = connect(self._engine, self.settings.url)
                 with self.reading() as conn:
@@ -296,28 +296,17 @@ class DatabaseTarget:
         """Serialise applies on one database; raise DatabaseError when the wait times out."""
         if self.dialect == "sqlite":
             return  # BEGIN IMMEDIATE already holds the write lock
-        if self.dialect == "mysql":
-            got = conn.execute(
-                sa.text(f"SELECT GET_LOCK({MYSQL_LOCK_NAME}, :t)"), {"t": int(max(timeout, 0))}
-            ).scalar()
-            if not got:
-                raise DatabaseError(self._lock_message(timeout))
-            return
-        try:
-            # One round trip: lock_timeout (local to this transaction) bounds the wait for the lock,
-            # and every lock a statement of the apply waits for after it.
-            conn.execute(
-                sa.text("SELECT set_config('lock_timeout', :ms, true), pg_advisory_xact_lock(:k)"),
-                {"ms": f"{max(int(timeout * 1000), 1)}ms", "k": PG_LOCK_KEY},
-            )
-        except exc.OperationalError as error:
-            if getattr(error.orig, "sqlstate", None) == "55P03":  # lock_not_available
-                raise DatabaseError(self._lock_message(timeout)) from None
-            raise
+        got = (
+            timeouts.lock_mysql(conn, MYSQL_LOCK_NAME, timeout)
+            if self.dialect == "mysql"
+            else timeouts.lock_postgres(conn, PG_LOCK_KEY, timeout)
+        )
+        if not got:
+            raise DatabaseError(self._lock_message(timeout))
 
     def _unlock(self, conn: Connection) -> None:
         """Release MySQL's session lock; PostgreSQL's ends with the transaction."""
-        if self.dialect == "mysql":
+        if self.dialect == "mysql" and not conn.invalidated:
             with contextlib.suppress(exc.SQLAlchemyError):  # the connection is gone, and the lock with it
                 conn.execute(sa.text(f"SELECT RELEASE_LOCK({MYSQL_LOCK_NAME})"))
 
