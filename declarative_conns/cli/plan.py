@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 from declarative_conns.cli.common import (
     DEFAULT_CONFIG,
     DEFAULT_STATE,
+    BackupsOpt,
     ConfigOpt,
     DbUrlOpt,
     DebugOpt,
@@ -136,6 +137,7 @@ def apply(
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
+    backups: BackupsOpt = None,
     lock_timeout: LockOpt = 30.0,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -152,13 +154,13 @@ def apply(
         if planfile is not None:
             from declarative_conns.api import load_plan
 
-            run = load_plan(planfile, make_workspace(target, state, lock_timeout))
+            run = load_plan(planfile, make_workspace(target, state, lock_timeout, backups=backups))
             for warning in run.warnings:
                 output.warn(warning)
         else:
             run = _plan(
                 config,
-                make_workspace(target, state, lock_timeout),
+                make_workspace(target, state, lock_timeout, backups=backups),
                 output,
                 strict=strict,
                 verbose=verbose,

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 from declarative_conns.cli.common import (
     DEFAULT_STATE,
+    BackupsOpt,
     DbUrlOpt,
     DebugOpt,
     KeyOpt,
@@ -33,6 +34,7 @@ def restore(
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
+    backups: BackupsOpt = None,
     lock_timeout: LockOpt = 30.0,
     quiet: QuietOpt = False,
     no_color: NoColorOpt = False,
@@ -47,7 +49,9 @@ def restore(
         from declarative_conns.api import plan_restore
         from declarative_conns.api import restore as carry_out
 
-        workspace = make_workspace(find_target(db_url, fernet_key, lock_timeout), state, lock_timeout)
+        workspace = make_workspace(
+            find_target(db_url, fernet_key, lock_timeout), state, lock_timeout, backups=backups
+        )
         prepared = plan_restore(backup, workspace)
         try:
             output.report(prepared.describe())
