@@ -63,8 +63,8 @@ def plan_doc(db: AirflowDb, tmp_path: Path, doc: str = DOC, state: str = "db:", 
 
 
 def plan_and_apply(db: AirflowDb, tmp_path: Path, doc: str = DOC, state: str = "db:") -> None:
-    """Plan and apply a document with the state in the database."""
-    with plan_doc(db, tmp_path, doc, state) as run_:
+    """Plan and apply a document with the state in the database, as `dconn apply` does."""
+    with plan_doc(db, tmp_path, doc, state, refresh_state=False) as run_:
         apply(run_)
 
 
@@ -294,17 +294,15 @@ def test_plan_writes_the_snapshot_only_when_it_changed_and_never_read_only(
 ) -> None:
     """A plan rewrites the row only for a new snapshot; --read-only never writes it."""
     db = make_db(backend, "2.x")
-    (tmp_path / "connections.toml").write_text(DOC)
-    assert run(db, tmp_path, "apply", "--auto-approve", "--state", "db:").returncode == 0
+    plan_and_apply(db, tmp_path)
     applied = state_row(db)
-    assert run(db, tmp_path, "plan", "--state", "db:").returncode == 0
+    plan_doc(db, tmp_path).close()
     assert state_row(db) == applied  # nothing new: not even the serial moved
     insert_raw(db.engine, db.table, [{"conn_id": "made_in_ui", "conn_type": "ftp"}])
-    read_only = run(db, tmp_path, "plan", "--state", "db:", "--read-only")
-    assert read_only.returncode == 0, read_only.stderr
+    plan_doc(db, tmp_path, ws={"read_only": True}).close()
     assert state_row(db) == applied
-    refreshed = run(db, tmp_path, "plan", "--state", "db:")
-    assert refreshed.returncode == 0, refreshed.stderr
+    with plan_doc(db, tmp_path) as refreshed:
+        assert refreshed.read_version == (applied["lineage"], 2)  # type: ignore[index]
     row = state_row(db)
     assert row is not None and row["serial"] == 2 and row["lineage"] == applied["lineage"]  # type: ignore[index]
     assert "made_in_ui" in row["document"]
@@ -357,17 +355,19 @@ def test_two_environments_sharing_one_database_keep_separate_states(
 ) -> None:
     """db:staging and db:prod in one database: each manages its own objects and never deletes the other's."""
     db = make_db(backend, "2.x")
-    staging = '[connections.s1]\nconn_type = "http"\n[connections.s2]\nconn_type = "http"\n'
-    prod = '[connections.p1]\nconn_type = "http"\n'
-    for name, doc in (("staging", staging), ("prod", prod)):
-        (tmp_path / f"{name}.toml").write_text(doc)
-        result = run(db, tmp_path, "apply", "-c", f"{name}.toml", "--state", f"db:{name}", "--auto-approve")
-        assert result.returncode == 0, result.stderr
-    (tmp_path / "staging.toml").write_text('[connections.s1]\nconn_type = "http"\n')  # s2 removed
-    result = run(db, tmp_path, "apply", "-c", "staging.toml", "--state", "db:staging", "--auto-approve")
-    assert result.returncode == 0, result.stderr
-    assert 'connection "s2" will be destroyed (no longer in the configuration)' in result.stdout
-    assert "p1" not in result.stdout.split("dconn will perform the following actions:")[1]
+    plan_and_apply(
+        db,
+        tmp_path,
+        '[connections.s1]\nconn_type = "http"\n[connections.s2]\nconn_type = "http"\n',
+        "db:staging",
+    )
+    plan_and_apply(db, tmp_path, '[connections.p1]\nconn_type = "http"\n', "db:prod")
+    s1_only = '[connections.s1]\nconn_type = "http"\n'  # s2 removed
+    with plan_doc(db, tmp_path, s1_only, "db:staging", refresh_state=False) as run_:
+        text = run_.render("text")
+        apply(run_)
+    assert 'connection "s2" will be destroyed (no longer in the configuration)' in text
+    assert '"p1"' not in text.split("dconn will perform the following actions:")[1]
     assert sorted(r["conn_id"] for r in db.rows()) == ["p1", "s1"]
     rows = {name: state_row(db, name) for name in ("staging", "prod")}
     assert json.loads(rows["staging"]["document"])["managed"] == {"connection": ["s1"]}  # type: ignore[index]
