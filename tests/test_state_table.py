@@ -420,6 +420,29 @@ def test_corrupt_state_row_is_one_error_and_never_replaced(make_db: Any, tmp_pat
     assert state_row(db)["document"] == "{not json"  # type: ignore[index]
 
 
+#: The table as README's "Where the state lives" gives it to a DBA who creates it by hand.
+DBA_DDL = {
+    "sqlite": "CREATE TABLE dconn_state (name VARCHAR(200) PRIMARY KEY, lineage VARCHAR(64) NOT NULL, "
+    "serial BIGINT NOT NULL, written_at VARCHAR(40) NOT NULL, document TEXT NOT NULL)",
+    "mysql": "CREATE TABLE dconn_state (name VARCHAR(200) CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY, "
+    "lineage VARCHAR(64) NOT NULL, serial BIGINT NOT NULL, written_at VARCHAR(40) NOT NULL, "
+    "document LONGTEXT NOT NULL) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin",
+}
+DBA_DDL["postgres"] = DBA_DDL["sqlite"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_table_created_by_a_dba_is_used(make_db: Any, tmp_path: Path, backend: str) -> None:
+    """A dconn_state table made by hand with the documented DDL is used as dconn's own."""
+    db = make_db(backend, "2.x")
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(DBA_DDL[backend])
+    plan_and_apply(db, tmp_path)
+    plan_and_apply(db, tmp_path, DOC.replace("a.internal", "b.internal"))
+    row = state_row(db)
+    assert row is not None and row["serial"] == 2
+
+
 def test_a_foreign_table_named_dconn_state_is_refused(make_db: Any, tmp_path: Path) -> None:
     """A dconn_state table dconn did not create is named, not written into."""
     db = make_db("sqlite", "2.x")
