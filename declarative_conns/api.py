@@ -40,6 +40,13 @@ from declarative_conns.errors import (
 )
 from declarative_conns.files import backups
 from declarative_conns.files.state import StateChanged, StateFile, Version, version_of
+from declarative_conns.files.store import (
+    DEFAULT_DB_BACKUPS,
+    StateLocation,
+    StateNotSaved,
+    StateStore,
+    parse_state_location,
+)
 from declarative_conns.output.text import PlanContext
 from declarative_conns.targets.base import Progress, Snapshot, Target, TargetInfo
 
@@ -51,18 +58,20 @@ Resolver = Callable[[SecretRef], str]
 
 @dataclass(frozen=True)
 class Workspace:
-    """Say where dconn works: the target (with its key), the state file, and how to write."""
+    """Say where dconn works: the target (with its key), where the state lives, and how to write."""
 
     #: The target: a DatabaseTarget, an ApiTarget, or what resolve_target() returns.
     target: Target
-    state_path: Path = Path(".dconn/state.json")
+    #: The state file; or "db:" / "db:NAME": a row of the target database's `dconn_state` table.
+    state_path: Path | str = Path(".dconn/state.json")
     lock_timeout: float = 30.0
     #: Write nothing at all: no state, no backup, no lock (`dconn plan --read-only`).
     read_only: bool = False
+    #: Where an apply's row backups go; None: `backups/` beside the state file, or
+    #: `.dconn/backups/` in the current directory for a state in the database.
+    backups_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        # Accept a str too: scripts pass paths as text, and the engine needs a Path.
-        object.__setattr__(self, "state_path", Path(self.state_path))
         from declarative_conns.targets.discovery import Target as DatabaseSettings
 
         if isinstance(self.target, DatabaseSettings):
@@ -70,11 +79,35 @@ class Workspace:
             from declarative_conns.targets.database.target import DatabaseTarget
 
             object.__setattr__(self, "target", DatabaseTarget(self.target, self.lock_timeout))
+        # A str may name the database ("db:NAME"); a file's path becomes a Path for the engine.
+        location = parse_state_location(self.state_path)
+        object.__setattr__(self, "state_path", location.path or location.spelling)
+        if location.in_database and not self.target.capabilities.holds_state:
+            raise InputError(
+                f"--state {location.spelling} keeps the state in the target database, which is not "
+                f"available for API targets ({self.target.display}): keep the state in a file committed "
+                "to git (--state .dconn/state.json)"
+            )
 
     @property
-    def state(self) -> StateFile:
-        """Return the state store."""
-        return StateFile(self.state_path)
+    def state_location(self) -> StateLocation:
+        """Return where the state lives: a file, or a named row in the target database."""
+        return parse_state_location(self.state_path)
+
+    @property
+    def state(self) -> StateStore:
+        """Return the state store: the file, or the target database's `dconn_state` table."""
+        location = self.state_location
+        if location.db_name is None:
+            return StateFile(Path(self.state_path), self.backups_dir)
+        from declarative_conns.targets.database.state_table import DatabaseState
+        from declarative_conns.targets.database.target import DatabaseTarget
+
+        # Only a target whose capabilities hold the state gets here (checked above): a database.
+        assert isinstance(self.target, DatabaseTarget)
+        return DatabaseState(
+            self.target, location.db_name, self.backups_dir or DEFAULT_DB_BACKUPS, self.lock_timeout
+        )
 
     @classmethod
     def from_airflow_config(
@@ -96,9 +129,7 @@ class Workspace:
         from declarative_conns.targets.database.target import DatabaseTarget
         from declarative_conns.targets.discovery import resolve_target
 
-        return cls(
-            DatabaseTarget(resolve_target(db_url, fernet_key), lock_timeout), Path(state_path), lock_timeout
-        )
+        return cls(DatabaseTarget(resolve_target(db_url, fernet_key), lock_timeout), state_path, lock_timeout)
 
 
 @dataclass(repr=False)
@@ -177,8 +208,12 @@ def plan(
     store, target = workspace.state, workspace.target
     if not workspace.read_only:
         store.check_writable()
-    previous = store.load()
-    _check_state_target(previous, target, store)
+    try:
+        previous = store.load()  # a state in the database is read through the target's connection
+        _check_state_target(previous, target, store)
+    except BaseException:
+        target.close()
+        raise
     digester, same_key = run_digester(target.keyring, previous)
     info = target.open()
     try:
@@ -238,9 +273,13 @@ def plan(
     return run
 
 
-def _check_state_target(state: State | None, target: Target, store: StateFile) -> None:
-    """Refuse a state recorded for another target; the file is left as it is."""
-    if state is None or state.target.get("identity") == dict(target.identity):
+def _check_state_target(state: State | None, target: Target, store: StateStore) -> None:
+    """Refuse a state file recorded for another target; the file is left as it is.
+
+    A state in the target database belongs to it whatever host name reached it (a tunnel, a
+    restored copy): its next write records the identity it was reached by.
+    """
+    if state is None or store.inside_target or state.target.get("identity") == dict(target.identity):
         return
     from declarative_conns.targets.discovery import describe_identity
 
@@ -272,7 +311,7 @@ def _check_kinds(desired: DesiredState, info: TargetInfo, target: Target) -> tup
 
 
 def _settle_pending(
-    store: StateFile, previous: State | None, snapshot: Snapshot, digester: Digester, read_only: bool
+    store: StateStore, previous: State | None, snapshot: Snapshot, digester: Digester, read_only: bool
 ) -> tuple[State | None, list[str]]:
     """Settle the state of an apply interrupted between its commit and its state write.
 
@@ -284,7 +323,8 @@ def _settle_pending(
         return previous, []
     if pending.lineage != (previous.lineage if previous else pending.lineage):
         return previous, [
-            f"{store.pending_path} belongs to another state (lineage {pending.lineage}); left as it is"
+            f"the pending state beside {store.describe()} belongs to another state (lineage {pending.lineage}); "
+            "left as it is"
         ]
     committed = _holds_pending(pending, snapshot, digester)
     if not read_only:
@@ -315,19 +355,27 @@ def _holds_pending(pending: State, snapshot: Snapshot, digester: Digester) -> bo
     return any(now.get(a, set()) != rows for a, rows in before.items())
 
 
-def _save_snapshot(store: StateFile, run: PlannedRun) -> None:
-    """Write the refreshed snapshot, unless another run wrote the state meanwhile (then it is kept)."""
+def _save_snapshot(store: StateStore, run: PlannedRun) -> None:
+    """Write the refreshed snapshot, unless another run wrote the state meanwhile (then it is kept).
+
+    A store that cannot take it (a database without the `dconn_state` table, which only an
+    apply creates) leaves it in memory: the apply writes it.
+    """
     from declarative_conns.files.atomic import now
 
     run.state.snapshot["taken_at"] = now()
     try:
-        store.save(run.state, run.read_version)
+        written = store.save(run.state, run.read_version)
     except StateChanged:
         run.warnings.append(
             f"{store.describe()} was written by another dconn run meanwhile; its snapshot was not refreshed"
         )
         return
-    run.read_version = version_of(run.state)
+    except StateNotSaved as error:
+        run.warnings.append(str(error))
+        return
+    if written:
+        run.read_version = version_of(run.state)
 
 
 def _context(info: TargetInfo, target: Target, snapshot: Snapshot, plan: Plan, verbose: bool) -> PlanContext:
@@ -369,11 +417,12 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
     store = workspace.state
     if not plan.summary.has_changes:
         state = _state_after(run, ())
-        store.save(state, run.read_version)
+        store.save(state, run.read_version, create=True)
         return 0
     staged = committed = False
     try:
         with target.session(workspace.lock_timeout) as session:
+            store.prepare(session)  # before any write: MySQL commits a CREATE TABLE at once
             _check_fresh(run, session.fingerprints(plan.kinds, run.digester), store)
             created = [op.address for op in plan.operations if isinstance(op, Create)]
             pre_images = session.pre_images(plan.operations, run.values, run.digester)
@@ -436,7 +485,7 @@ def _state_after(
     return state
 
 
-def _check_fresh(run: PlannedRun, current: Mapping[Address, Any], store: StateFile) -> None:
+def _check_fresh(run: PlannedRun, current: Mapping[Address, Any], store: StateStore) -> None:
     """Refuse to go on when an object or the state the plan depends on changed since it was computed."""
     expected = run.plan.expected
     changed = sorted(str(a) for a, seen in expected.items() if tuple(current.get(a, ())) != tuple(seen))

@@ -617,6 +617,9 @@ def test_state_per_environment_with_state_flag(demo: tuple[Path, dict[str, str]]
 
 GITHUB = ROOT / "examples/ci/github-actions.yml"
 GITLAB = ROOT / "examples/ci/gitlab-ci.yml"
+#: The variants for API targets, whose state is a file committed back by the apply job.
+GITHUB_API = ROOT / "examples/ci/github-actions-api.yml"
+GITLAB_API = ROOT / "examples/ci/gitlab-ci-api.yml"
 
 
 def load_yaml(path: Path) -> dict[Any, Any]:
@@ -628,15 +631,15 @@ def load_yaml(path: Path) -> dict[Any, Any]:
     return document
 
 
-def github_script(job: str, step: str) -> str:
-    """Return the `run:` script of a named step of the GitHub workflow."""
-    (found,) = [s["run"] for s in load_yaml(GITHUB)["jobs"][job]["steps"] if s.get("name") == step]
+def github_script(job: str, step: str, workflow: Path = GITHUB) -> str:
+    """Return the `run:` script of a named step of a GitHub workflow."""
+    (found,) = [s["run"] for s in load_yaml(workflow)["jobs"][job]["steps"] if s.get("name") == step]
     return str(found)
 
 
-def gitlab_script(job: str) -> str:
+def gitlab_script(job: str, pipeline: Path = GITLAB) -> str:
     """Return a GitLab job's script lines as the one shell script the runner executes."""
-    return "\n".join(load_yaml(GITLAB)[job]["script"]) + "\n"
+    return "\n".join(load_yaml(pipeline)[job]["script"]) + "\n"
 
 
 def run_ci_script(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -654,24 +657,54 @@ def run_ci_script(script: str, cwd: Path, env: dict[str, str]) -> subprocess.Com
     )
 
 
-def test_ci_examples_parse_and_wire_the_jobs() -> None:
-    """Both CI files are valid YAML with the nightly, pull-request, plan and approved-apply jobs."""
-    github = load_yaml(GITHUB)
+@pytest.mark.parametrize(("workflow", "pipeline"), [(GITHUB, GITLAB), (GITHUB_API, GITLAB_API)])
+def test_ci_examples_parse_and_wire_the_jobs(workflow: Path, pipeline: Path) -> None:
+    """The CI files are valid YAML with the nightly, pull-request, plan and approved-apply jobs."""
+    github = load_yaml(workflow)
     triggers = github[True]  # YAML 1.1 reads the key `on` as true
     assert triggers["schedule"][0]["cron"] == "23 4 * * *"
     assert "pull_request" in triggers and triggers["push"]["branches"] == ["main"]
     jobs = github["jobs"]
     assert jobs["apply"]["needs"] == "plan" and jobs["apply"]["environment"] == "airflow-production"
-    assert jobs["apply"]["permissions"] == {"contents": "write"}
     assert github["permissions"] == {"contents": "read"}
-    gitlab = load_yaml(GITLAB)
+    gitlab = load_yaml(pipeline)
     assert gitlab["stages"] == ["validate", "plan", "apply"]
     assert gitlab["apply"]["rules"][0]["when"] == "manual" and gitlab["apply"]["needs"] == ["plan"]
     assert gitlab["drift"]["rules"][0] == {"if": '$CI_PIPELINE_SOURCE == "schedule"'}
-    for text in (GITHUB.read_text(), GITLAB.read_text()):
+    for text in (workflow.read_text(), pipeline.read_text()):
         assert "--detailed-exitcode" in text and "|| code=$?" in text
 
 
+def test_database_ci_examples_keep_the_state_in_the_database() -> None:
+    """With a database target the examples use --state db: everywhere and never write the repository."""
+    github, gitlab = load_yaml(GITHUB), load_yaml(GITLAB)
+    scripts = [
+        s["run"] for job in github["jobs"].values() for s in job["steps"] if "dconn " in s.get("run", "")
+    ]
+    scripts += [line for job in gitlab.values() if isinstance(job, dict) for line in job.get("script", [])]
+    for script in scripts:
+        if "dconn plan" in script or "dconn apply" in script:
+            assert "--state db:" in script or '--state "db:"' in script, script
+        assert "git " not in script and "state.json" not in script, script
+    assert "permissions" not in github["jobs"]["apply"]  # the workflow's contents: read
+    assert "DCONN_PUSH_TOKEN" not in GITLAB.read_text()
+    assert github["jobs"]["plan"]["steps"][-1]["with"]["path"] == "plan.json"
+    assert "--read-only" in github_script("plan-pr", "dconn plan") and "--read-only" in gitlab_script(
+        "plan:merge-request"
+    )
+
+
+def test_api_ci_examples_commit_the_state_file() -> None:
+    """For an API target the examples keep the state in a file that the apply job commits back."""
+    github, gitlab = load_yaml(GITHUB_API), load_yaml(GITLAB_API)
+    assert github["jobs"]["apply"]["permissions"] == {"contents": "write"}
+    assert "git push origin HEAD:main" in github_script("apply", "Commit the state file", GITHUB_API)
+    assert any("git push" in line for line in gitlab["apply"]["script"])
+    for text in (GITHUB_API.read_text(), GITLAB_API.read_text()):
+        assert "DCONN_API_URL" in text and "DCONN_DB_URL" not in text and "db:" not in text
+
+
+@pytest.mark.parametrize("workflow", [GITHUB, GITHUB_API], ids=["db-state", "api-file-state"])
 @pytest.mark.parametrize(
     ("job", "step", "changes", "errors"),
     [
@@ -681,13 +714,13 @@ def test_ci_examples_parse_and_wire_the_jobs() -> None:
     ],
 )
 def test_github_steps_treat_exit_code_2_as_intended(
-    demo: tuple[Path, dict[str, str]], job: str, step: str, changes: int, errors: int
+    demo: tuple[Path, dict[str, str]], job: str, step: str, changes: int, errors: int, workflow: Path
 ) -> None:
     """Under bash -e, changes pass a plan step and fail the nightly one; errors fail both."""
     cwd, env = demo
     summary, output = cwd / "summary.md", cwd / "output.txt"
     env = {**env, "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": str(output)}
-    script = github_script(job, step)
+    script = github_script(job, step, workflow)
     result = run_ci_script(script, cwd, env)
     assert result.returncode == changes, result.stdout + result.stderr
     assert summary.read_text().startswith("### dconn plan\n\n**Plan: 1 to add, 2 to change, 2 to destroy")
@@ -697,23 +730,26 @@ def test_github_steps_treat_exit_code_2_as_intended(
     assert down.returncode == errors and "Error: " in down.stderr
 
 
+@pytest.mark.parametrize("pipeline", [GITLAB, GITLAB_API], ids=["db-state", "api-file-state"])
 @pytest.mark.parametrize(("job", "changes"), [("plan:merge-request", 0), ("plan", 0), ("drift", 2)])
 def test_gitlab_scripts_treat_exit_code_2_as_intended(
-    demo: tuple[Path, dict[str, str]], job: str, changes: int
+    demo: tuple[Path, dict[str, str]], job: str, changes: int, pipeline: Path
 ) -> None:
     """GitLab's job scripts: changes pass a plan job and fail the nightly one; errors fail both."""
     cwd, env = demo
-    result = run_ci_script(gitlab_script(job), cwd, env)
+    result = run_ci_script(gitlab_script(job, pipeline), cwd, env)
     assert result.returncode == changes, result.stdout + result.stderr
     assert "### dconn plan" in result.stdout
-    down = run_ci_script(gitlab_script(job), cwd, {**env, "DCONN_DB_URL": f"sqlite:///{cwd / 'missing.db'}"})
+    down = run_ci_script(
+        gitlab_script(job, pipeline), cwd, {**env, "DCONN_DB_URL": f"sqlite:///{cwd / 'missing.db'}"}
+    )
     assert down.returncode == 1
 
 
-def test_github_flow_plan_apply_commit_then_nightly_drift(
-    demo: tuple[Path, dict[str, str]], tmp_path: Path
-) -> None:
-    """The workflow end to end: plan job, apply job in a fresh clone, state committed, nightly drift."""
+def github_flow(
+    demo: tuple[Path, dict[str, str]], tmp_path: Path, workflow: Path
+) -> tuple[Path, dict[str, str]]:
+    """Run a workflow's plan job and apply job, each in a fresh clone; return a fresh clone for the nightly job."""
     cwd, env = demo
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     origin = tmp_path / "origin.git"
@@ -737,32 +773,67 @@ def test_github_flow_plan_apply_commit_then_nightly_drift(
         "GITHUB_OUTPUT": str(tmp_path / "out"),
     }
     plan_job = checkout("plan-job")
-    assert (
-        run_ci_script(github_script("plan", "dconn plan --out plan.json"), plan_job, github).returncode == 0
-    )
+    planned = run_ci_script(github_script("plan", "dconn plan --out plan.json", workflow), plan_job, github)
+    assert planned.returncode == 0, planned.stderr
     apply_job = checkout("apply-job")
-    jobs = load_yaml(GITHUB)["jobs"]
+    jobs = load_yaml(workflow)["jobs"]
     (upload,) = [s for s in jobs["plan"]["steps"] if "upload-artifact" in s.get("uses", "")]
     for name in upload["with"]["path"].split():  # what the artifact carries from job to job
-        (apply_job / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(plan_job / name, apply_job / name)
+        if (plan_job / name).exists():  # a first run has no state file to carry
+            (apply_job / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(plan_job / name, apply_job / name)
     steps = [s for s in jobs["apply"]["steps"] if "run" in s and "pip" not in s["run"]]
     for step in steps:
         result = run_ci_script(step["run"], apply_job, {**github, "GITHUB_SHA": "0123456789abcdef"})
         assert result.returncode == 0, step["name"] + result.stdout + result.stderr
-    nightly = checkout("nightly")
-    assert (nightly / ".dconn/state.json").is_file(), "the apply job committed the state"
-    assert (
-        run_ci_script(github_script("drift", "dconn plan --detailed-exitcode"), nightly, github).returncode
-        == 0
-    )
+    return checkout("nightly"), github
+
+
+def nightly_drift(demo: tuple[Path, dict[str, str]], tmp_path: Path, nightly: Path, workflow: Path) -> None:
+    """The nightly job finds no drift, then, after an edit made behind dconn's back, reports it as drift."""
+    cwd, _ = demo
+    github = {
+        **demo[1],
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "GITHUB_OUTPUT": str(tmp_path / "out"),
+    }
+    drift = github_script("drift", "dconn plan --detailed-exitcode", workflow)
+    clean = run_ci_script(drift, nightly, github)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
     with sqlite3.connect(cwd / "airflow.db") as db:
         db.execute("UPDATE connection SET host = 'edited-in-ui' WHERE conn_id = 'orders_mysql'")
     db.close()
-    drifted = run_ci_script(github_script("drift", "dconn plan --detailed-exitcode"), nightly, github)
+    drifted = run_ci_script(drift, nightly, github)
     assert drifted.returncode == 2
     assert "::error title=Airflow connections drifted::" in drifted.stdout
+    # "Changed outside dconn" needs what the apply recorded: the nightly job found the state.
     assert "#### Changed outside dconn" in (tmp_path / "summary.md").read_text()
+
+
+def test_github_flow_plan_apply_commit_then_nightly_drift(
+    demo: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """The API variant end to end: plan job, apply job in a fresh clone, state file committed, nightly drift."""
+    nightly, _ = github_flow(demo, tmp_path, GITHUB_API)
+    assert (nightly / ".dconn/state.json").is_file(), "the apply job committed the state"
+    nightly_drift(demo, tmp_path, nightly, GITHUB_API)
+
+
+def test_github_flow_with_the_state_in_the_database(
+    demo: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """The database variant end to end: the apply job commits nothing; the nightly job reads the state from the database."""
+    nightly, _ = github_flow(demo, tmp_path, GITHUB)
+    log = subprocess.run(
+        ["git", "-C", str(nightly), "log", "--oneline"], check=True, capture_output=True, text=True
+    )
+    assert len(log.stdout.splitlines()) == 1, "nothing was committed back"
+    assert not (nightly / ".dconn").exists()
+    with sqlite3.connect(demo[0] / "airflow.db") as db:
+        ((name, serial),) = db.execute("SELECT name, serial FROM dconn_state").fetchall()
+    db.close()
+    assert (name, serial) == ("default", 1)
+    nightly_drift(demo, tmp_path, nightly, GITHUB)
 
 
 def test_docs_walkthrough_shows_what_dconn_prints(demo: tuple[Path, dict[str, str]]) -> None:

@@ -1,7 +1,7 @@
 """The `dconn` command line: parse, call the library, render, map errors to exit codes.
 
-One module per command (validate, envs, plan/apply, export/convert, restore) around `common`, which
-holds the typer app, the shared options and the terminal output.
+One module per command (validate, envs, plan/apply, export/convert, restore, state pull/push)
+around `common`, which holds the typer app, the shared options and the terminal output.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from declarative_conns.cli import envs, onboarding, plan, restore, validate
+from declarative_conns.cli import envs, onboarding, plan, restore, state, validate
 from declarative_conns.cli.common import app
 
 # In the order `dconn --help` lists them.
@@ -25,6 +25,7 @@ for _command in (
     restore.restore,
 ):
     app.command()(_command)
+app.add_typer(state.state_app, name="state")
 
 __all__ = ["app", "main"]
 

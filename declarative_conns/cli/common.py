@@ -53,7 +53,22 @@ KeyOpt = Annotated[
         show_default=False,
     ),
 ]
-StateOpt = Annotated[Path, typer.Option("--state", help="State file.")]
+StateOpt = Annotated[
+    str,
+    typer.Option(
+        "--state",
+        help="State file; or db: / db:NAME to keep the state in the target database (table dconn_state).",
+    ),
+]
+BackupsOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--backups",
+        help="Folder of the row backups. Default: backups/ beside the state file; .dconn/backups "
+        "for a state in the database.",
+        show_default=False,
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print no warnings or progress.")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="List unmanaged and ignored connections.")]
 NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Print without colour (also: NO_COLOR).")]
@@ -116,7 +131,7 @@ EnvExampleOpt = Annotated[
 ]
 
 DEFAULT_CONFIG = Path("connections.toml")
-DEFAULT_STATE = Path(".dconn/state.json")
+DEFAULT_STATE = ".dconn/state.json"
 
 
 class Output:
@@ -280,11 +295,22 @@ def find_target(
     return DatabaseTarget(resolve_target(db_url, fernet_key, db_timeout=db_timeout), lock_timeout)
 
 
-def make_workspace(target: Target, state: Path, lock_timeout: float, *, read_only: bool = False) -> Workspace:
-    """Pair the target with the state file."""
+def make_workspace(
+    target: Target,
+    state: str,
+    lock_timeout: float,
+    *,
+    read_only: bool = False,
+    backups: Path | None = None,
+) -> Workspace:
+    """Pair the target with where the state lives (`--state PATH`, or `db:NAME` in the target database)."""
     from declarative_conns.api import Workspace
 
-    return Workspace(target, state, lock_timeout, read_only)
+    try:
+        return Workspace(target, state, lock_timeout, read_only, backups)
+    except BaseException:
+        target.close()
+        raise
 
 
 def approve(command: str = "apply") -> None:

@@ -17,6 +17,7 @@ from declarative_conns.cli.common import (
     DEFAULT_CONFIG,
     DEFAULT_DB_TIMEOUT,
     DEFAULT_STATE,
+    BackupsOpt,
     ConfigOpt,
     DbTimeoutOpt,
     DbUrlOpt,
@@ -144,6 +145,7 @@ def apply(
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
+    backups: BackupsOpt = None,
     lock_timeout: LockOpt = 30.0,
     db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
     quiet: QuietOpt = False,
@@ -163,13 +165,13 @@ def apply(
         if planfile is not None:
             from declarative_conns.api import load_plan
 
-            run = load_plan(planfile, make_workspace(target, state, lock_timeout))
+            run = load_plan(planfile, make_workspace(target, state, lock_timeout, backups=backups))
             for warning in run.warnings:
                 output.warn(warning)
         else:
             run = _plan(
                 config,
-                make_workspace(target, state, lock_timeout),
+                make_workspace(target, state, lock_timeout, backups=backups),
                 output,
                 strict=strict,
                 verbose=verbose,

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 from declarative_conns.cli.common import (
     DEFAULT_DB_TIMEOUT,
     DEFAULT_STATE,
+    BackupsOpt,
     DbTimeoutOpt,
     DbUrlOpt,
     DebugOpt,
@@ -36,6 +37,7 @@ def restore(
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     state: StateOpt = DEFAULT_STATE,
+    backups: BackupsOpt = None,
     lock_timeout: LockOpt = 30.0,
     db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
     quiet: QuietOpt = False,
@@ -52,7 +54,7 @@ def restore(
         from declarative_conns.api import restore as carry_out
 
         workspace = make_workspace(
-            find_target(db_url, fernet_key, lock_timeout, db_timeout), state, lock_timeout
+            find_target(db_url, fernet_key, lock_timeout, db_timeout), state, lock_timeout, backups=backups
         )
         prepared = plan_restore(backup, workspace)
         try:

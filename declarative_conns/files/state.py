@@ -9,6 +9,9 @@ An apply writes the state it is about to commit as `state.json.pending` first, i
 transaction; after the commit the pending file replaces the state. A run that finds a pending
 file settles it against what the target holds (api.py): so the state follows the commit
 whatever happens after it — Ctrl-C, a full disk, a killed process.
+
+The state may live in the target database instead (`--state db:`,
+targets.database.state_table); files.store says which, and what both stores do.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class StateFile:
     """The state kept in a file; its pending apply beside it."""
 
     path: Path
+    #: Where the apply's row backups go; None: `backups/` beside the state file.
+    backups: Path | None = None
 
     @property
     def pending_path(self) -> Path:
@@ -52,8 +57,13 @@ class StateFile:
 
     @property
     def backups_dir(self) -> Path:
-        """Return the folder of the apply's row backups, beside the state file."""
-        return self.path.parent / "backups"
+        """Return the folder of the apply's row backups, beside the state file unless told otherwise."""
+        return self.backups if self.backups is not None else self.path.parent / "backups"
+
+    @property
+    def inside_target(self) -> bool:
+        """Tell that a file lives outside the target (so it is checked against the target's identity)."""
+        return False
 
     def describe(self) -> str:
         """Return the state's location as messages name it."""
@@ -71,11 +81,18 @@ class StateFile:
         """Return the state of an apply that may not have been settled, if there is one."""
         return _read(self.pending_path, "pending state file")
 
-    def save(self, state: State, expected: Version) -> None:
-        """Write the state as the next serial, if the file still holds the `expected` version."""
+    def save(self, state: State, expected: Version, *, create: bool = False) -> bool:
+        """Write the state as the next serial, if the file still holds the `expected` version.
+
+        A file is always written (`create` matters only to a store inside the target).
+        """
         with self._locked():
             self._check_version(expected)
             self._write(self.path, state, keep_previous=True)
+        return True
+
+    def prepare(self, session: object) -> None:
+        """Do nothing: a file needs nothing from the apply's session."""
 
     def stage(self, state: State, expected: Version, session: object = None) -> None:
         """Write the state an apply is about to commit beside the state file (before the commit).
@@ -117,7 +134,7 @@ class StateFile:
         """Write the state's next serial to a path."""
         state.serial += 1
         state.written_at = now()
-        text = dumps_lines(state.to_json(), _STATE_LINES) + "\n"
+        text = state_text(state)
         if keep_previous and path.exists():
             atomic_write(self.backup_path, path.read_bytes())
         try:
@@ -144,6 +161,11 @@ class StateFile:
             os.close(fd)
 
 
+def state_text(state: State) -> str:
+    """Return a state's document as written: one entry per line, so that it reads and diffs well."""
+    return dumps_lines(state.to_json(), _STATE_LINES) + "\n"
+
+
 def version_of(state: State | None) -> Version:
     """Return the (lineage, serial) a later write compares with."""
     return _version(state)
@@ -165,9 +187,12 @@ def _read(path: Path, what: str) -> State | None:
     return parse_state(text, str(path), what)
 
 
-def parse_state(text: str, where: str, what: str = "state file") -> State:
-    """Parse a state document's text; a corrupt or foreign one is an error, never replaced."""
-    hint = f"restore it from {Path(where).name}.backup or move it aside"
+def parse_state(text: str, where: str, what: str = "state file", hint: str | None = None) -> State:
+    """Parse a state document's text; a corrupt or foreign one is an error, never replaced.
+
+    `hint` says what to do about a corrupt one (default: the file's backup).
+    """
+    hint = hint or f"restore it from {Path(where).name}.backup or move it aside"
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -98,7 +98,7 @@ class DatabaseTarget:
             try:
                 self._conn = connect(self._engine, self.settings.url)
                 with self.reading() as conn:
-                    schema = None if conn.dialect.name == "sqlite" else self.settings.schema
+                    schema = self.schema
                     self._reflected = reflect(conn, schema)
                     if "connection" not in self._reflected.tables:
                         raise TargetError(self._no_table_message(schema))
@@ -160,22 +160,32 @@ class DatabaseTarget:
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        """Run reads; driver errors become one line.
+        """Run reads (inside the apply's transaction when one is open); driver errors become one line.
 
-        On PostgreSQL reads run without a transaction of their own (the engine's autocommit):
-        each statement sees a consistent snapshot, and BEGIN and COMMIT would cost two round
-        trips more. An apply re-reads what it depends on inside its own transaction, under the lock.
+        On PostgreSQL reads outside an apply run without a transaction of their own (the engine's
+        autocommit): each statement sees a consistent snapshot, and BEGIN and COMMIT would cost two
+        round trips more. An apply re-reads what it depends on inside its own transaction, under the lock.
         """
         conn = self._connection()
-        if conn.dialect.name == "postgresql":
+        inside = conn.in_transaction()
+        if not inside and conn.dialect.name == "postgresql":
             conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
-            with conn.begin():
+            with contextlib.nullcontext() if inside else conn.begin():
                 yield conn
         except exc.SQLAlchemyError as error:
             raise DatabaseError(
                 f"cannot read {self.display}: {short_reason(error, self.settings.url)}"
             ) from None
+
+    def reflected(self, name: str) -> sa.Table | None:
+        """Return a table as reflected when the target was opened (`dconn_state` too), None when absent."""
+        return None if self._reflected is None else self._reflected.tables.get(name)
+
+    @property
+    def schema(self) -> str | None:
+        """Return the schema of Airflow's tables (PostgreSQL's sql_alchemy_schema); None for the default."""
+        return None if self.dialect == "sqlite" else self.settings.schema
 
     def table(self, kind: str) -> sa.Table:
         """Return the reflected table of a kind."""
