@@ -63,14 +63,14 @@ def compute_plan(
     unchanged: list[Address] = []
     unmanaged: list[Address] = []
     ignored: list[Address] = []
-    for address in sorted(declared):
+    for address in sorted(declared, key=plan_order):
         before = len(operations)
         kind = BY_NAME[address.kind]
         wanted = kind.managed_fields(address.key, fields[address.kind])
         operations.extend(_plan_declared(address, declared[address], groups.get(address, []), kind, wanted))
         if len(operations) == before:
             unchanged.append(address)
-    for address in sorted(groups.keys() - declared.keys()):
+    for address in sorted(groups.keys() - declared.keys(), key=plan_order):
         found = groups[address]
         kind = BY_NAME[address.kind]
         if is_ignored(address.key, settings.ignore):
@@ -96,6 +96,14 @@ def compute_plan(
         expected=expected,
         old_key=tuple(sorted({o.address for o in in_scope_stored if o.key_index not in (None, 0)})),
     )
+
+
+def plan_order(address: Address) -> tuple[int, str]:
+    """Order addresses as plans list them: kind by kind (connections, variables, pools), by key."""
+    return (_KIND_ORDER.get(address.kind, len(_KIND_ORDER)), address.key)
+
+
+_KIND_ORDER = {name: i for i, name in enumerate(BY_NAME)}
 
 
 def _plan_declared(
