@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from declarative_conns.core.model import Path
+from declarative_conns.core.model import Address, Path
 from declarative_conns.core.sensitive import is_sensitive_key
 
 
@@ -190,3 +190,11 @@ def kind_named(name: str) -> Kind:
     if kind is None:
         raise KeyError(name)
     return kind
+
+
+_KIND_ORDER = {name: i for i, name in enumerate(BY_NAME)}
+
+
+def plan_order(address: Address) -> tuple[int, str]:
+    """Order addresses as plans list them: kind by kind (connections, variables, pools), then by key."""
+    return (_KIND_ORDER.get(address.kind, len(_KIND_ORDER)), address.key)

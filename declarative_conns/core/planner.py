@@ -22,7 +22,7 @@ from declarative_conns.core.crypto import Digester, KeyRing
 from declarative_conns.core.diff import field_changes
 from declarative_conns.core.digests import digest_key_record, state_digester
 from declarative_conns.core.drift import detect_drift, group_by_address, rekey_applied
-from declarative_conns.core.kinds import BY_NAME, Kind
+from declarative_conns.core.kinds import BY_NAME, Kind, plan_order
 from declarative_conns.core.model import Address, Settings, StoredObject, Values
 from declarative_conns.core.operations import (
     Create,
@@ -96,14 +96,6 @@ def compute_plan(
         expected=expected,
         old_key=tuple(sorted({o.address for o in in_scope_stored if o.key_index not in (None, 0)})),
     )
-
-
-def plan_order(address: Address) -> tuple[int, str]:
-    """Order addresses as plans list them: kind by kind (connections, variables, pools), by key."""
-    return (_KIND_ORDER.get(address.kind, len(_KIND_ORDER)), address.key)
-
-
-_KIND_ORDER = {name: i for i, name in enumerate(BY_NAME)}
 
 
 def _plan_declared(
