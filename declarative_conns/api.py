@@ -290,18 +290,20 @@ def _check_state_target(state: State | None, target: Target, store: StateStore) 
 def _check_kinds(desired: DesiredState, info: TargetInfo, target: Target) -> tuple[str, ...]:
     """Return the kinds the document manages; refuse fields (or kinds) the target has no place for."""
     problems = []
-    for kind in desired.kinds:
-        if kind not in info.fields:
+    for name in desired.kinds:
+        if name not in info.fields:
             problems.append(
-                f"{target.display} has no place for {BY_NAME[kind].plural} (Airflow {info.shape})"
+                f"{target.display} has no place for {BY_NAME[name].plural} (Airflow {info.shape})"
             )
     for address, obj in sorted(desired.objects.items()):
         have = info.fields.get(address.kind, ())
+        kind = BY_NAME[address.kind]
         for name in obj.fields:
-            if name in BY_NAME[address.kind].fields and name not in have:
+            if name in kind.fields and name not in have:
+                since = f"; it needs Airflow {kind.since[name]}+" if name in kind.since else ""
                 problems.append(
-                    f"{obj.source}: {BY_NAME[address.kind].plural}.{address.key}.{name}: the target's "
-                    f"{address.kind} table (Airflow {info.shape}) has no {name} column"
+                    f"{obj.source}: {kind.plural}.{address.key}.{name}: the target's "
+                    f"{address.kind} table (Airflow {info.shape}) has no {name} column{since}"
                 )
     if problems:
         raise ValidationFailed(problems)
