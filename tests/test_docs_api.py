@@ -99,11 +99,6 @@ def test_the_examples_run_in_order(
     assert [r["conn_id"] for r in db.rows()] == ["warehouse"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DatabaseTarget.encode caches each object's encoded row by address for the target's "
-    "lifetime, so a second run on the same Workspace writes the first run's values",
-)
 def test_a_workspace_reused_for_a_second_run_writes_its_values(make_db: Any, clean_env: Path) -> None:
     """Planning and applying twice on one Workspace, as the page's examples do, writes the second values."""
     db = make_db("sqlite", "2.x")
