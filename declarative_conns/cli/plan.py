@@ -14,19 +14,18 @@ if TYPE_CHECKING:
     from declarative_conns.api import PlannedRun, Workspace
 
 from declarative_conns.cli.common import (
-    DEFAULT_CONFIG,
-    DEFAULT_DB_TIMEOUT,
-    DEFAULT_STATE,
     BackupsOpt,
     ConfigOpt,
     DbTimeoutOpt,
     DbUrlOpt,
     DebugOpt,
+    EnvOpt,
     KeyOpt,
     LockOpt,
     NoColorOpt,
     NoCommandsOpt,
     Output,
+    ProjectOpt,
     QuietOpt,
     RotateOpt,
     StateOpt,
@@ -40,11 +39,25 @@ from declarative_conns.cli.common import (
     make_workspace,
     refuse_configuration_as_plan,
     refusing_commands,
+    select,
 )
+from declarative_conns.config.selection import Flags, Selection
+
+AllEnvsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all-envs",
+        help="Work on every environment of dconn.toml in turn, each with its own target, key and state.",
+    ),
+]
 
 
 def plan(
-    config: ConfigOpt = DEFAULT_CONFIG,
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    all_envs: AllEnvsOpt = False,
+    project: ProjectOpt = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Save the plan to this file for `dconn apply FILE`.")
     ] = None,
@@ -67,9 +80,9 @@ def plan(
     no_commands: NoCommandsOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
-    state: StateOpt = DEFAULT_STATE,
-    lock_timeout: LockOpt = 30.0,
-    db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
+    state: StateOpt = None,
+    lock_timeout: LockOpt = None,
+    db_timeout: DbTimeoutOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_color: NoColorOpt = False,
@@ -77,15 +90,38 @@ def plan(
 ) -> None:
     """Snapshot the target into the state, diff it with the TOML and print the plan.
 
-    Exit codes: 0 success; with --detailed-exitcode 0 no changes, 2 changes; 1 error.
+    With --all-envs, every environment of dconn.toml in turn, one section each. Exit codes: 0
+    success; with --detailed-exitcode 0 no changes, 2 changes (or, with --all-envs, drift); 1
+    error (with --all-envs: any environment failed, the others still reported).
     """
     output = Output(quiet, no_color)
+    flags = Flags(config, db_url, fernet_key, state, db_timeout, lock_timeout)
+    if all_envs:
+        from declarative_conns.cli.all_envs import plan_all
+
+        code = plan_all(
+            ctx,
+            project,
+            env,
+            flags,
+            output,
+            fmt=fmt,
+            out=out,
+            strict=strict,
+            verbose=verbose,
+            rotate=rotate,
+            read_only=read_only,
+            no_commands=no_commands,
+            debug=debug,
+        )
+        raise typer.Exit(code if detailed_exitcode or code == 1 else 0)
     with guarded(debug), refusing_commands(no_commands):
         _check_format(fmt)
-        target = find_target(db_url, fernet_key, lock_timeout, db_timeout)
+        selection = select(ctx, project, env, flags, output)
+        target = find_target(selection)
         run = _plan(
-            config,
-            make_workspace(target, state, lock_timeout, read_only=read_only),
+            selection,
+            make_workspace(target, selection, read_only=read_only),
             output,
             strict=strict,
             verbose=verbose,
@@ -114,7 +150,7 @@ def _check_format(fmt: str) -> None:
 
 
 def _plan(
-    config: Path,
+    selection: Selection,
     workspace: Workspace,
     output: Output,
     *,
@@ -126,7 +162,11 @@ def _plan(
     """Load and type-check the TOML, compute the plan against the target, print warnings."""
     from declarative_conns.api import plan
 
-    desired = load_checked(config, strict, output)
+    try:
+        desired = load_checked(selection, strict, output)
+    except BaseException:
+        workspace.target.close()
+        raise
     run = plan(desired, workspace, verbose=verbose, rotate=rotate, refresh_state=refresh)
     for warning in run.warnings:
         output.warn(warning)
@@ -134,20 +174,23 @@ def _plan(
 
 
 def apply(
+    ctx: typer.Context,
     planfile: Annotated[
         Optional[Path], typer.Argument(help="A plan saved with `dconn plan --out`.", show_default=False)
     ] = None,
-    config: ConfigOpt = DEFAULT_CONFIG,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    project: ProjectOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
     strict: StrictOpt = False,
     rotate: RotateOpt = False,
     no_commands: NoCommandsOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
-    state: StateOpt = DEFAULT_STATE,
+    state: StateOpt = None,
     backups: BackupsOpt = None,
-    lock_timeout: LockOpt = 30.0,
-    db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
+    lock_timeout: LockOpt = None,
+    db_timeout: DbTimeoutOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_color: NoColorOpt = False,
@@ -161,17 +204,20 @@ def apply(
     with guarded(debug), refusing_commands(no_commands):
         if planfile is not None:
             refuse_configuration_as_plan(planfile)
-        target = find_target(db_url, fernet_key, lock_timeout, db_timeout)
+        selection = select(
+            ctx, project, env, Flags(config, db_url, fernet_key, state, db_timeout, lock_timeout), output
+        )
+        target = find_target(selection)
         if planfile is not None:
             from declarative_conns.api import load_plan
 
-            run = load_plan(planfile, make_workspace(target, state, lock_timeout, backups=backups))
+            run = load_plan(planfile, make_workspace(target, selection, backups=backups))
             for warning in run.warnings:
                 output.warn(warning)
         else:
             run = _plan(
-                config,
-                make_workspace(target, state, lock_timeout, backups=backups),
+                selection,
+                make_workspace(target, selection, backups=backups),
                 output,
                 strict=strict,
                 verbose=verbose,
