@@ -504,3 +504,15 @@ def test_postgres_and_mariadb_environments(
     code, out, err = invoke("plan", "--all-envs", "--detailed-exitcode")
     assert code == 0, err
     assert out.endswith("2 environments: 2 without changes (staging, prod).\n")
+
+
+def test_verbose_plan_names_the_layer_of_each_field(two: Any) -> None:
+    """plan -v: each planned field says which layer file set it (the overlay for login, the base for host)."""
+    code, out, err = invoke("plan", "--env", "prod", "-v", "--read-only")
+    assert code == 0, err
+    lines = {line.split("=")[0].strip(): line for line in out.splitlines() if "# from " in line}
+    assert lines["+ login"].endswith("# from overlays/prod/warehouse.toml")
+    assert lines["+ host"].endswith("# from connections/warehouse.toml")
+    assert lines["+ password"].endswith("# from connections/warehouse.toml") and CANARY not in out
+    code, out, _ = invoke("plan", "--env", "prod", "--read-only")
+    assert "# from " not in out

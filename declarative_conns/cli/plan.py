@@ -12,6 +12,7 @@ import typer
 
 if TYPE_CHECKING:
     from declarative_conns.api import PlannedRun, Workspace
+    from declarative_conns.core.model import Address
 
 from declarative_conns.cli.common import (
     BackupsOpt,
@@ -43,6 +44,15 @@ from declarative_conns.cli.common import (
 )
 from declarative_conns.config.selection import Flags, Selection
 
+TargetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--target",
+        help="Limit the plan (and apply) to this object, KIND.KEY (e.g. connection.warehouse); repeatable. "
+        "For emergencies: the plan says it is partial.",
+        show_default=False,
+    ),
+]
 AllEnvsOpt = Annotated[
     bool,
     typer.Option(
@@ -58,6 +68,7 @@ def plan(
     env: EnvOpt = None,
     all_envs: AllEnvsOpt = False,
     project: ProjectOpt = None,
+    only: TargetOpt = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Save the plan to this file for `dconn apply FILE`.")
     ] = None,
@@ -99,6 +110,12 @@ def plan(
     if all_envs:
         from declarative_conns.cli.all_envs import plan_all
 
+        if only:
+            with guarded(debug):
+                raise _refused(
+                    "--target limits one environment's plan: use it with --env NAME, not --all-envs"
+                )
+
         code = plan_all(
             ctx,
             project,
@@ -127,6 +144,7 @@ def plan(
             verbose=verbose,
             rotate=rotate,
             refresh=True,
+            targets=parse_targets(only),
         )
         try:
             output.report(run.render(fmt))
@@ -139,6 +157,33 @@ def plan(
             run.close()
     if detailed_exitcode and run.plan.summary.has_changes:
         raise typer.Exit(2)
+
+
+def parse_targets(given: list[str] | None) -> list[Address] | None:
+    """Return the objects `--target KIND.KEY` names (KIND singular or plural); None when not given."""
+    if not given:
+        return None
+    from declarative_conns.core.kinds import BY_NAME, BY_PLURAL
+    from declarative_conns.core.model import Address
+    from declarative_conns.errors import InputError
+
+    kinds = {**{k: k for k in BY_NAME}, **{p: kind.name for p, kind in BY_PLURAL.items()}}
+    targets = []
+    for text in given:
+        kind, dot, key = text.partition(".")
+        if not dot or not key or kind not in kinds:
+            raise InputError(
+                f"--target {text!r}: write KIND.KEY, e.g. connection.warehouse (kinds: {', '.join(BY_NAME)})"
+            )
+        targets.append(Address(kinds[kind], key))
+    return targets
+
+
+def _refused(message: str) -> Exception:
+    """Return the error for a combination of options that cannot work together."""
+    from declarative_conns.errors import InputError
+
+    return InputError(message)
 
 
 def _check_format(fmt: str) -> None:
@@ -158,6 +203,7 @@ def _plan(
     verbose: bool,
     rotate: bool,
     refresh: bool,
+    targets: list[Address] | None = None,
 ) -> PlannedRun:
     """Load and type-check the TOML, compute the plan against the target, print warnings."""
     from declarative_conns.api import plan
@@ -167,7 +213,7 @@ def _plan(
     except BaseException:
         workspace.target.close()
         raise
-    run = plan(desired, workspace, verbose=verbose, rotate=rotate, refresh_state=refresh)
+    run = plan(desired, workspace, verbose=verbose, rotate=rotate, refresh_state=refresh, targets=targets)
     for warning in run.warnings:
         output.warn(warning)
     return run
@@ -181,6 +227,7 @@ def apply(
     config: ConfigOpt = None,
     env: EnvOpt = None,
     project: ProjectOpt = None,
+    only: TargetOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
     strict: StrictOpt = False,
     rotate: RotateOpt = False,
@@ -204,6 +251,11 @@ def apply(
     with guarded(debug), refusing_commands(no_commands):
         if planfile is not None:
             refuse_configuration_as_plan(planfile)
+            if only:
+                raise _refused(
+                    f"--target is for planning: {planfile} applies the objects it was planned for "
+                    "(plan with --target to save a partial plan)"
+                )
         selection = select(
             ctx, project, env, Flags(config, db_url, fernet_key, state, db_timeout, lock_timeout), output
         )
@@ -223,6 +275,7 @@ def apply(
                 verbose=verbose,
                 rotate=rotate,
                 refresh=False,
+                targets=parse_targets(only),
             )
         try:
             _apply(run, output, ask=planfile is None and not auto_approve)
