@@ -149,7 +149,7 @@ def plan(
         try:
             output.report(run.render(fmt))
             if out is not None:
-                from declarative_conns.api import save_plan
+                from declarative_conns.saved_plans import save_plan
 
                 save_plan(run, out)
                 output.info(f"Saved the plan to {out}; apply it with: dconn apply {out}")
@@ -261,7 +261,7 @@ def apply(
         )
         target = find_target(selection)
         if planfile is not None:
-            from declarative_conns.api import load_plan
+            from declarative_conns.saved_plans import load_plan
 
             run = load_plan(planfile, make_workspace(target, selection, backups=backups))
             for warning in run.warnings:

@@ -52,8 +52,8 @@ def restore(
     """
     output = Output(quiet, no_color)
     with guarded(debug):
-        from declarative_conns.api import plan_restore
-        from declarative_conns.api import restore as carry_out
+        from declarative_conns.restoring import plan_restore
+        from declarative_conns.restoring import restore as carry_out
 
         flags = Flags(None, db_url, fernet_key, state, db_timeout, lock_timeout)
         selection = select(ctx, project, env, flags, output)
