@@ -314,3 +314,42 @@ def test_a_bad_target_is_one_error_and_writes_nothing(
     assert (code, out) == (1, "")
     assert f"\nError: {message}" in f"\n{err}"
     assert db.rows() == [] and not Path(".dconn").exists()
+
+
+def test_ignore_changes_on_variables_and_pools(make_db: Any, clean_env: Path) -> None:
+    """value.KEY of a table variable, a whole value, a pool's slots: left as changed; other keys still reverted."""
+    import sqlite3
+
+    from tests.airflow_tables import create_kind_tables
+
+    db = make_db("sqlite", "2.x")
+    create_kind_tables(db.engine, "2.x")
+    Path("connections.toml").write_text(
+        '[variables.flags]\nvalue = { enabled = true, rows = 5 }\nignore_changes = ["value.rows"]\n'
+        '[variables.tok]\nvalue = "abc"\nignore_changes = ["value"]\n'
+        '[pools.etl]\nslots = 4\nignore_changes = ["slots"]\n'
+    )
+    assert invoke(db, "apply", "--auto-approve")[0] == 0
+    path = db.url.removeprefix("sqlite:///")
+
+    def sql(statement: str) -> list[Any]:
+        with sqlite3.connect(path) as conn:
+            return conn.execute(statement).fetchall()
+
+    sql("""UPDATE variable SET val = '{"enabled": true, "rows": 9}', is_encrypted = 0 WHERE key = 'flags'""")
+    sql("UPDATE variable SET val = 'rotated', is_encrypted = 0 WHERE key = 'tok'")
+    sql("UPDATE slot_pool SET slots = 10 WHERE pool = 'etl'")
+    code, out, _ = invoke(db, "plan", "--detailed-exitcode")
+    assert code == 0 and "changed outside dconn" not in out
+    sql("""UPDATE variable SET val = '{"enabled": false, "rows": 9}', is_encrypted = 0 WHERE key = 'flags'""")
+    code, out, _ = invoke(db, "apply", "--auto-approve")
+    assert code == 0 and "~ value.enabled = false -> true" in out and "rows" not in out
+    fernet = Fernet(db.fernet_key.encode())
+
+    def value(key: str) -> str:
+        text, encrypted = sql(f"SELECT val, is_encrypted FROM variable WHERE key = '{key}'")[0]
+        return fernet.decrypt(text.encode()).decode() if encrypted else str(text)
+
+    assert json.loads(value("flags")) == {"enabled": True, "rows": 9}
+    assert value("tok") == "rotated"
+    assert sql("SELECT slots FROM slot_pool WHERE pool = 'etl'") == [(10,)]
