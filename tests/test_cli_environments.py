@@ -516,3 +516,24 @@ def test_verbose_plan_names_the_layer_of_each_field(two: Any) -> None:
     assert lines["+ password"].endswith("# from connections/warehouse.toml") and CANARY not in out
     code, out, _ = invoke("plan", "--env", "prod", "--read-only")
     assert "# from " not in out
+
+
+def test_an_api_environment_gives_the_variables_the_api_target_reads(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """api_url and credentials resolve to DCONN_API_* (the --api-url route); --db-url replaces them."""
+    from declarative_conns.config.selection import Flags, select
+
+    (clean_env / "dconn.toml").write_text(
+        '[environments.prod]\napi_url = "https://airflow.example.com"\n'
+        'api_username = "dconn"\napi_password = { from_env = "API_PW" }\nconfig = ["c.toml"]\napi_timeout = 12\n'
+    )
+    monkeypatch.setenv("API_PW", CANARY)
+    selection = select(None, None)
+    assert selection.api_environ() == {
+        "DCONN_API_URL": "https://airflow.example.com",
+        "DCONN_API_USERNAME": "dconn",
+        "DCONN_API_PASSWORD": CANARY,
+    }
+    assert selection.api_timeout == 12.0 and CANARY not in repr(selection)
+    assert select(None, None, Flags(db_url="sqlite:///x.db")).api_environ() == {}

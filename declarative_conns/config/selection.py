@@ -115,6 +115,31 @@ class Selection:
             return None
         return self.environment.api_url if self.environment.db_url is None else None
 
+    @property
+    def api_timeout(self) -> float | None:
+        """Return the environment's api_timeout (None: the API target's default or --api-timeout)."""
+        return self.environment.api_timeout if self.environment else None
+
+    def api_environ(self, resolver: Callable[[SecretRef], str] = resolve_secret) -> dict[str, str]:
+        """Return the environment's API target as the DCONN_API_* variables the API target reads.
+
+        The same route as the command line's: an API environment's URL and credentials, resolved,
+        under the names `--api-url`'s lookup reads (DCONN_API_URL, DCONN_API_TOKEN,
+        DCONN_API_USERNAME, DCONN_API_PASSWORD); empty when the environment names no API target.
+        """
+        env = self.environment
+        if env is None or self.api_url is None:
+            return {}
+        names = {
+            "DCONN_API_URL": env.api_url,
+            "DCONN_API_TOKEN": env.api_token,
+            "DCONN_API_USERNAME": env.api_username,
+            "DCONN_API_PASSWORD": env.api_password,
+        }
+        return {
+            name: str(resolve_setting(value, resolver)) for name, value in names.items() if value is not None
+        }
+
     def database(
         self, resolver: Callable[[SecretRef], str] = resolve_secret, environ: Mapping[str, str] | None = None
     ) -> DatabaseSettings:
