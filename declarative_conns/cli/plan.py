@@ -101,9 +101,9 @@ def plan(
 ) -> None:
     """Snapshot the target into the state, diff it with the TOML and print the plan.
 
-    With --all-envs, every environment of dconn.toml in turn, one section each. Exit codes: 0
-    success; with --detailed-exitcode 0 no changes, 2 changes (or, with --all-envs, drift); 1
-    error (with --all-envs: any environment failed, the others still reported).
+    Exit codes: 0 success; with --detailed-exitcode 0 no changes, 2 changes; 1 error.
+    --all-envs plans every environment: 1 if any failed (the others still reported),
+    else with --detailed-exitcode 2 if any has changes or drift, else 0.
     """
     output = Output(quiet, no_color)
     flags = Flags(config, db_url, fernet_key, state, db_timeout, lock_timeout)
