@@ -537,3 +537,18 @@ def test_an_api_environment_gives_the_variables_the_api_target_reads(
     }
     assert selection.api_timeout == 12.0 and CANARY not in repr(selection)
     assert select(None, None, Flags(db_url="sqlite:///x.db")).api_environ() == {}
+
+
+def test_validate_all_envs_reports_a_missing_layer_as_that_environments_problem(two: Any) -> None:
+    """One environment's layer is missing: it is invalid with the reason; the other is still checked."""
+    Path("dconn.toml").write_text(
+        Path("dconn.toml").read_text().replace('"overlays/prod/"]', '"overlays/nope/"]')
+    )
+    code, out, err = invoke("validate", "--all-envs")
+    assert code == 1
+    assert out == 'Valid: environment "staging": 2 connections in 1 file.\n'
+    assert f"environments.prod.config: layer {Path.cwd() / 'overlays' / 'nope'} does not exist" in err
+    code, out, _ = invoke("validate", "--all-envs", "--format", "json")
+    document = json.loads(out)
+    assert document["environments"] == [{"name": "staging", "valid": True}, {"name": "prod", "valid": False}]
+    assert document["problems"][0]["path"] == "environments.prod.config"

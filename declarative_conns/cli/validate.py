@@ -22,7 +22,7 @@ from declarative_conns.cli.common import (
     report_findings,
     select,
 )
-from declarative_conns.config.selection import Flags
+from declarative_conns.config.selection import Flags, Selection
 
 if TYPE_CHECKING:
     from declarative_conns.config.validation import Validation
@@ -85,8 +85,7 @@ def _all_envs(
 ) -> list[tuple[str, Validation]]:
     """Check every environment of the project; return (label, validation) of each, in file order."""
     from declarative_conns.config.project import load_project
-    from declarative_conns.config.selection import Selection
-    from declarative_conns.errors import InputError
+    from declarative_conns.errors import InputError, ValidationFailed
 
     if env:
         raise InputError(
@@ -100,8 +99,28 @@ def _all_envs(
     checked = []
     for environment in loaded.environments.values():
         selection = Selection(environment)
-        checked.append((selection.label, selection.validate(strict)))
+        try:
+            validation = selection.validate(strict)
+        except ValidationFailed:
+            raise
+        except InputError as error:  # a missing layer, a bad TOML file: this environment's problem
+            validation = unreadable(selection, error)
+        checked.append((selection.label, validation))
     return checked
+
+
+def unreadable(selection: Selection, error: Exception) -> Validation:
+    """Return the validation of an environment whose layers cannot be read: one error finding."""
+    from declarative_conns.config.findings import Finding
+    from declarative_conns.config.loader import DesiredState
+    from declarative_conns.config.validation import Validation
+    from declarative_conns.core.model import Settings
+
+    env = selection.environment
+    assert env is not None
+    message = str(error).removeprefix(f"{selection.label}: ")
+    finding = Finding(env.project, f"environments.{env.name}.config", message)
+    return Validation(DesiredState({}, Settings(), ()), (finding,))
 
 
 def _text_report(label: str, validation: Validation, out: Output) -> Exception | None:
