@@ -88,9 +88,7 @@ def _all_envs(
     from declarative_conns.errors import InputError, ValidationFailed
 
     if env:
-        raise InputError(
-            "--all-envs checks every environment: leave out --env (or DCONN_ENV does the picking)"
-        )
+        raise InputError("--all-envs checks every environment: leave out --env")
     if config is not None:
         raise InputError("--all-envs checks each environment's own layers: leave out -c/--config")
     loaded = load_project(project_option(ctx, project))
