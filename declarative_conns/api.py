@@ -15,7 +15,7 @@ are DconnError subclasses.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ from declarative_conns.core.crypto import Digester
 from declarative_conns.core.digests import run_digester
 from declarative_conns.core.kinds import BY_NAME
 from declarative_conns.core.model import Address, SecretRef, Values
-from declarative_conns.core.operations import Create, Plan
+from declarative_conns.core.operations import Create, Plan, Update
 from declarative_conns.core.planner import make_plan, state_after_apply
 from declarative_conns.core.state import State
 from declarative_conns.errors import (
@@ -215,12 +215,14 @@ def plan(
     verbose: bool = False,
     rotate: bool = False,
     refresh_state: bool = True,
+    targets: Collection[Address] | None = None,
 ) -> PlannedRun:
     """Compute the plan for a configuration against the workspace's target.
 
     With `refresh_state` (and not read-only) the state's snapshot is rewritten when it changed,
     as `dconn plan` does; with `rotate`, rows encrypted with an older key of the ring are
-    re-encrypted with the first. The target stays open for `apply`; close the run when done.
+    re-encrypted with the first. `targets` limits the plan to those objects (`--target`): the
+    plan says it is partial. The target stays open for `apply`; close the run when done.
     """
     desired = config if isinstance(config, DesiredState) else load(config)
     store, target = workspace.state, workspace.target
@@ -244,6 +246,8 @@ def plan(
         previous, settled = _settle_pending(store, previous, snapshot, digester, workspace.read_only)
         read_version = version_of(previous)
         recorded_before = previous.content() if previous is not None else None
+        if targets is not None:
+            _check_targets(targets, desired, snapshot, kinds)
         skipped = {address for address, _ in snapshot.skipped}
         declared = {a: v for a, v in values.items() if a not in skipped}
         planned = make_plan(
@@ -259,6 +263,8 @@ def plan(
             target={"url": target.display, "identity": dict(target.identity)},
             shape=info.shape,
             rotate=rotate,
+            ignore_changes={a: o.ignore_changes for a, o in desired.objects.items() if o.ignore_changes},
+            targets=targets,
         )
         problems = target.check_writes(planned.plan.operations)
         if problems:
@@ -273,6 +279,8 @@ def plan(
             "no Fernet key is set: passwords and extras are stored in clear, as Airflow does without one"
         )
     context = _context(info, target, snapshot, planned.plan, verbose)
+    if verbose:
+        context = replace(context, origins=change_origins(planned.plan, desired))
     run = PlannedRun(
         planned.plan,
         context,
@@ -289,6 +297,26 @@ def plan(
     if refresh_state and not workspace.read_only and planned.state.content() != recorded_before:
         _save_snapshot(store, run)
     return run
+
+
+def _check_targets(
+    targets: Collection[Address], desired: DesiredState, snapshot: Snapshot, kinds: tuple[str, ...]
+) -> None:
+    """Refuse a --target naming a kind the configuration does not manage, or an object found nowhere."""
+    found = {o.address for o in snapshot.objects}
+    problems = []
+    for address in sorted(targets):
+        if address.kind not in kinds:
+            problems.append(
+                f"--target {address.kind}.{address.key}: the configuration does not manage "
+                f"{BY_NAME[address.kind].plural} (it has no [{BY_NAME[address.kind].plural}] table)"
+            )
+        elif address not in desired.objects and address not in found:
+            problems.append(
+                f"--target {address.kind}.{address.key}: no {address.kind} of that key is declared or on the target"
+            )
+    if problems:
+        raise InputError("; ".join(problems))
 
 
 def _check_state_target(state: State | None, target: Target, store: StateStore) -> None:
@@ -404,7 +432,38 @@ def _context(info: TargetInfo, target: Target, snapshot: Snapshot, plan: Plan, v
     for kind in plan.kinds:
         objects = [o for o in snapshot.objects if o.address.kind == kind]
         counts[kind] = (len({o.address for o in objects}), len(objects))
-    return PlanContext(target.display, info.description, info.shape, counts, verbose)
+    notes: tuple[str, ...] = ()
+    if plan.targets is not None:
+        listed = ", ".join(str(a) for a in plan.targets)
+        notes = (
+            f"this plan is partial (--target): only {listed}; every other object is neither planned nor changed",
+        )
+    return PlanContext(target.display, info.description, info.shape, counts, verbose, notes)
+
+
+def change_origins(plan: Plan, desired: DesiredState) -> dict[tuple[Address, Any], str]:
+    """Return the file that set each planned change's value (`-v`): the layer that wrote it last."""
+    from declarative_conns.config.layers import origin_of
+
+    origins: dict[tuple[Address, Any], str] = {}
+    for op in plan.operations:
+        declared = desired.objects.get(op.address)
+        if declared is None or not isinstance(op, (Create, Update)):
+            continue
+        for change in op.changes:
+            if change.kind != "remove":
+                origins[(op.address, change.path)] = _shown_path(
+                    origin_of(declared, [str(p) for p in change.path])
+                )
+    return origins
+
+
+def _shown_path(path: Path) -> str:
+    """Return a path relative to the current directory when inside it."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def shadowing_warnings(

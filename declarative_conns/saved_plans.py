@@ -40,6 +40,12 @@ def save_plan(run: PlannedRun, path: Path | str) -> None:
         "kinds": list(run.desired.kinds),
         "rotate": any(isinstance(op, Reencrypt) for op in run.plan.operations),
         "objects": objects,
+        "ignore_changes": [
+            [a.kind, a.key, [list(p) for p in o.ignore_changes]]
+            for a, o in sorted(run.desired.objects.items())
+            if o.ignore_changes
+        ],
+        "targets": None if run.plan.targets is None else [[a.kind, a.key] for a in run.plan.targets],
         **_plan_record(run),
     }
     write_plan(Path(path), document, plan_keys(keyring))
@@ -61,19 +67,35 @@ def load_plan(path: Path | str, workspace: Workspace, *, resolver: Resolver = re
             f"{path} was planned for {describe_identity(document['target'].get('identity') or {})}, "
             f"not for {describe_identity(target.identity)}"
         )
+    lifecycle = {
+        Address(kind, key): tuple(tuple(p) for p in paths)
+        for kind, key, paths in document.get("ignore_changes", ())
+    }
     objects = {
         Address(kind, key): DesiredObject(
-            Address(kind, key), path, decode_fields(Address(kind, key), fields, target.keyring)
+            Address(kind, key),
+            path,
+            decode_fields(Address(kind, key), fields, target.keyring),
+            ignore_changes=lifecycle.get(Address(kind, key), ()),
         )
         for kind, items in document["objects"].items()
         for key, fields in items.items()
     }
+    saved_targets = document.get("targets")
+    targets = None if saved_targets is None else [Address(kind, key) for kind, key in saved_targets]
     saved = document["settings"]
     settings = Settings(
         prune=saved["prune"], ignore=tuple(saved["ignore"]), dedupe=saved["dedupe"], strict=saved["strict"]
     )
     desired = DesiredState(objects, settings, (path,), (), tuple(document["kinds"]))
-    run = plan(desired, workspace, resolver=resolver, rotate=bool(document["rotate"]), refresh_state=False)
+    run = plan(
+        desired,
+        workspace,
+        resolver=resolver,
+        rotate=bool(document["rotate"]),
+        refresh_state=False,
+        targets=targets,
+    )
     try:
         if run.read_version is None and not document["managed"]:
             # No state here (a fresh CI checkout) and the plan was made on a first run: nothing was
