@@ -1,4 +1,4 @@
-"""dconn as a library: plan, apply and restore with the same guarantees as the CLI.
+"""dconn as a library: plan and apply with the same guarantees as the CLI (saved plans: saved_plans; restore: restoring).
 
     import declarative_conns as dc
     ws = dc.Workspace.from_airflow_config()          # or dc.Workspace.from_url(url, fernet_key)
@@ -14,9 +14,8 @@ are DconnError subclasses.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +25,8 @@ from declarative_conns.config.secrets import resolve_secret
 from declarative_conns.core.crypto import Digester
 from declarative_conns.core.digests import run_digester
 from declarative_conns.core.kinds import BY_NAME
-from declarative_conns.core.model import Address, SecretRef, Settings, Values
-from declarative_conns.core.operations import Create, Plan, Reencrypt
+from declarative_conns.core.model import Address, SecretRef, Values
+from declarative_conns.core.operations import Create, Plan, Update
 from declarative_conns.core.planner import make_plan, state_after_apply
 from declarative_conns.core.state import State
 from declarative_conns.errors import (
@@ -35,7 +34,6 @@ from declarative_conns.errors import (
     InputError,
     PlanIsStale,
     StateError,
-    TargetError,
     ValidationFailed,
 )
 from declarative_conns.files import backups
@@ -49,9 +47,10 @@ from declarative_conns.files.store import (
 )
 from declarative_conns.output.text import PlanContext
 from declarative_conns.targets.base import Progress, Snapshot, Target, TargetInfo
+from declarative_conns.targets.discovery import DEFAULT_DB_TIMEOUT_SECONDS, DatabaseSettings
 
 if TYPE_CHECKING:
-    from declarative_conns.targets.database.restore import RestorePlan
+    pass
 
 Resolver = Callable[[SecretRef], str]
 
@@ -60,7 +59,8 @@ Resolver = Callable[[SecretRef], str]
 class Workspace:
     """Say where dconn works: the target (with its key), where the state lives, and how to write."""
 
-    #: The target: a DatabaseTarget, an ApiTarget, or what resolve_target() returns.
+    #: The target: a DatabaseTarget or an ApiTarget. (The DatabaseSettings resolve_target()
+    #: returns are made a DatabaseTarget too; typed code says Workspace.from_url.)
     target: Target
     #: The state file; or "db:" / "db:NAME": a row of the target database's `dconn_state` table.
     state_path: Path | str = Path(".dconn/state.json")
@@ -72,8 +72,6 @@ class Workspace:
     backups_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        from declarative_conns.targets.discovery import Target as DatabaseSettings
-
         if isinstance(self.target, DatabaseSettings):
             # What resolve_target() finds (a URL and a key) names a database target.
             from declarative_conns.targets.database.target import DatabaseTarget
@@ -111,10 +109,24 @@ class Workspace:
 
     @classmethod
     def from_airflow_config(
-        cls, state_path: Path | str = ".dconn/state.json", *, lock_timeout: float = 30.0
+        cls,
+        state_path: Path | str = ".dconn/state.json",
+        *,
+        lock_timeout: float = 30.0,
+        db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS,
+        read_only: bool = False,
+        backups_dir: Path | None = None,
     ) -> Workspace:
         """Target the database Airflow's own configuration names (environment, airflow.cfg)."""
-        return cls.from_url(None, None, state_path=state_path, lock_timeout=lock_timeout)
+        return cls.from_url(
+            None,
+            None,
+            state_path=state_path,
+            lock_timeout=lock_timeout,
+            db_timeout=db_timeout,
+            read_only=read_only,
+            backups_dir=backups_dir,
+        )
 
     @classmethod
     def from_url(
@@ -124,12 +136,16 @@ class Workspace:
         *,
         state_path: Path | str = ".dconn/state.json",
         lock_timeout: float = 30.0,
+        db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS,
+        read_only: bool = False,
+        backups_dir: Path | None = None,
     ) -> Workspace:
         """Target a database URL and Fernet key; either, when None, is found as Airflow finds it."""
         from declarative_conns.targets.database.target import DatabaseTarget
         from declarative_conns.targets.discovery import resolve_target
 
-        return cls(DatabaseTarget(resolve_target(db_url, fernet_key), lock_timeout), state_path, lock_timeout)
+        settings = resolve_target(db_url, fernet_key, db_timeout=db_timeout)
+        return cls(DatabaseTarget(settings, lock_timeout), state_path, lock_timeout, read_only, backups_dir)
 
 
 @dataclass(repr=False)
@@ -148,6 +164,8 @@ class PlannedRun:
     digester: Digester
     workspace: Workspace
     warnings: list[str] = field(default_factory=list)
+    #: Set once apply() has carried the run out (or committed it): a run applies once.
+    applied: bool = False
 
     @property
     def target(self) -> Target:
@@ -197,12 +215,14 @@ def plan(
     verbose: bool = False,
     rotate: bool = False,
     refresh_state: bool = True,
+    targets: Collection[Address] | None = None,
 ) -> PlannedRun:
     """Compute the plan for a configuration against the workspace's target.
 
     With `refresh_state` (and not read-only) the state's snapshot is rewritten when it changed,
     as `dconn plan` does; with `rotate`, rows encrypted with an older key of the ring are
-    re-encrypted with the first. The target stays open for `apply`; close the run when done.
+    re-encrypted with the first. `targets` limits the plan to those objects (`--target`): the
+    plan says it is partial. The target stays open for `apply`; close the run when done.
     """
     desired = config if isinstance(config, DesiredState) else load(config)
     store, target = workspace.state, workspace.target
@@ -226,6 +246,8 @@ def plan(
         previous, settled = _settle_pending(store, previous, snapshot, digester, workspace.read_only)
         read_version = version_of(previous)
         recorded_before = previous.content() if previous is not None else None
+        if targets is not None:
+            _check_targets(targets, desired, snapshot, kinds)
         skipped = {address for address, _ in snapshot.skipped}
         declared = {a: v for a, v in values.items() if a not in skipped}
         planned = make_plan(
@@ -241,6 +263,8 @@ def plan(
             target={"url": target.display, "identity": dict(target.identity)},
             shape=info.shape,
             rotate=rotate,
+            ignore_changes={a: o.ignore_changes for a, o in desired.objects.items() if o.ignore_changes},
+            targets=targets,
         )
         problems = target.check_writes(planned.plan.operations)
         if problems:
@@ -255,6 +279,8 @@ def plan(
             "no Fernet key is set: passwords and extras are stored in clear, as Airflow does without one"
         )
     context = _context(info, target, snapshot, planned.plan, verbose)
+    if verbose:
+        context = replace(context, origins=change_origins(planned.plan, desired))
     run = PlannedRun(
         planned.plan,
         context,
@@ -271,6 +297,26 @@ def plan(
     if refresh_state and not workspace.read_only and planned.state.content() != recorded_before:
         _save_snapshot(store, run)
     return run
+
+
+def _check_targets(
+    targets: Collection[Address], desired: DesiredState, snapshot: Snapshot, kinds: tuple[str, ...]
+) -> None:
+    """Refuse a --target naming a kind the configuration does not manage, or an object found nowhere."""
+    found = {o.address for o in snapshot.objects}
+    problems = []
+    for address in sorted(targets):
+        if address.kind not in kinds:
+            problems.append(
+                f"--target {address.kind}.{address.key}: the configuration does not manage "
+                f"{BY_NAME[address.kind].plural} (it has no [{BY_NAME[address.kind].plural}] table)"
+            )
+        elif address not in desired.objects and address not in found:
+            problems.append(
+                f"--target {address.kind}.{address.key}: no {address.kind} of that key is declared or on the target"
+            )
+    if problems:
+        raise InputError("; ".join(problems))
 
 
 def _check_state_target(state: State | None, target: Target, store: StateStore) -> None:
@@ -386,7 +432,38 @@ def _context(info: TargetInfo, target: Target, snapshot: Snapshot, plan: Plan, v
     for kind in plan.kinds:
         objects = [o for o in snapshot.objects if o.address.kind == kind]
         counts[kind] = (len({o.address for o in objects}), len(objects))
-    return PlanContext(target.display, info.description, info.shape, counts, verbose)
+    notes: tuple[str, ...] = ()
+    if plan.targets is not None:
+        listed = ", ".join(str(a) for a in plan.targets)
+        notes = (
+            f"this plan is partial (--target): only {listed}; every other object is neither planned nor changed",
+        )
+    return PlanContext(target.display, info.description, info.shape, counts, verbose, notes)
+
+
+def change_origins(plan: Plan, desired: DesiredState) -> dict[tuple[Address, Any], str]:
+    """Return the file that set each planned change's value (`-v`): the layer that wrote it last."""
+    from declarative_conns.config.layers import origin_of
+
+    origins: dict[tuple[Address, Any], str] = {}
+    for op in plan.operations:
+        declared = desired.objects.get(op.address)
+        if declared is None or not isinstance(op, (Create, Update)):
+            continue
+        for change in op.changes:
+            if change.kind != "remove":
+                origins[(op.address, change.path)] = _shown_path(
+                    origin_of(declared, [str(p) for p in change.path])
+                )
+    return origins
+
+
+def _shown_path(path: Path) -> str:
+    """Return a path relative to the current directory when inside it."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def shadowing_warnings(
@@ -416,10 +493,13 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
     workspace, target, plan = run.workspace, run.target, run.plan
     if workspace.read_only:
         raise InputError("this run is read-only: it cannot apply")
+    if run.applied:
+        raise PlanIsStale("this plan was applied already; run dconn plan again")
     store = workspace.state
     if not plan.summary.has_changes:
         state = _state_after(run, ())
         store.save(state, run.read_version, create=True)
+        run.applied = True
         return 0
     staged = committed = False
     try:
@@ -436,7 +516,7 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
             }
             store.stage(state, run.read_version, session)
             staged = True
-        committed = True
+        committed = run.applied = True
         store.promote()
     except (KeyboardInterrupt, StateError) as error:
         if not staged:
@@ -501,137 +581,3 @@ def _check_fresh(run: PlannedRun, current: Mapping[Address, Any], store: StateSt
             f"the plan is stale: {store.describe()} was written by another dconn run since the plan was made; "
             "nothing was changed, run dconn plan again"
         )
-
-
-def save_plan(run: PlannedRun, path: Path | str) -> None:
-    """Save the run's plan for `dconn apply FILE` (authenticated; no secret in clear)."""
-    from declarative_conns.files.planfile import encode_fields, plan_keys, write_plan
-
-    keyring = run.target.keyring
-    objects: dict[str, dict[str, Any]] = {}
-    for address, obj in sorted(run.desired.objects.items()):
-        objects.setdefault(address.kind, {})[address.key] = encode_fields(address, obj.fields, keyring)
-    settings = run.desired.settings
-    document = {
-        "target": run.state.target,
-        "settings": {
-            "prune": settings.prune,
-            "ignore": list(settings.ignore),
-            "dedupe": settings.dedupe,
-            "strict": settings.strict,
-        },
-        "kinds": list(run.desired.kinds),
-        "rotate": any(isinstance(op, Reencrypt) for op in run.plan.operations),
-        "objects": objects,
-        **_plan_record(run),
-    }
-    write_plan(Path(path), document, plan_keys(keyring))
-
-
-def load_plan(path: Path | str, workspace: Workspace, *, resolver: Resolver = resolve_secret) -> PlannedRun:
-    """Rebuild a saved plan against the live target; refuse it when it was edited or anything moved.
-
-    The file's authentication is checked first: nothing in a file that fails it is used.
-    """
-    from declarative_conns.config.loader import DesiredObject
-    from declarative_conns.files.planfile import check_same, decode_fields, plan_keys, read_plan
-    from declarative_conns.targets.discovery import describe_identity
-
-    path, target = Path(path), workspace.target
-    document = read_plan(path, plan_keys(target.keyring))
-    if document["target"].get("identity") != dict(target.identity):
-        raise TargetError(
-            f"{path} was planned for {describe_identity(document['target'].get('identity') or {})}, "
-            f"not for {describe_identity(target.identity)}"
-        )
-    objects = {
-        Address(kind, key): DesiredObject(
-            Address(kind, key), path, decode_fields(Address(kind, key), fields, target.keyring)
-        )
-        for kind, items in document["objects"].items()
-        for key, fields in items.items()
-    }
-    saved = document["settings"]
-    settings = Settings(
-        prune=saved["prune"], ignore=tuple(saved["ignore"]), dedupe=saved["dedupe"], strict=saved["strict"]
-    )
-    desired = DesiredState(objects, settings, (path,), (), tuple(document["kinds"]))
-    run = plan(desired, workspace, resolver=resolver, rotate=bool(document["rotate"]), refresh_state=False)
-    try:
-        if run.read_version is None and not document["managed"]:
-            # No state here (a fresh CI checkout) and the plan was made on a first run: nothing was
-            # managed either way, so the plan's state lineage carries over.
-            run.state.lineage = document["lineage"]
-        check_same(document, _plan_record(run), workspace.state.describe())
-    except BaseException:
-        run.close()
-        raise
-    return run
-
-
-def _plan_record(run: PlannedRun) -> dict[str, Any]:
-    """Return what a saved plan must still hold when it is applied: state, keys, secrets, objects, actions."""
-    from declarative_conns.config.loader import references
-    from declarative_conns.output.report import plan_document
-
-    digests: dict[str, str] = {}
-    for address, path, ref in references(run.desired):
-        value: Any = run.values[address].fields
-        for part in path:
-            value = value.get(part) if isinstance(value, dict) else _item(value, part)
-        digests[json.dumps([address.kind, address.key, list(path), ref.to_json()])] = run.digester.digest(
-            value
-        )
-    return {
-        "lineage": run.state.lineage,
-        "digest_key_id": run.digester.key_id,
-        "secret_digests": digests,
-        "expected": [
-            [a.kind, a.key, [list(s) for s in seen]] for a, seen in sorted(run.plan.expected.items())
-        ],
-        "managed": sorted([a.kind, a.key] for a in run.state.managed),
-        "plan": plan_document(run.plan, run.context),
-    }
-
-
-def plan_restore(backup: Path | str, workspace: Workspace) -> RestorePlan:
-    """Read an apply's backup and say what restoring it will do to the workspace's target."""
-    from declarative_conns.files.backups import read_backup
-    from declarative_conns.targets.database.restore import plan_restore as compare
-    from declarative_conns.targets.database.target import DatabaseTarget
-    from declarative_conns.targets.discovery import describe_identity
-
-    path, target = Path(backup), workspace.target
-    document = read_backup(path)
-    if not isinstance(target, DatabaseTarget):
-        raise InputError("dconn restore writes rows back into a metadata database; this target is not one")
-    if document["target"].get("identity") != dict(target.identity):
-        raise TargetError(
-            f"{path} was taken from {describe_identity(document['target'].get('identity') or {})}, "
-            f"not from {describe_identity(target.identity)}"
-        )
-    try:
-        return compare(path, document, target)
-    except BaseException:
-        target.close()
-        raise
-
-
-def restore(prepared: RestorePlan, workspace: Workspace) -> int:
-    """Carry out a restore in one transaction under the apply lock; return rows written or deleted."""
-    from declarative_conns.targets.database.restore import execute_restore
-    from declarative_conns.targets.database.target import DatabaseTarget
-
-    target = workspace.target
-    assert isinstance(target, DatabaseTarget)
-    try:
-        return execute_restore(prepared, target, workspace.lock_timeout, workspace.state.backups_dir)
-    finally:
-        target.close()
-
-
-def _item(value: Any, index: str | int) -> Any:
-    """Return a list's element at an index, None when absent."""
-    if isinstance(value, list) and isinstance(index, int) and index < len(value):
-        return value[index]
-    return None

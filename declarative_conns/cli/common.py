@@ -15,6 +15,11 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 import typer
 
 from declarative_conns import __version__
+from declarative_conns.config.selection import (
+    DEFAULT_DB_TIMEOUT,  # noqa: F401 (tests import it from here)
+    Flags,
+    Selection,
+)
 from declarative_conns.errors import ApplyRefused, DconnError, InputError
 
 if TYPE_CHECKING:
@@ -34,8 +39,22 @@ app = typer.Typer(
 )
 
 ConfigOpt = Annotated[
-    Path,
-    typer.Option("-c", "--config", help="A TOML file, or a folder whose *.toml files are read (sorted)."),
+    Optional[Path],
+    typer.Option(
+        "-c",
+        "--config",
+        help="A TOML file, or a folder whose *.toml files are read (sorted). Default: the "
+        "environment's layers, else connections.toml.",
+        show_default=False,
+    ),
+]
+EnvOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--env",
+        help="The environment of dconn.toml to work on (also: DCONN_ENV); flags given here override its values.",
+        show_default=False,
+    ),
 ]
 DbUrlOpt = Annotated[
     Optional[str],
@@ -54,10 +73,12 @@ KeyOpt = Annotated[
     ),
 ]
 StateOpt = Annotated[
-    str,
+    Optional[str],
     typer.Option(
         "--state",
-        help="State file; or db: / db:NAME to keep the state in the target database (table dconn_state).",
+        help="State file; or db: / db:NAME to keep the state in the target database (table dconn_state). "
+        "Default: the environment's, else .dconn/state.json.",
+        show_default=False,
     ),
 ]
 BackupsOpt = Annotated[
@@ -77,17 +98,23 @@ RotateOpt = Annotated[
     bool,
     typer.Option("--rotate", help="Re-encrypt rows under an older key of the ring with the first key."),
 ]
-LockOpt = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another apply's lock.")]
+LockOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--lock-timeout",
+        help="Seconds to wait for another apply's lock. Default: the environment's, else 30.",
+        show_default=False,
+    ),
+]
 DbTimeoutOpt = Annotated[
-    float,
+    Optional[float],
     typer.Option(
         "--db-timeout",
         help="Seconds any database statement may wait for an answer before dconn gives up "
-        "(the apply lock's wait, --lock-timeout, comes on top).",
+        "(the apply lock's wait, --lock-timeout, comes on top). Default: the environment's, else 60.",
+        show_default=False,
     ),
 ]
-#: --db-timeout's default; the same as declarative_conns.targets.discovery's (a light import).
-DEFAULT_DB_TIMEOUT = 60.0
 StrictOpt = Annotated[
     bool,
     typer.Option(
@@ -130,9 +157,6 @@ EnvExampleOpt = Annotated[
     ),
 ]
 
-DEFAULT_CONFIG = Path("connections.toml")
-DEFAULT_STATE = ".dconn/state.json"
-
 
 class Output:
     """Write the report to stdout and messages to stderr, coloured only on a terminal."""
@@ -163,6 +187,10 @@ class Output:
         """Print a note on stderr unless quiet."""
         if not self.quiet:
             sys.stderr.write(f"Note: {message}\n")
+
+    def error(self, message: str) -> None:
+        """Print an error on stderr (even when quiet): `Error: ...`."""
+        sys.stderr.write(f"Error: {message}\n")
 
     def info(self, message: str) -> None:
         """Print a progress message on stderr unless quiet."""
@@ -252,14 +280,26 @@ def project_option(ctx: typer.Context, given: Path | None) -> Path | None:
     return given if given is not None else before
 
 
-def load_checked(config: Path, strict: bool, output: Output) -> DesiredState:
+def select(
+    ctx: typer.Context, project: Path | None, env: str | None, flags: Flags, output: Output
+) -> Selection:
+    """Return the environment picked (if any) with the flags over it; print the project's warnings."""
+    from declarative_conns.config.selection import select as pick
+
+    selection = pick(project_option(ctx, project), env, flags)
+    for warning in selection.warnings:
+        output.warn(warning)
+    return selection
+
+
+def load_checked(selection: Selection, strict: bool, output: Output) -> DesiredState:
     """Load the TOML and check each conn_type; print warnings and notes, raise on any error.
 
     The ValidationFailed lists every error of every file at once: schema, extra_json, conn_type.
     """
-    from declarative_conns.config.validation import validate_config
-
-    validation = validate_config(config, strict)
+    validation = selection.validate(strict)
+    for warning in validation.desired.warnings:
+        output.warn(warning)
     report_findings(validation.findings, output)
     return validation.desired_or_raise()
 
@@ -282,23 +322,16 @@ def refusing_commands(no_commands: bool) -> Iterator[None]:
         yield
 
 
-def find_target(
-    db_url: str | None,
-    fernet_key: str | None,
-    lock_timeout: float = 30.0,
-    db_timeout: float = DEFAULT_DB_TIMEOUT,
-) -> Target:
-    """Find the target database and key: flags, environment, airflow.cfg."""
+def find_target(selection: Selection) -> Target:
+    """Find the target and key: flags, the environment of dconn.toml, DCONN_*, Airflow's settings."""
     from declarative_conns.targets.database.target import DatabaseTarget
-    from declarative_conns.targets.discovery import resolve_target
 
-    return DatabaseTarget(resolve_target(db_url, fernet_key, db_timeout=db_timeout), lock_timeout)
+    return DatabaseTarget(selection.database(), selection.lock_timeout)
 
 
 def make_workspace(
     target: Target,
-    state: str,
-    lock_timeout: float,
+    selection: Selection,
     *,
     read_only: bool = False,
     backups: Path | None = None,
@@ -307,7 +340,7 @@ def make_workspace(
     from declarative_conns.api import Workspace
 
     try:
-        return Workspace(target, state, lock_timeout, read_only, backups)
+        return Workspace(target, selection.state, selection.lock_timeout, read_only, backups)
     except BaseException:
         target.close()
         raise

@@ -13,22 +13,25 @@ if TYPE_CHECKING:
     from declarative_conns.onboarding.export import Onboarded
 
 from declarative_conns.cli.common import (
-    DEFAULT_DB_TIMEOUT,
     DbTimeoutOpt,
     DbUrlOpt,
     DebugOpt,
     DocumentOutOpt,
     EnvExampleOpt,
+    EnvOpt,
     IncludeSecretsOpt,
     KeyOpt,
     NoColorOpt,
     NoCommandsOpt,
     Output,
+    ProjectOpt,
     QuietOpt,
     find_target,
     guarded,
     refusing_commands,
+    select,
 )
+from declarative_conns.config.selection import Flags
 
 
 def _deliver_document(
@@ -71,6 +74,7 @@ def parse_kinds(text: str) -> list[str]:
 
 
 def export(
+    ctx: typer.Context,
     out: DocumentOutOpt = None,
     kinds: Annotated[
         Optional[str],
@@ -84,9 +88,11 @@ def export(
     include_secrets: IncludeSecretsOpt = False,
     env_example: EnvExampleOpt = None,
     no_commands: NoCommandsOpt = False,
+    env: EnvOpt = None,
+    project: ProjectOpt = None,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
-    db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
+    db_timeout: DbTimeoutOpt = None,
     quiet: QuietOpt = False,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="List the exported conn_ids on stderr.")
@@ -107,8 +113,9 @@ def export(
         from declarative_conns.onboarding.export import export_document, refuse_secrets_on_terminal
 
         refuse_secrets_on_terminal(out, include_secrets, sys.stdout)
+        selection = select(ctx, project, env, Flags(None, db_url, fernet_key, None, db_timeout), output)
         result = export_document(
-            find_target(db_url, fernet_key, db_timeout=db_timeout),
+            find_target(selection),
             include_secrets=include_secrets,
             kinds=None if kinds is None else parse_kinds(kinds),
         )

@@ -62,12 +62,24 @@ def _describe(error: Any, file: Path) -> list[Finding]:
             return [Finding(file, where, f"must be a string or a secret reference ({REF_SPELLING})")]
         expected = f"{error.instance!r}: expected a string"
         return [Finding(file, where, f"{expected} or a secret reference ({REF_SPELLING})")]
+    if error.validator == "pattern" and len(path) == 4 and path[2] == "ignore_changes":
+        return [Finding(file, where, _ignore_changes_rule(str(path[0]), error.instance))]
     if error.validator in ("anyOf", "oneOf") and error.context:
         # Report the branch that got furthest, as jsonschema's best_match does.
         from jsonschema.exceptions import best_match
 
         return _describe(best_match(error.context), file)
     return [Finding(file, where, _message(error, _is_secret_location(path)))]
+
+
+def _ignore_changes_rule(plural: str, value: Any) -> str:
+    """Say what an `ignore_changes` path may name on one kind of object."""
+    from declarative_conns.core.kinds import BY_PLURAL
+
+    kind = BY_PLURAL[plural]
+    inside = {"connection": " or extra.KEY", "variable": " or value.KEY"}.get(kind.name, "")
+    shown = repr(value) if _printable(value) else "the path"
+    return f"{shown} is not a path dconn manages on a {kind.name}: name a field ({', '.join(kind.fields)}){inside}"
 
 
 _CONN_ID_RULE = "invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ (Airflow's rule)"
