@@ -47,6 +47,7 @@ from declarative_conns.files.store import (
 )
 from declarative_conns.output.text import PlanContext
 from declarative_conns.targets.base import Progress, Snapshot, Target, TargetInfo
+from declarative_conns.targets.discovery import DEFAULT_DB_TIMEOUT_SECONDS, DatabaseSettings
 
 if TYPE_CHECKING:
     pass
@@ -58,7 +59,8 @@ Resolver = Callable[[SecretRef], str]
 class Workspace:
     """Say where dconn works: the target (with its key), where the state lives, and how to write."""
 
-    #: The target: a DatabaseTarget, an ApiTarget, or what resolve_target() returns.
+    #: The target: a DatabaseTarget or an ApiTarget. (The DatabaseSettings resolve_target()
+    #: returns are made a DatabaseTarget too; typed code says Workspace.from_url.)
     target: Target
     #: The state file; or "db:" / "db:NAME": a row of the target database's `dconn_state` table.
     state_path: Path | str = Path(".dconn/state.json")
@@ -70,8 +72,6 @@ class Workspace:
     backups_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        from declarative_conns.targets.discovery import Target as DatabaseSettings
-
         if isinstance(self.target, DatabaseSettings):
             # What resolve_target() finds (a URL and a key) names a database target.
             from declarative_conns.targets.database.target import DatabaseTarget
@@ -109,10 +109,24 @@ class Workspace:
 
     @classmethod
     def from_airflow_config(
-        cls, state_path: Path | str = ".dconn/state.json", *, lock_timeout: float = 30.0
+        cls,
+        state_path: Path | str = ".dconn/state.json",
+        *,
+        lock_timeout: float = 30.0,
+        db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS,
+        read_only: bool = False,
+        backups_dir: Path | None = None,
     ) -> Workspace:
         """Target the database Airflow's own configuration names (environment, airflow.cfg)."""
-        return cls.from_url(None, None, state_path=state_path, lock_timeout=lock_timeout)
+        return cls.from_url(
+            None,
+            None,
+            state_path=state_path,
+            lock_timeout=lock_timeout,
+            db_timeout=db_timeout,
+            read_only=read_only,
+            backups_dir=backups_dir,
+        )
 
     @classmethod
     def from_url(
@@ -122,12 +136,16 @@ class Workspace:
         *,
         state_path: Path | str = ".dconn/state.json",
         lock_timeout: float = 30.0,
+        db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS,
+        read_only: bool = False,
+        backups_dir: Path | None = None,
     ) -> Workspace:
         """Target a database URL and Fernet key; either, when None, is found as Airflow finds it."""
         from declarative_conns.targets.database.target import DatabaseTarget
         from declarative_conns.targets.discovery import resolve_target
 
-        return cls(DatabaseTarget(resolve_target(db_url, fernet_key), lock_timeout), state_path, lock_timeout)
+        settings = resolve_target(db_url, fernet_key, db_timeout=db_timeout)
+        return cls(DatabaseTarget(settings, lock_timeout), state_path, lock_timeout, read_only, backups_dir)
 
 
 @dataclass(repr=False)
@@ -146,6 +164,8 @@ class PlannedRun:
     digester: Digester
     workspace: Workspace
     warnings: list[str] = field(default_factory=list)
+    #: Set once apply() has carried the run out (or committed it): a run applies once.
+    applied: bool = False
 
     @property
     def target(self) -> Target:
@@ -473,10 +493,13 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
     workspace, target, plan = run.workspace, run.target, run.plan
     if workspace.read_only:
         raise InputError("this run is read-only: it cannot apply")
+    if run.applied:
+        raise PlanIsStale("this plan was applied already; run dconn plan again")
     store = workspace.state
     if not plan.summary.has_changes:
         state = _state_after(run, ())
         store.save(state, run.read_version, create=True)
+        run.applied = True
         return 0
     staged = committed = False
     try:
@@ -493,7 +516,7 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
             }
             store.stage(state, run.read_version, session)
             staged = True
-        committed = True
+        committed = run.applied = True
         store.promote()
     except (KeyboardInterrupt, StateError) as error:
         if not staged:

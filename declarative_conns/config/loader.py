@@ -17,7 +17,7 @@ from typing import Any
 from declarative_conns.config.findings import Finding, dotted_path, errors_of, is_within
 from declarative_conns.config.schema import validate_document
 from declarative_conns.config.secrets import Resolver, references, resolve_desired
-from declarative_conns.core.kinds import BY_PLURAL, KINDS
+from declarative_conns.core.kinds import BY_NAME, BY_PLURAL, KINDS
 from declarative_conns.core.lifecycle import parse_path
 from declarative_conns.core.model import (
     MAX_NESTING,
@@ -72,7 +72,9 @@ class DesiredObject:
 
     def __post_init__(self) -> None:
         if not isinstance(self.fields, MaskedFields):
-            object.__setattr__(self, "fields", masked_tree(dict(self.fields), self.address.kind))
+            kind, key = self.address.kind, self.address.key
+            secret = BY_NAME[kind].key_secret_paths(key)
+            object.__setattr__(self, "fields", masked_tree(dict(self.fields), kind, secret_paths=secret))
 
     @property
     def key(self) -> str:

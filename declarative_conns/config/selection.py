@@ -33,7 +33,7 @@ from declarative_conns.errors import ProjectError, TargetError
 
 if TYPE_CHECKING:
     from declarative_conns.config.validation import Validation
-    from declarative_conns.targets.discovery import Target as DatabaseSettings
+    from declarative_conns.targets.discovery import DatabaseSettings
 
 DEFAULT_CONFIG = Path("connections.toml")
 DEFAULT_STATE = ".dconn/state.json"
