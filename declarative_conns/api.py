@@ -14,6 +14,7 @@ are DconnError subclasses.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ from declarative_conns.config.secrets import resolve_secret
 from declarative_conns.core.crypto import Digester
 from declarative_conns.core.digests import run_digester
 from declarative_conns.core.kinds import BY_NAME
-from declarative_conns.core.model import Address, SecretRef, Values
+from declarative_conns.core.model import Address, SecretRef, Values, address_order, by_address
 from declarative_conns.core.operations import Create, Plan, Update
 from declarative_conns.core.planner import make_plan, state_after_apply
 from declarative_conns.core.state import State
@@ -240,12 +241,13 @@ def plan(
         kinds = _check_kinds(desired, info, target)
         values = resolve_desired(desired, resolver)
         snapshot = target.read(kinds, digester)
-        problems = target.check_keys(sorted(values), snapshot.objects)
+        problems = target.check_keys(sorted(values, key=address_order), snapshot.objects)
         if problems:
             raise ValidationFailed(problems)
         previous, settled = _settle_pending(store, previous, snapshot, digester, workspace.read_only)
         read_version = version_of(previous)
-        recorded_before = previous.content() if previous is not None else None
+        # What the state held before the plan refreshes it (make_plan sets new members on it).
+        recorded_before = copy.copy(previous)
         if targets is not None:
             _check_targets(targets, desired, snapshot, kinds)
         skipped = {address for address, _ in snapshot.skipped}
@@ -294,7 +296,7 @@ def plan(
         workspace,
         warnings,
     )
-    if refresh_state and not workspace.read_only and planned.state.content() != recorded_before:
+    if refresh_state and not workspace.read_only and not planned.state.same_content(recorded_before):
         _save_snapshot(store, run)
     return run
 
@@ -343,7 +345,7 @@ def _check_kinds(desired: DesiredState, info: TargetInfo, target: Target) -> tup
             problems.append(
                 f"{target.display} has no place for {BY_NAME[name].plural} (Airflow {info.shape})"
             )
-    for address, obj in sorted(desired.objects.items()):
+    for address, obj in sorted(desired.objects.items(), key=by_address):
         have = info.fields.get(address.kind, ())
         kind = BY_NAME[address.kind]
         for name in obj.fields:
@@ -473,14 +475,14 @@ def shadowing_warnings(
     env = os.environ if environ is None else environ
     prefixes = {"connection": "AIRFLOW_CONN_", "variable": "AIRFLOW_VAR_"}
     warnings = []
-    for address in sorted(values):
-        prefix = prefixes.get(address.kind)
-        name = f"{prefix}{address.key.upper()}" if prefix else None
-        if name and name in env:
-            warnings.append(
-                f"{address}: {name} is set in this environment; where Airflow sees it too, Airflow reads "
-                "that variable, not the database row"
-            )
+    # Only the shadowed few are sorted (most runs have none), not every declared object.
+    shadowed = [a for a in values if a.kind in prefixes and f"{prefixes[a.kind]}{a.key.upper()}" in env]
+    for address in sorted(shadowed, key=address_order):
+        name = f"{prefixes[address.kind]}{address.key.upper()}"
+        warnings.append(
+            f"{address}: {name} is set in this environment; where Airflow sees it too, Airflow reads "
+            "that variable, not the database row"
+        )
     return warnings
 
 

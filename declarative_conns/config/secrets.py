@@ -25,7 +25,7 @@ from declarative_conns.commands import (
 )
 from declarative_conns.config.findings import dotted_path
 from declarative_conns.core.kinds import BY_NAME
-from declarative_conns.core.model import JSON_SCALARS, Address, SecretRef, Values
+from declarative_conns.core.model import JSON_SCALARS, Address, SecretRef, Values, by_address, frozen_paths
 from declarative_conns.core.sensitive import MaskedFields
 from declarative_conns.errors import SecretError
 
@@ -172,7 +172,7 @@ Resolver = Callable[[SecretRef], str]
 
 def references(desired: DesiredState) -> Iterable[tuple[Address, tuple[str | int, ...], SecretRef]]:
     """Yield (address, field path, reference) for every secret reference declared."""
-    for address, obj in sorted(desired.objects.items()):
+    for address, obj in sorted(desired.objects.items(), key=by_address):
         yield from ((address, path, ref) for path, ref in _walk_refs(obj.fields, ()))
 
 
@@ -198,7 +198,7 @@ def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[Address, 
     cache: dict[SecretRef, str] = {}
     problems: list[str] = []
     resolved: dict[Address, Values] = {}
-    for address, obj in sorted(desired.objects.items()):
+    for address, obj in sorted(desired.objects.items(), key=by_address):
         kind = BY_NAME[address.kind]
         secret_paths: set[tuple[str | int, ...]] = set(kind.key_secret_paths(address.key))
         fields = {
@@ -208,7 +208,7 @@ def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[Address, 
             else _resolve_value(value, (name,), address, resolver, cache, secret_paths, problems)
             for name, value in obj.fields.items()
         }
-        paths = frozenset(secret_paths)
+        paths = frozen_paths(secret_paths)
         # The fields hold resolved secrets: a MaskedFields, so printing them shows none.
         resolved[address] = Values(MaskedFields(kind.normalize(fields), (), paths, kind.name), paths)
     if problems:

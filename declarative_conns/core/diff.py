@@ -6,7 +6,9 @@ differ, so comparing 100,000 unchanged objects costs one canonical comparison ea
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from declarative_conns.core.kinds import Kind
@@ -39,8 +41,26 @@ def explain(
             changes.extend(explainer.split((name,), None, new[name], "add"))
         else:
             changes.extend(explainer.field(name, old[name], new[name]))
+    return _in_reading_order(changes, kind)
+
+
+def _in_reading_order(changes: list[FieldChange], kind: Kind) -> list[FieldChange]:
+    """Sort changes by the kind's field order, then by their paths' canonical JSON.
+
+    The JSON of a path only orders changes of the same field: a change alone at its rank (most
+    are) needs none, which spares a JSON encoding per field of every object a plan creates.
+    """
     rank = {name: i for i, name in enumerate(kind.fields)}
-    return sorted(changes, key=lambda c: (rank.get(str(c.path[0]), len(rank)), canonical_json(list(c.path))))
+    ranks = [rank.get(str(c.path[0]), len(rank)) for c in changes]
+    counts = Counter(ranks)
+    if len(counts) == len(ranks):
+        return [c for _, c in sorted(zip(ranks, changes, strict=True), key=itemgetter(0))]
+    shared = {r for r, n in counts.items() if n > 1}
+    keyed = [
+        ((r, canonical_json(list(c.path)) if r in shared else ""), c)
+        for r, c in zip(ranks, changes, strict=True)
+    ]
+    return [c for _, c in sorted(keyed, key=itemgetter(0))]
 
 
 class _Explainer:

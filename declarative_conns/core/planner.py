@@ -24,7 +24,7 @@ from declarative_conns.core.digests import digest_key_record, state_digester
 from declarative_conns.core.drift import detect_drift, group_by_address, rekey_applied
 from declarative_conns.core.kinds import BY_NAME, Kind, plan_order
 from declarative_conns.core.lifecycle import IgnoredPaths, keep_ignored, without_ignored
-from declarative_conns.core.model import Address, Settings, StoredObject, Values
+from declarative_conns.core.model import Address, Settings, StoredObject, Values, address_order
 from declarative_conns.core.model import Path as PathType
 from declarative_conns.core.operations import (
     Create,
@@ -103,7 +103,10 @@ def compute_plan(
     if rotate:
         operations.extend(_reencryptions(in_scope_stored, operations, settings))
     considered = set(declared) | {op.address for op in operations}
-    expected = {a: tuple((o.row_id, o.fingerprint) for o in groups.get(a, [])) for a in sorted(considered)}
+    expected = {
+        a: tuple((o.row_id, o.fingerprint) for o in groups.get(a, []))
+        for a in sorted(considered, key=address_order)
+    }
     return Plan(
         operations=tuple(operations),
         kinds=tuple(k for k in BY_NAME if k in in_scope),
@@ -111,8 +114,10 @@ def compute_plan(
         unmanaged=tuple(unmanaged),
         ignored=tuple(ignored),
         expected=expected,
-        old_key=tuple(sorted({o.address for o in in_scope_stored if o.key_index not in (None, 0)})),
-        targets=None if targets is None else tuple(sorted(targets)),
+        old_key=tuple(
+            sorted({o.address for o in in_scope_stored if o.key_index not in (None, 0)}, key=address_order)
+        ),
+        targets=None if targets is None else tuple(sorted(targets, key=address_order)),
     )
 
 
@@ -214,7 +219,7 @@ def make_plan(
         def recorded(digests: Digester) -> ToForm:
             return lambda a, v: recorded_form(v, digests, kind_map[a.kind], _managed(a, fields))
 
-        current = _kept_forms(snapshot["objects"]) if same_key else None
+        current = _kept_forms(stored, snapshot["objects"]) if same_key else None
         drift = detect_drift(
             previous.applied,
             stored,
@@ -270,16 +275,19 @@ def snapshot_order(obj: StoredObject) -> tuple[int, int, str]:
     )
 
 
-def _kept_forms(entries: Sequence[Mapping[str, object]]) -> dict[Address, Form]:
-    """Return each address's recorded form in a snapshot, of its kept row (the lowest id)."""
-    forms: dict[Address, tuple[int, Form]] = {}
-    for entry in entries:
-        address = Address(str(entry["kind"]), str(entry["key"]))
-        row = entry["id"] if isinstance(entry["id"], int) else -1
-        kept = forms.get(address)
-        if kept is None or row < kept[0]:
-            forms[address] = (row, entry["fields"])  # type: ignore[assignment]
-    return {address: form for address, (_, form) in forms.items()}
+def _kept_forms(stored: Sequence[StoredObject], entries: Sequence[Mapping[str, Any]]) -> dict[Address, Form]:
+    """Return each address's recorded form in a snapshot, of its kept row (the lowest id).
+
+    `entries` are the snapshot entries of `stored`, in the same order (snapshot_entries).
+    """
+    forms: dict[Address, Form] = {}
+    kept: dict[Address, int] = {}
+    for obj, entry in zip(stored, entries, strict=True):
+        row = obj.row_id if isinstance(obj.row_id, int) else -1
+        if row < kept.get(obj.address, row + 1):
+            kept[obj.address] = row
+            forms[obj.address] = entry["fields"]
+    return forms
 
 
 def state_after_apply(

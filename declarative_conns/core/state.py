@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from declarative_conns.core.model import Address
+from declarative_conns.core.model import Address, address_order
 from declarative_conns.core.recorded import Form
 
 STATE_FORMAT_VERSION = 2
@@ -63,17 +63,44 @@ class State:
         """Build a state from its JSON document (format 2, or format 1 converted)."""
         if document.get("format_version") == 1:
             document = _from_format_1(document)
+        applied = _addressed(document["applied"])
+        # The managed objects are mostly the applied ones: the same Address objects, not a second set.
+        known = {(a.kind, a.key): a for a in applied}
         return cls(
             lineage=document["lineage"],
             serial=document["serial"],
             target=dict(document["target"]),
             digest_key=dict(document["digest_key"]),
-            managed={Address(kind, key) for kind, keys in document["managed"].items() for key in keys},
-            applied=_addressed(document["applied"]),
+            managed={
+                known.get((kind, key)) or Address(kind, key)
+                for kind, keys in document["managed"].items()
+                for key in keys
+            },
+            applied=applied,
             snapshot=dict(document["snapshot"]),
             sent=_addressed(document.get("sent", {})),
             before_apply=_addressed(document.get("before_apply", {})),
             written_at=document["written_at"],
+        )
+
+    def same_content(self, other: State | None) -> bool:
+        """Tell whether `content()` of both states is equal, without building either document.
+
+        Member by member, as the documents compare: `managed` as a set and `applied` and `sent`
+        as mappings of addresses hold what their by-kind groupings in the document hold.
+        """
+        if other is None:
+            return False
+        mine = {k: v for k, v in self.snapshot.items() if k != "taken_at"}
+        theirs = {k: v for k, v in other.snapshot.items() if k != "taken_at"}
+        return (
+            self.lineage == other.lineage
+            and self.target == other.target
+            and self.digest_key == other.digest_key
+            and self.managed == other.managed
+            and self.applied == other.applied
+            and self.sent == other.sent
+            and mine == theirs
         )
 
     def content(self) -> dict[str, Any]:
@@ -88,7 +115,7 @@ class State:
 def _by_kind(items: Mapping[Address, Any], *, sort: bool = False) -> dict[str, Any]:
     """Group a mapping of addresses as the document does: kind -> key -> value (or sorted keys)."""
     out: dict[str, dict[str, Any]] = {}
-    for address in sorted(items):
+    for address in sorted(items, key=address_order):
         out.setdefault(address.kind, {})[address.key] = items[address]
     if sort:
         return {kind: list(keys) for kind, keys in out.items()}

@@ -10,17 +10,49 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from declarative_conns.core.crypto import Digester, KeyRing
 from declarative_conns.core.kinds import BY_NAME, Kind
-from declarative_conns.core.model import Address, Path, StoredObject, Values, nesting_exceeds
+from declarative_conns.core.model import (
+    MAX_NESTING,
+    Address,
+    Path,
+    StoredObject,
+    Values,
+    frozen_paths,
+    nesting_exceeds,
+)
 from declarative_conns.errors import DecryptionError
 from declarative_conns.targets.database.tables import KindTable
 
 
 class TooDeep(Exception):
     """Raise when a stored value nests deeper than dconn reads (core.model.MAX_NESTING)."""
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a kind's fields live in its table, worked out once per read rather than once per row."""
+
+    #: (field, column) for every field of the kind.
+    fields: tuple[tuple[str, str], ...]
+    #: (column, flag column, field) for every encrypted column.
+    encrypted: tuple[tuple[str, str, str], ...]
+    #: The columns a fingerprint covers, in order, and the flag columns after them.
+    stored: tuple[str, ...]
+    flags: tuple[str, ...]
+
+
+def _layout(spec: KindTable, kind: Kind) -> _Layout:
+    """Return how a kind's rows are laid out in its table."""
+    return _Layout(
+        fields=tuple((name, spec.column(name)) for name in kind.fields),
+        encrypted=tuple((c, flag, _field_of(spec, kind, c)) for c, flag in spec.encrypted.items()),
+        stored=("id", spec.key_column, *(spec.column(f) for f in kind.fields)),
+        flags=tuple(spec.encrypted.values()),
+    )
 
 
 def decode_rows(
@@ -35,9 +67,10 @@ def decode_rows(
     objects: list[StoredObject] = []
     failed: list[str] = []
     skipped: list[tuple[Address, str]] = []
+    layout = _layout(spec, kind)
     for raw in raws:
         try:
-            objects.append(decode_row(raw, spec, kind, keyring, digester))
+            objects.append(decode_row(raw, spec, kind, keyring, digester, layout))
         except DecryptionError:
             failed.append(f"{_key(raw, spec)} (row {raw['id']})")
         except (TooDeep, RecursionError):
@@ -68,17 +101,22 @@ def _key(raw: Mapping[str, Any], spec: KindTable) -> str:
 
 
 def decode_row(
-    raw: Mapping[str, Any], spec: KindTable, kind: Kind, keyring: KeyRing, digester: Digester
+    raw: Mapping[str, Any],
+    spec: KindTable,
+    kind: Kind,
+    keyring: KeyRing,
+    digester: Digester,
+    layout: _Layout | None = None,
 ) -> StoredObject:
     """Decrypt and normalize one stored row."""
+    layout = layout or _layout(spec, kind)
     key = _key(raw, spec)
     owner = f'{kind.name} "{key}"'
-    fields = {name: raw.get(spec.column(name)) for name in kind.fields}
+    fields = {name: raw.get(column) for name, column in layout.fields}
     key_index: int | None = None
-    for column, flag in spec.encrypted.items():
+    for column, flag, name in layout.encrypted:
         value = raw.get(column)
         if value and raw.get(flag):
-            name = _field_of(spec, kind, column)
             fields[name], index = keyring.decrypt(value, owner=owner, what=name)
             key_index = max(key_index or 0, index)
     secret_paths: set[Path] = set(kind.key_secret_paths(key))
@@ -92,8 +130,8 @@ def decode_row(
     return StoredObject(
         Address(kind.name, key),
         int(raw["id"]),
-        Values(kind.normalize(fields), frozenset(secret_paths)),
-        fingerprint(raw, spec, kind, digester),
+        Values(kind.normalize(fields), frozen_paths(secret_paths)),
+        fingerprint(raw, spec, kind, digester, layout),
         key_index,
     )
 
@@ -112,23 +150,37 @@ def _parse_extra(text: Any, secret_paths: set[Path]) -> Any:
     except ValueError:
         secret_paths.add(("extra",))
         return text
-    if nesting_exceeds(value):
+    if _may_nest_too_deep(text) and nesting_exceeds(value):
         raise TooDeep("extra")
     return value
 
 
+def _may_nest_too_deep(text: str) -> bool:
+    """Tell whether JSON text has enough brackets to nest deeper than the limit.
+
+    Each level opens a bracket, so text with no more `{` and `[` than the limit cannot exceed it
+    (brackets inside strings only count too many): most values need no walk at all.
+    """
+    return text.count("{") + text.count("[") > MAX_NESTING
+
+
 def _deep_json(text: str) -> bool:
     """Tell whether JSON text nests too deep to compare (text that is not JSON is a plain string)."""
+    if not _may_nest_too_deep(text):
+        return False
     try:
         return nesting_exceeds(json.loads(text))
     except ValueError:
         return False
 
 
-def fingerprint(raw: Mapping[str, Any], spec: KindTable, kind: Kind, digester: Digester) -> str:
+def fingerprint(
+    raw: Mapping[str, Any], spec: KindTable, kind: Kind, digester: Digester, layout: _Layout | None = None
+) -> str:
     """Return a keyed digest of a row exactly as stored, to notice any change to it."""
-    stored: list[Any] = [raw.get(c) for c in ("id", spec.key_column, *(spec.column(f) for f in kind.fields))]
-    stored += [bool(raw.get(flag)) for flag in spec.encrypted.values()]
+    layout = layout or _layout(spec, kind)
+    stored: list[Any] = [raw.get(c) for c in layout.stored]
+    stored += [bool(raw.get(flag)) for flag in layout.flags]
     return digester.digest(stored)
 
 

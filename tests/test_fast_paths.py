@@ -1,0 +1,155 @@
+"""The shortcuts large plans take give exactly the results of the plain ways they replace."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from declarative_conns.core.model import (
+    MAX_NESTING,
+    NO_PATHS,
+    Address,
+    address_order,
+    by_address,
+    frozen_paths,
+    nesting_exceeds,
+)
+from declarative_conns.core.state import State
+from declarative_conns.targets.database.rows import _may_nest_too_deep
+
+
+def _walk_all(value: object, limit: int) -> bool:
+    """The walk nesting_exceeds replaced: every child pushed, scalars included."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: object = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)  # type: ignore[attr-defined]
+    return False
+
+
+def _nested(depth: int, rng: random.Random) -> object:
+    value: object = rng.choice([1, "x", None, {}, []])
+    for _ in range(depth):
+        value = rng.choice([{"a": value, "b": 2}, [value, 3], (value,), {"k": [value]}])
+    return value
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2, 50, 98, 99, 100, 101, 102, 150])
+def test_nesting_exceeds_agrees_with_the_full_walk(depth: int) -> None:
+    rng = random.Random(depth)
+    for _ in range(20):
+        value = _nested(depth, rng)
+        for limit in (0, 1, 2, 50, MAX_NESTING - 1, MAX_NESTING, MAX_NESTING + 1):
+            assert nesting_exceeds(value, limit) == _walk_all(value, limit)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 99, 100, 101, 140])
+def test_bracket_count_never_misses_a_value_nested_too_deep(depth: int) -> None:
+    rng = random.Random(depth)
+    for _ in range(20):
+        value = _nested(depth, rng)
+        text = json.dumps(value)
+        if nesting_exceeds(json.loads(text)):
+            assert _may_nest_too_deep(text)
+    assert not _may_nest_too_deep('{"a": "[[[["}')
+    assert _may_nest_too_deep("[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["connection", "variable", "pool", "a", ""]), st.text(max_size=4))))
+def test_address_order_is_the_order_of_addresses(pairs: list[tuple[str, str]]) -> None:
+    addresses = [Address(kind, key) for kind, key in pairs]
+    assert sorted(addresses, key=address_order) == sorted(addresses)
+    items = [(a, i) for i, a in enumerate(dict.fromkeys(addresses))]
+    assert sorted(items, key=by_address) == sorted(items, key=lambda item: item[0])
+
+
+def test_frozen_paths_shares_the_empty_set() -> None:
+    assert frozen_paths(set()) is NO_PATHS
+    assert frozen_paths({("password",)}) == frozenset({("password",)})
+
+
+def _state() -> State:
+    a, b = Address("connection", "a"), Address("variable", "b")
+    return State(
+        lineage="L",
+        serial=3,
+        target={"url": "sqlite://", "identity": {"x": 1}},
+        digest_key={"id": "k"},
+        managed={a, b},
+        applied={a: {"host": "h", "extra": {"k": [1, 2]}}, b: {"val": "v"}},
+        snapshot={
+            "taken_at": "t1",
+            "shape": "2.11",
+            "objects": [{"kind": "connection", "key": "a", "id": 1}],
+        },
+        written_at="w",
+    )
+
+
+def _changes() -> list[tuple[str, object]]:
+    a = Address("connection", "a")
+    return [
+        ("serial", 4),
+        ("written_at", "w2"),
+        ("before_apply", {a: [[1, "f"]]}),
+        ("lineage", "M"),
+        ("target", {"url": "sqlite://", "identity": {"x": 2}}),
+        ("digest_key", {"id": "other"}),
+        ("managed", {a}),
+        ("applied", {a: {"host": "h", "extra": {"k": [1, 2]}}}),
+        ("applied", {a: {"host": "h", "extra": {"k": [1, 3]}}, Address("variable", "b"): {"val": "v"}}),
+        ("sent", {a: {"password": "d"}}),
+        (
+            "snapshot",
+            {"taken_at": "t2", "shape": "2.11", "objects": [{"kind": "connection", "key": "a", "id": 1}]},
+        ),
+        (
+            "snapshot",
+            {"taken_at": "t1", "shape": "3.0", "objects": [{"kind": "connection", "key": "a", "id": 1}]},
+        ),
+        ("snapshot", {"taken_at": "t1", "shape": "2.11", "objects": []}),
+    ]
+
+
+@pytest.mark.parametrize(("member", "value"), _changes())
+def test_same_content_agrees_with_comparing_content(member: str, value: object) -> None:
+    before = _state()
+    after = copy.copy(before)
+    setattr(after, member, value)
+    assert after.same_content(before) == (after.content() == before.content())
+    assert before.same_content(copy.copy(before))
+    assert not before.same_content(None)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["host", "extra", "login", "password", "unknown", "zzz", "conn_type"]),
+            st.lists(st.one_of(st.text(max_size=3), st.integers(-2, 2)), max_size=2),
+        ),
+        max_size=12,
+    )
+)
+def test_changes_sort_as_by_rank_and_path_json(paths: list[tuple[str, list[str | int]]]) -> None:
+    from declarative_conns.core.diff import _in_reading_order
+    from declarative_conns.core.kinds import BY_NAME
+    from declarative_conns.core.model import FieldChange, canonical_json
+
+    kind = BY_NAME["connection"]
+    changes = [FieldChange((name, *rest), None, 1, False, "add") for name, rest in paths]
+    rank = {name: i for i, name in enumerate(kind.fields)}
+    plain = sorted(changes, key=lambda c: (rank.get(str(c.path[0]), len(rank)), canonical_json(list(c.path))))
+    assert [id(c) for c in _in_reading_order(changes, kind)] == [id(c) for c in plain]
