@@ -153,3 +153,19 @@ def test_changes_sort_as_by_rank_and_path_json(paths: list[tuple[str, list[str |
     rank = {name: i for i, name in enumerate(kind.fields)}
     plain = sorted(changes, key=lambda c: (rank.get(str(c.path[0]), len(rank)), canonical_json(list(c.path))))
     assert [id(c) for c in _in_reading_order(changes, kind)] == [id(c) for c in plain]
+
+
+@pytest.mark.parametrize("kind_name", ["connection", "variable", "pool"])
+def test_a_row_layout_gives_the_fingerprint_worked_out_per_row(kind_name: str) -> None:
+    from declarative_conns.core.crypto import Digester
+    from declarative_conns.core.kinds import BY_NAME
+    from declarative_conns.targets.database.rows import fingerprint, row_layout
+    from declarative_conns.targets.database.tables import KIND_TABLES
+
+    spec, kind = KIND_TABLES[kind_name], BY_NAME[kind_name]
+    digester = Digester.from_secret(b"k", source="test")
+    columns = ["id", spec.key_column, *(spec.column(f) for f in kind.fields), *spec.encrypted.values()]
+    raw = {column: f"v-{i}" for i, column in enumerate(columns)}
+    layout = row_layout(spec, kind)
+    assert fingerprint(raw, spec, kind, digester, layout) == fingerprint(raw, spec, kind, digester)
+    assert [field for field, _ in layout.fields] == list(kind.fields)

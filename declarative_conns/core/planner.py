@@ -266,10 +266,13 @@ def _managed(address: Address, fields: Fields) -> tuple[str, ...]:
     return BY_NAME[address.kind].managed_fields(address.key, fields[address.kind])
 
 
+_KIND_INDEX = {name: i for i, name in enumerate(BY_NAME)}
+
+
 def snapshot_order(obj: StoredObject) -> tuple[int, int, str]:
     """Order objects as a target reads them: kind by kind, by row id (by key where there are no ids)."""
     return (
-        list(BY_NAME).index(obj.address.kind),
+        _KIND_INDEX[obj.address.kind],
         obj.row_id if obj.row_id is not None else -1,
         obj.address.key,
     )

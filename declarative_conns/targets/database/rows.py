@@ -33,7 +33,7 @@ class TooDeep(Exception):
 
 
 @dataclass(frozen=True)
-class _Layout:
+class RowLayout:
     """Where a kind's fields live in its table, worked out once per read rather than once per row."""
 
     #: (field, column) for every field of the kind.
@@ -45,9 +45,9 @@ class _Layout:
     flags: tuple[str, ...]
 
 
-def _layout(spec: KindTable, kind: Kind) -> _Layout:
+def row_layout(spec: KindTable, kind: Kind) -> RowLayout:
     """Return how a kind's rows are laid out in its table."""
-    return _Layout(
+    return RowLayout(
         fields=tuple((name, spec.column(name)) for name in kind.fields),
         encrypted=tuple((c, flag, _field_of(spec, kind, c)) for c, flag in spec.encrypted.items()),
         stored=("id", spec.key_column, *(spec.column(f) for f in kind.fields)),
@@ -67,7 +67,7 @@ def decode_rows(
     objects: list[StoredObject] = []
     failed: list[str] = []
     skipped: list[tuple[Address, str]] = []
-    layout = _layout(spec, kind)
+    layout = row_layout(spec, kind)
     for raw in raws:
         try:
             objects.append(decode_row(raw, spec, kind, keyring, digester, layout))
@@ -106,10 +106,10 @@ def decode_row(
     kind: Kind,
     keyring: KeyRing,
     digester: Digester,
-    layout: _Layout | None = None,
+    layout: RowLayout | None = None,
 ) -> StoredObject:
     """Decrypt and normalize one stored row."""
-    layout = layout or _layout(spec, kind)
+    layout = layout or row_layout(spec, kind)
     key = _key(raw, spec)
     owner = f'{kind.name} "{key}"'
     fields = {name: raw.get(column) for name, column in layout.fields}
@@ -175,12 +175,16 @@ def _deep_json(text: str) -> bool:
 
 
 def fingerprint(
-    raw: Mapping[str, Any], spec: KindTable, kind: Kind, digester: Digester, layout: _Layout | None = None
+    raw: Mapping[str, Any], spec: KindTable, kind: Kind, digester: Digester, layout: RowLayout | None = None
 ) -> str:
     """Return a keyed digest of a row exactly as stored, to notice any change to it."""
-    layout = layout or _layout(spec, kind)
-    stored: list[Any] = [raw.get(c) for c in layout.stored]
-    stored += [bool(raw.get(flag)) for flag in layout.flags]
+    if layout is None:
+        columns: Iterable[str] = ("id", spec.key_column, *(spec.column(f) for f in kind.fields))
+        flags: Iterable[str] = spec.encrypted.values()
+    else:
+        columns, flags = layout.stored, layout.flags
+    stored: list[Any] = [raw.get(c) for c in columns]
+    stored += [bool(raw.get(flag)) for flag in flags]
     return digester.digest(stored)
 
 

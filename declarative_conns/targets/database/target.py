@@ -58,6 +58,8 @@ class DatabaseTarget:
     #: Rows encoded this run, by address, with the Values they were encoded from (a later run's
     #: values for the same address are other objects, so they are never served a stale row).
     _encoded: dict[Address, tuple[Values, dict[str, Any]]] = field(default_factory=dict, repr=False)
+    #: What open() found, described once: encode() asks for it per object written.
+    _info: TargetInfo | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"DatabaseTarget({self.display!r})"
@@ -107,10 +109,12 @@ class DatabaseTarget:
             except BaseException:
                 self.close()
                 raise
-        reflected = self._reflected
-        shape = connection_shape(reflected.tables.get("connection"))
-        fields = {kind: reflected.fields(kind) for kind in KIND_TABLES if reflected.fields(kind)}
-        return TargetInfo(shape, f"Airflow {shape} table", fields)
+        if self._info is None:
+            reflected = self._reflected
+            shape = connection_shape(reflected.tables.get("connection"))
+            fields = {kind: reflected.fields(kind) for kind in KIND_TABLES if reflected.fields(kind)}
+            self._info = TargetInfo(shape, f"Airflow {shape} table", fields)
+        return self._info
 
     def _no_table_message(self, schema: str | None) -> str:
         """Explain that the database has no connection table."""
@@ -140,6 +144,7 @@ class DatabaseTarget:
             self._engine.dispose()
             self._engine = None
         self._reflected = None
+        self._info = None
         self._encoded.clear()
 
     @property
@@ -452,6 +457,7 @@ class DatabaseSession:
         """Return the fingerprint of every row written, from what was written (nothing is read back)."""
         target = self.target
         out: dict[tuple[Address, int | None], str] = {}
+        layouts: dict[str, rows.RowLayout] = {}
         for op in operations:
             spec = KIND_TABLES[op.address.kind]
             kind = BY_NAME[op.address.kind]
@@ -468,7 +474,8 @@ class DatabaseSession:
                 row_id = op.row_id
             else:
                 continue
-            out[(op.address, row_id)] = rows.fingerprint(raw, spec, kind, digester)
+            layout = layouts.get(kind.name) or layouts.setdefault(kind.name, rows.row_layout(spec, kind))
+            out[(op.address, row_id)] = rows.fingerprint(raw, spec, kind, digester, layout)
         return out
 
     def _reencrypt_rows(self, kind: str, row_ids: set[int | None]) -> list[dict[str, Any]]:
