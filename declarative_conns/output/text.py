@@ -193,8 +193,12 @@ def _change_lines(
     origins: Mapping[tuple[Address, Path], str] | None = None,
 ) -> list[str]:
     """Return aligned `~ path = before -> after` lines; with origins, `# from FILE` after each."""
-    width = max((len(format_path(c.path)) for c in changes), default=0)
-    lines = [f"  {_SYMBOL[c.kind]} {format_path(c.path).ljust(width)} = {show_change(c)}" for c in changes]
+    paths = [format_path(c.path) for c in changes]  # once each: the width and the lines
+    width = max(map(len, paths), default=0)
+    lines = [
+        f"  {_SYMBOL[c.kind]} {path.ljust(width)} = {show_change(c)}"
+        for c, path in zip(changes, paths, strict=True)
+    ]
     if not origins or address is None:
         return lines
     found = [origins.get((address, c.path)) for c in changes]
@@ -250,7 +254,7 @@ def show_value(value: Any) -> str:
     """Return a value as JSON text, secrets as (sensitive value)."""
     if value is HIDDEN:
         return "(sensitive value)"
-    return json.dumps(value, ensure_ascii=False, default=_hidden_json)
+    return _SHOW_JSON(value)
 
 
 def _hidden_json(value: object) -> str:
@@ -258,3 +262,7 @@ def _hidden_json(value: object) -> str:
     if value is HIDDEN:
         return "(sensitive value)"
     return repr(value)
+
+
+#: show_value's encoder, built once: json.dumps with options builds one per call (per plan line).
+_SHOW_JSON = json.JSONEncoder(ensure_ascii=False, default=_hidden_json).encode
