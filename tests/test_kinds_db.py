@@ -451,3 +451,18 @@ def test_restore_keeps_a_clear_secret_and_its_flag_together(kinds_db: Any, tmp_p
     assert restored.returncode == 0, restored.stderr
     assert "its val was a secret stored in clear" in restored.stdout
     assert db.variables() == {"api_token": f"{CANARY}-new"}
+
+
+def test_a_plan_after_an_apply_leaves_the_state_as_the_apply_wrote_it(kinds_db: Any, tmp_path: Path) -> None:
+    """The apply records a variable's table as the JSON text the next read finds: the next plan rewrites nothing."""
+    db = kinds_db()
+    apply_doc(db, tmp_path, DOC)
+    state = tmp_path / ".dconn" / "state.json"
+    written = state.read_bytes()
+    assert no_changes(db, tmp_path, DOC)
+    import difflib
+
+    diff = list(
+        difflib.unified_diff(written.decode().splitlines(), state.read_text().splitlines(), lineterm="", n=0)
+    )
+    assert state.read_bytes() == written, "\n".join(diff[:40])
