@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
+from jsonschema import Draft202012Validator
 
 from declarative_conns.api import Workspace, apply, plan
 from declarative_conns.config.loader import desired_from_dicts, load_desired
+from declarative_conns.config.resources import load_schema
 from declarative_conns.errors import DatabaseError, ValidationFailed
 from declarative_conns.targets.discovery import resolve_target
 from tests.airflow_tables import create_kind_tables
@@ -282,7 +284,10 @@ def test_sensitive_variables_never_appear_in_output_state_plan_files_or_backups(
     assert '# variable "api_token" will be updated in place' in outputs[0].stdout
     assert "~ value = (sensitive value changed)" in outputs[0].stdout
     assert "+ value = (sensitive value)" in outputs[0].stdout
-    json_actions = {(a["kind"], a["key"]): a for a in json.loads(outputs[1].stdout)["actions"]}
+    document = json.loads(outputs[1].stdout)
+    Draft202012Validator(load_schema("plan.schema.json")).validate(document)
+    assert [a["kind"] for a in document["actions"]] == ["connection", *["variable"] * 5, "pool", "pool"]
+    json_actions = {(a["kind"], a["key"]): a for a in document["actions"]}
     assert json_actions[("variable", "slack_token")]["changes"][0]["sensitive"] is True
     for result in (*outputs, saved, applied):
         assert CANARY not in result.stdout + result.stderr
