@@ -345,11 +345,17 @@ def test_variables_on_airflow_1_10_tables_have_no_description(kinds_db: Any, tmp
 
 
 def test_team_name_on_airflow_3_2(kinds_db: Any, tmp_path: Path) -> None:
-    """Airflow 3.2+: team_name on variables and pools must name an existing team."""
+    """Airflow 3.2+: team_name on variables and pools must name an existing team, and is written when it does."""
     db = kinds_db(shape="3.2")
     text = '[variables.a]\nvalue = "x"\nteam_name = "nope"\n'
     with pytest.raises(ValidationFailed, match='variable "a" field team_name: there is no team "nope"'):
         plan_doc(db, tmp_path, text)
+    db.execute(sa.text("INSERT INTO team (id, name) VALUES ('00000000000000000000000000000001', 'team_a')"))
+    apply_doc(
+        db, tmp_path, text.replace("nope", "team_a") + '\n[pools.etl]\nslots = 1\nteam_name = "team_a"\n'
+    )
+    assert [r["team_name"] for r in db.rows(db.variable)] == ["team_a"]
+    assert db.pools()["etl"]["team_name"] == "team_a"
 
 
 REFUSE_ETL = {
