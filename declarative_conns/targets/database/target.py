@@ -52,14 +52,13 @@ class DatabaseTarget:
     _engine: Engine | None = field(default=None, repr=False)
     _conn: Connection | None = field(default=None, repr=False)
     _reflected: Reflected | None = field(default=None, repr=False)
+    _info: TargetInfo | None = field(default=None, repr=False)
     _teams: frozenset[str] | None = field(default=None, repr=False)
     _keyring: KeyRing | None = field(default=None, repr=False)
     #: Encoded rows of the planned creates and updates, made by check_writes and reused by the apply.
     #: Rows encoded this run, by address, with the Values they were encoded from (a later run's
     #: values for the same address are other objects, so they are never served a stale row).
     _encoded: dict[Address, tuple[Values, dict[str, Any]]] = field(default_factory=dict, repr=False)
-    #: What open() found, described once: encode() asks for it per object written.
-    _info: TargetInfo | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"DatabaseTarget({self.display!r})"
@@ -110,6 +109,7 @@ class DatabaseTarget:
                 self.close()
                 raise
         if self._info is None:
+            # Once per reflection: encode() asks for the fields of every object it writes.
             reflected = self._reflected
             shape = connection_shape(reflected.tables.get("connection"))
             fields = {kind: reflected.fields(kind) for kind in KIND_TABLES if reflected.fields(kind)}
@@ -343,6 +343,7 @@ class DatabaseSession:
         self.target = target
         self.conn = conn
         self._current: dict[str, list[dict[str, Any]]] = {}
+        self._indexed: dict[str, dict[Any, dict[str, Any]]] = {}
         self._reencrypted: dict[int, dict[str, Any]] = {}
 
     def current_rows(self, kind: str) -> list[dict[str, Any]]:
@@ -461,11 +462,21 @@ class DatabaseSession:
         for op in operations:
             spec = KIND_TABLES[op.address.kind]
             kind = BY_NAME[op.address.kind]
-            if isinstance(op, (Create, Update)):
-                row_id = new_ids.get(op.address) if isinstance(op, Create) else op.row_id
+            if isinstance(op, Create):
+                row_id = new_ids.get(op.address)
                 raw = {"id": row_id, spec.key_column: op.address.key, **target.encode(op.address, op.values)}
+            elif isinstance(op, Update):
+                # The row as it is now: the columns written over the ones left alone (default_pool's description).
+                row_id = op.row_id
+                before = self._row_index(op.address.kind).get(row_id, {})
+                raw = {
+                    **before,
+                    "id": row_id,
+                    spec.key_column: op.address.key,
+                    **target.encode(op.address, op.values),
+                }
             elif isinstance(op, Reencrypt):
-                before = next(r for r in self._rows(op.address.kind) if r["id"] == op.row_id)
+                before = self._row_index(op.address.kind)[op.row_id]
                 raw = (
                     {**before, **self._reencrypted[op.row_id]}
                     if op.row_id in self._reencrypted
@@ -477,6 +488,13 @@ class DatabaseSession:
             layout = layouts.get(kind.name) or layouts.setdefault(kind.name, rows.row_layout(spec, kind))
             out[(op.address, row_id)] = rows.fingerprint(raw, spec, kind, digester, layout)
         return out
+
+    def _row_index(self, kind: str) -> dict[Any, dict[str, Any]]:
+        """Return the rows of a kind as read in this transaction, by id (built once)."""
+        index = self._indexed.get(kind)
+        if index is None:
+            index = self._indexed[kind] = {r["id"]: r for r in self._rows(kind)}
+        return index
 
     def _reencrypt_rows(self, kind: str, row_ids: set[int | None]) -> list[dict[str, Any]]:
         """Return the updates re-encrypting rows, kept to fingerprint them after the write."""
