@@ -427,7 +427,8 @@ def _nothing_written(dbs: Any) -> None:
         (
             ("port = 5432 }", 'port = "5432" }'),
             "Error: the configuration has 1 problem:\n  {cwd}/connections/warehouse.toml: "
-            "connections.warehouse.port: '5432' is not of type 'integer'\n",
+            "connections.warehouse.port: '5432' is not of type 'integer' (the value of ${{vars.port}} of "
+            'environment "prod")\n',
         ),
         (
             ('host = "wh.internal"', 'host = "${{vars.host}}"'),
