@@ -553,3 +553,22 @@ def test_validate_all_envs_reports_a_missing_layer_as_that_environments_problem(
     document = json.loads(out)
     assert document["environments"] == [{"name": "staging", "valid": True}, {"name": "prod", "valid": False}]
     assert document["problems"][0]["path"] == "environments.prod.config"
+
+
+def test_a_password_in_an_environments_url_is_never_printed(two: Any, closed_port: int) -> None:
+    """A db_url with a password (written in dconn.toml, unreachable): masked in warnings, sections, errors, JSON."""
+    text = (
+        Path("dconn.toml")
+        .read_text()
+        .replace(
+            'db_url = { from_env = "PROD_DB_URL" }',
+            f'db_url = "postgresql://etl:{CANARY}@127.0.0.1:{closed_port}/airflow"',
+        )
+    )
+    Path("dconn.toml").write_text(text)
+    for fmt in ("text", "json", "markdown"):
+        code, out, err = invoke("plan", "--all-envs", "--format", fmt, "--db-timeout", "5")
+        assert code == 1
+        assert CANARY not in out + err
+        assert f"postgresql://etl:***@127.0.0.1:{closed_port}/airflow" in out
+    assert "the URL holds a password written in the file" in err
