@@ -30,7 +30,8 @@ class SqliteBackend:
         return f"sqlite:///{self.folder / (db + '.db')}"
 
     def create_empty(self, db: str) -> None:
-        """Create a database holding an empty Airflow connection table."""
+        """Create a database holding empty Airflow tables (replacing one made before)."""
+        (self.folder / f"{db}.db").unlink(missing_ok=True)
         _create_table(self.url(db))
 
     def copy(self, source: str, target: str) -> None:
@@ -93,14 +94,15 @@ class PostgresBackend:
 
 
 def _create_table(url: str) -> None:
-    """Create the connection table (and the team table it references) as Airflow does."""
+    """Create the connection, variable and slot_pool tables (and the team table) as Airflow does."""
     import sqlalchemy as sa
 
-    from tests.airflow_tables import create_airflow_tables
+    from tests.airflow_tables import create_airflow_tables, create_kind_tables
 
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         create_airflow_tables(engine, SHAPE)
+        create_kind_tables(engine, SHAPE)
     finally:
         engine.dispose()
 

@@ -176,3 +176,11 @@ def test_convert_never_echoes_a_variable_value(tmp_path: Path) -> None:
         convert_file(path, kind="variable")
     assert "variable 'api_token': its description must be a string" in str(raised.value)
     assert CANARY not in str(raised.value)
+
+
+def test_the_all_kinds_example_is_valid(tmp_path: Path) -> None:
+    """examples/all-kinds.toml validates, and validate counts every kind it declares."""
+    example = Path(__file__).parent.parent / "examples" / "all-kinds.toml"
+    result = run_dconn("validate", "-c", str(example), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Valid: 1 connection, 3 variables and 2 pools in 1 file.\n"

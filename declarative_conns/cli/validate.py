@@ -136,7 +136,9 @@ def _text_report(label: str, validation: Validation, out: Output) -> Exception |
             error.args = (f"{label}: {error}",)
         return error
     files = count(len(desired.files), "file")
-    out.report(f"Valid: {where}{count(len(desired.connections), 'connection')} in {files}.\n")
+    counts = [count(len(desired.of_kind(kind)), kind) for kind in desired.kinds]
+    declared = counts[0] if len(counts) == 1 else ", ".join(counts[:-1]) + " and " + counts[-1]
+    out.report(f"Valid: {where}{declared} in {files}.\n")
     return None
 
 
