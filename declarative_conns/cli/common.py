@@ -88,6 +88,28 @@ DbTimeoutOpt = Annotated[
 ]
 #: --db-timeout's default; the same as declarative_conns.targets.discovery's (a light import).
 DEFAULT_DB_TIMEOUT = 60.0
+ApiUrlOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--api-url",
+        help="Target Airflow's REST API at this base URL instead of the database (also: DCONN_API_URL); "
+        "credentials from DCONN_API_TOKEN, DCONN_API_TOKEN_CMD or DCONN_API_USERNAME/DCONN_API_PASSWORD.",
+        show_default=False,
+    ),
+]
+ApiTimeoutOpt = Annotated[
+    float, typer.Option("--api-timeout", help="Seconds any REST API request may take before dconn gives up.")
+]
+#: --api-timeout's default; the same as declarative_conns.targets.api.settings' (a light import).
+DEFAULT_API_TIMEOUT = 30.0
+ResendSecretsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resend-secrets",
+        help="REST API targets: send every declared secret again (the API never shows secrets, so dconn "
+        "otherwise sends only those whose declared value changed since it last sent them).",
+    ),
+]
 StrictOpt = Annotated[
     bool,
     typer.Option(
@@ -287,8 +309,29 @@ def find_target(
     fernet_key: str | None,
     lock_timeout: float = 30.0,
     db_timeout: float = DEFAULT_DB_TIMEOUT,
+    api_url: str | None = None,
+    api_timeout: float = DEFAULT_API_TIMEOUT,
 ) -> Target:
-    """Find the target database and key: flags, environment, airflow.cfg."""
+    """Find the target: an API (--api-url, DCONN_API_URL), else the database and key as Airflow finds them.
+
+    A database named explicitly (--db-url, DCONN_DB_URL) together with an API is an error; a
+    database inherited from an Airflow host's configuration is ignored when an API is given.
+    """
+    if api_url or os.environ.get("DCONN_API_URL"):
+        from declarative_conns.targets.api import ApiTarget, resolve_api_settings
+
+        if db_url or os.environ.get("DCONN_DB_URL"):
+            raise InputError(
+                "both a database (--db-url or DCONN_DB_URL) and a REST API (--api-url or DCONN_API_URL) are "
+                "given: pick one target"
+            )
+        if fernet_key:
+            raise InputError(
+                "--fernet-key has no use with a REST API target: Airflow encrypts what the API stores"
+            )
+        settings = resolve_api_settings(api_url, api_timeout)
+        assert settings is not None
+        return ApiTarget(settings)
     from declarative_conns.targets.database.target import DatabaseTarget
     from declarative_conns.targets.discovery import resolve_target
 

@@ -13,7 +13,10 @@ if TYPE_CHECKING:
     from declarative_conns.onboarding.export import Onboarded
 
 from declarative_conns.cli.common import (
+    DEFAULT_API_TIMEOUT,
     DEFAULT_DB_TIMEOUT,
+    ApiTimeoutOpt,
+    ApiUrlOpt,
     DbTimeoutOpt,
     DbUrlOpt,
     DebugOpt,
@@ -59,6 +62,8 @@ def export(
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
+    api_url: ApiUrlOpt = None,
+    api_timeout: ApiTimeoutOpt = DEFAULT_API_TIMEOUT,
     quiet: QuietOpt = False,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="List the exported conn_ids on stderr.")
@@ -66,7 +71,7 @@ def export(
     no_color: NoColorOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Write every connection of the database as a dconn TOML document, secrets as references.
+    """Write every connection of the database (or REST API) as a dconn TOML document, secrets as references.
 
     The document goes to stdout (or -o FILE); the variables to set and any warnings to stderr.
     Exit codes: 0 written, 1 error.
@@ -79,7 +84,8 @@ def export(
 
         refuse_secrets_on_terminal(out, include_secrets, sys.stdout)
         result = export_document(
-            find_target(db_url, fernet_key, db_timeout=db_timeout), include_secrets=include_secrets
+            find_target(db_url, fernet_key, db_timeout=db_timeout, api_url=api_url, api_timeout=api_timeout),
+            include_secrets=include_secrets,
         )
         _deliver_document(result, output, out, env_example, verbose=verbose, verb="Exported")
 

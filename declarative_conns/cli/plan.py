@@ -14,9 +14,12 @@ if TYPE_CHECKING:
     from declarative_conns.api import PlannedRun, Workspace
 
 from declarative_conns.cli.common import (
+    DEFAULT_API_TIMEOUT,
     DEFAULT_CONFIG,
     DEFAULT_DB_TIMEOUT,
     DEFAULT_STATE,
+    ApiTimeoutOpt,
+    ApiUrlOpt,
     BackupsOpt,
     ConfigOpt,
     DbTimeoutOpt,
@@ -28,6 +31,7 @@ from declarative_conns.cli.common import (
     NoCommandsOpt,
     Output,
     QuietOpt,
+    ResendSecretsOpt,
     RotateOpt,
     StateOpt,
     StrictOpt,
@@ -65,8 +69,11 @@ def plan(
         ),
     ] = False,
     no_commands: NoCommandsOpt = False,
+    resend_secrets: ResendSecretsOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_timeout: ApiTimeoutOpt = DEFAULT_API_TIMEOUT,
     state: StateOpt = DEFAULT_STATE,
     lock_timeout: LockOpt = 30.0,
     db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
@@ -82,7 +89,7 @@ def plan(
     output = Output(quiet, no_color)
     with guarded(debug), refusing_commands(no_commands):
         _check_format(fmt)
-        target = find_target(db_url, fernet_key, lock_timeout, db_timeout)
+        target = find_target(db_url, fernet_key, lock_timeout, db_timeout, api_url, api_timeout)
         run = _plan(
             config,
             make_workspace(target, state, lock_timeout, read_only=read_only),
@@ -91,6 +98,7 @@ def plan(
             verbose=verbose,
             rotate=rotate,
             refresh=True,
+            resend_secrets=resend_secrets,
         )
         try:
             output.report(run.render(fmt))
@@ -122,12 +130,20 @@ def _plan(
     verbose: bool,
     rotate: bool,
     refresh: bool,
+    resend_secrets: bool = False,
 ) -> PlannedRun:
     """Load and type-check the TOML, compute the plan against the target, print warnings."""
     from declarative_conns.api import plan
 
     desired = load_checked(config, strict, output)
-    run = plan(desired, workspace, verbose=verbose, rotate=rotate, refresh_state=refresh)
+    run = plan(
+        desired,
+        workspace,
+        verbose=verbose,
+        rotate=rotate,
+        refresh_state=refresh,
+        resend_secrets=resend_secrets,
+    )
     for warning in run.warnings:
         output.warn(warning)
     return run
@@ -142,8 +158,11 @@ def apply(
     strict: StrictOpt = False,
     rotate: RotateOpt = False,
     no_commands: NoCommandsOpt = False,
+    resend_secrets: ResendSecretsOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_timeout: ApiTimeoutOpt = DEFAULT_API_TIMEOUT,
     state: StateOpt = DEFAULT_STATE,
     backups: BackupsOpt = None,
     lock_timeout: LockOpt = 30.0,
@@ -153,7 +172,7 @@ def apply(
     no_color: NoColorOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Carry out a saved plan, or plan now, show it and ask; one transaction.
+    """Carry out a saved plan, or plan now, show it and ask; one transaction (REST API: object by object).
 
     Exit codes: 0 applied or nothing to do, 1 error (nothing changed).
     """
@@ -161,7 +180,7 @@ def apply(
     with guarded(debug), refusing_commands(no_commands):
         if planfile is not None:
             refuse_configuration_as_plan(planfile)
-        target = find_target(db_url, fernet_key, lock_timeout, db_timeout)
+        target = find_target(db_url, fernet_key, lock_timeout, db_timeout, api_url, api_timeout)
         if planfile is not None:
             from declarative_conns.api import load_plan
 
@@ -177,6 +196,7 @@ def apply(
                 verbose=verbose,
                 rotate=rotate,
                 refresh=False,
+                resend_secrets=resend_secrets,
             )
         try:
             _apply(run, output, ask=planfile is None and not auto_approve)

@@ -157,6 +157,7 @@ def make_plan(
     target: Mapping[str, object],
     shape: str,
     rotate: bool = False,
+    sees_secrets: bool = True,
 ) -> Planned:
     """Plan, find the drift of managed objects since the last apply, and prepare the next state."""
     kind_map = {name: BY_NAME[name] for name in fields}
@@ -181,7 +182,8 @@ def make_plan(
             recorded(known or digester),
             managed,
             kind_map,
-            compare_secrets=known is not None,
+            # A target that hides secrets shows whether one is there, never its value.
+            compare_secrets=known is not None and sees_secrets,
             current=current,
         )
         plan = replace(plan, drift=drift)

@@ -61,12 +61,23 @@ class Onboarded:
 
 def export_document(target: Target, *, include_secrets: bool = False) -> Onboarded:
     """Read every connection of the target and render it as a dconn document."""
+    if include_secrets and not target.capabilities.sees_secrets:
+        target.close()
+        raise InputError(
+            f"--include-secrets cannot work with {target.display}: the REST API never shows secret values "
+            "(it answers ***), so they become { from_env = ... } references"
+        )
     try:
         info = target.open()
         snapshot = target.read(["connection"], target.keyring.digester())
     finally:
         target.close()
     notes = [why for _, why in snapshot.skipped]
+    if info.unseen.get("connection"):
+        notes.append(
+            f"{target.display} (Airflow 2's REST API) never says whether a connection has a password: add "
+            'password = { from_env = "..." } to those that need one'
+        )
     result = export_rows(snapshot.objects, info, target.display, include_secrets=include_secrets)
     result.notes[:0] = notes
     return result

@@ -39,6 +39,8 @@ class PlanContext:
     notes: tuple[str, ...] = ()
     #: Where objects live, as drift reports name it.
     where: str = "the database"
+    #: Whether the heading counts rows (a database may hold several rows of one key; an API cannot).
+    counts_rows: bool = True
 
     @property
     def rows(self) -> int:
@@ -56,7 +58,7 @@ def heading(context: PlanContext) -> str:
     parts = []
     for kind, (objects, rows) in context.counts.items():
         text = count(objects, kind)
-        if rows != objects or kind == "connection":
+        if rows != objects or (kind == "connection" and context.counts_rows):
             text += f" in {count(rows, 'row')}"
         parts.append(text)
     description = context.description
