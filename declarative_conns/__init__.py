@@ -39,10 +39,10 @@ _PUBLIC = {
     "check_types": "declarative_conns.config.typecheck",
     "desired_from_dicts": "declarative_conns.config.loader",
     "load": "declarative_conns.api",
-    "load_plan": "declarative_conns.api",
+    "load_plan": "declarative_conns.saved_plans",
     "plan": "declarative_conns.api",
     "resolve_target": "declarative_conns.targets.discovery",
-    "save_plan": "declarative_conns.api",
+    "save_plan": "declarative_conns.saved_plans",
 }
 
 __all__ = [
@@ -79,7 +79,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from declarative_conns.api import PlannedRun, Workspace, apply, load, load_plan, plan, save_plan
+    from declarative_conns.api import PlannedRun, Workspace, apply, load, plan
     from declarative_conns.config.loader import (
         DesiredConnection,
         DesiredObject,
@@ -102,6 +102,7 @@ if TYPE_CHECKING:
         TargetError,
         ValidationFailed,
     )
+    from declarative_conns.saved_plans import load_plan, save_plan
     from declarative_conns.targets.base import Target
     from declarative_conns.targets.discovery import resolve_target
 

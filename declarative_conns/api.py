@@ -1,4 +1,4 @@
-"""dconn as a library: plan, apply and restore with the same guarantees as the CLI.
+"""dconn as a library: plan and apply with the same guarantees as the CLI (saved plans: saved_plans; restore: restoring).
 
     import declarative_conns as dc
     ws = dc.Workspace.from_airflow_config()          # or dc.Workspace.from_url(url, fernet_key)
@@ -14,7 +14,6 @@ are DconnError subclasses.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,7 +25,7 @@ from declarative_conns.config.secrets import resolve_secret
 from declarative_conns.core.crypto import Digester
 from declarative_conns.core.digests import run_digester
 from declarative_conns.core.kinds import BY_NAME
-from declarative_conns.core.model import Address, SecretRef, Settings, Values
+from declarative_conns.core.model import Address, SecretRef, Values
 from declarative_conns.core.operations import Create, Delete, Operation, Plan, Reencrypt, Update
 from declarative_conns.core.planner import make_plan, state_after_apply
 from declarative_conns.core.state import State
@@ -36,7 +35,6 @@ from declarative_conns.errors import (
     InputError,
     PlanIsStale,
     StateError,
-    TargetError,
     ValidationFailed,
 )
 from declarative_conns.files import backups
@@ -52,7 +50,7 @@ from declarative_conns.output.text import PlanContext
 from declarative_conns.targets.base import Progress, Snapshot, Target, TargetInfo
 
 if TYPE_CHECKING:
-    from declarative_conns.targets.database.restore import RestorePlan
+    pass
 
 Resolver = Callable[[SecretRef], str]
 
@@ -304,18 +302,20 @@ def _check_state_target(state: State | None, target: Target, store: StateStore) 
 def _check_kinds(desired: DesiredState, info: TargetInfo, target: Target) -> tuple[str, ...]:
     """Return the kinds the document manages; refuse fields (or kinds) the target has no place for."""
     problems = []
-    for kind in desired.kinds:
-        if kind not in info.fields:
+    for name in desired.kinds:
+        if name not in info.fields:
             problems.append(
-                f"{target.display} has no place for {BY_NAME[kind].plural} (Airflow {info.shape})"
+                f"{target.display} has no place for {BY_NAME[name].plural} (Airflow {info.shape})"
             )
     for address, obj in sorted(desired.objects.items()):
         have = info.fields.get(address.kind, ())
+        kind = BY_NAME[address.kind]
         for name in obj.fields:
-            if name in BY_NAME[address.kind].fields and name not in have:
+            if name in kind.fields and name not in have:
+                since = f"; it needs Airflow {kind.since[name]}+" if name in kind.since else ""
                 problems.append(
-                    f"{obj.source}: {BY_NAME[address.kind].plural}.{address.key}.{name}: the target's "
-                    f"{address.kind} table (Airflow {info.shape}) has no {name} column"
+                    f"{obj.source}: {kind.plural}.{address.key}.{name}: the target's "
+                    f"{address.kind} table (Airflow {info.shape}) has no {name} column{since}"
                 )
     if problems:
         raise ValidationFailed(problems)
@@ -579,145 +579,3 @@ def _check_fresh(run: PlannedRun, current: Mapping[Address, Any], store: StateSt
             f"the plan is stale: {store.describe()} was written by another dconn run since the plan was made; "
             "nothing was changed, run dconn plan again"
         )
-
-
-def save_plan(run: PlannedRun, path: Path | str) -> None:
-    """Save the run's plan for `dconn apply FILE` (authenticated; no secret in clear)."""
-    from declarative_conns.files.planfile import encode_fields, plan_keys, write_plan
-
-    keyring = run.target.keyring
-    objects: dict[str, dict[str, Any]] = {}
-    for address, obj in sorted(run.desired.objects.items()):
-        objects.setdefault(address.kind, {})[address.key] = encode_fields(address, obj.fields, keyring)
-    settings = run.desired.settings
-    document = {
-        "target": run.state.target,
-        "settings": {
-            "prune": settings.prune,
-            "ignore": list(settings.ignore),
-            "dedupe": settings.dedupe,
-            "strict": settings.strict,
-        },
-        "kinds": list(run.desired.kinds),
-        "rotate": any(isinstance(op, Reencrypt) for op in run.plan.operations),
-        "resend_secrets": run.resend_secrets,
-        "objects": objects,
-        **_plan_record(run),
-    }
-    write_plan(Path(path), document, plan_keys(keyring))
-
-
-def load_plan(path: Path | str, workspace: Workspace, *, resolver: Resolver = resolve_secret) -> PlannedRun:
-    """Rebuild a saved plan against the live target; refuse it when it was edited or anything moved.
-
-    The file's authentication is checked first: nothing in a file that fails it is used.
-    """
-    from declarative_conns.config.loader import DesiredObject
-    from declarative_conns.files.planfile import check_same, decode_fields, plan_keys, read_plan
-    from declarative_conns.targets.discovery import describe_identity
-
-    path, target = Path(path), workspace.target
-    document = read_plan(path, plan_keys(target.keyring))
-    if document["target"].get("identity") != dict(target.identity):
-        raise TargetError(
-            f"{path} was planned for {describe_identity(document['target'].get('identity') or {})}, "
-            f"not for {describe_identity(target.identity)}"
-        )
-    objects = {
-        Address(kind, key): DesiredObject(
-            Address(kind, key), path, decode_fields(Address(kind, key), fields, target.keyring)
-        )
-        for kind, items in document["objects"].items()
-        for key, fields in items.items()
-    }
-    saved = document["settings"]
-    settings = Settings(
-        prune=saved["prune"], ignore=tuple(saved["ignore"]), dedupe=saved["dedupe"], strict=saved["strict"]
-    )
-    desired = DesiredState(objects, settings, (path,), (), tuple(document["kinds"]))
-    run = plan(
-        desired,
-        workspace,
-        resolver=resolver,
-        rotate=bool(document["rotate"]),
-        refresh_state=False,
-        resend_secrets=bool(document.get("resend_secrets")),
-    )
-    try:
-        if run.read_version is None and not document["managed"]:
-            # No state here (a fresh CI checkout) and the plan was made on a first run: nothing was
-            # managed either way, so the plan's state lineage carries over.
-            run.state.lineage = document["lineage"]
-        check_same(document, _plan_record(run), workspace.state.describe())
-    except BaseException:
-        run.close()
-        raise
-    return run
-
-
-def _plan_record(run: PlannedRun) -> dict[str, Any]:
-    """Return what a saved plan must still hold when it is applied: state, keys, secrets, objects, actions."""
-    from declarative_conns.config.loader import references
-    from declarative_conns.output.report import plan_document
-
-    digests: dict[str, str] = {}
-    for address, path, ref in references(run.desired):
-        value: Any = run.values[address].fields
-        for part in path:
-            value = value.get(part) if isinstance(value, dict) else _item(value, part)
-        digests[json.dumps([address.kind, address.key, list(path), ref.to_json()])] = run.digester.digest(
-            value
-        )
-    return {
-        "lineage": run.state.lineage,
-        "digest_key_id": run.digester.key_id,
-        "secret_digests": digests,
-        "expected": [
-            [a.kind, a.key, [list(s) for s in seen]] for a, seen in sorted(run.plan.expected.items())
-        ],
-        "managed": sorted([a.kind, a.key] for a in run.state.managed),
-        "plan": plan_document(run.plan, run.context),
-    }
-
-
-def plan_restore(backup: Path | str, workspace: Workspace) -> RestorePlan:
-    """Read an apply's backup and say what restoring it will do to the workspace's target."""
-    from declarative_conns.files.backups import read_backup
-    from declarative_conns.targets.database.restore import plan_restore as compare
-    from declarative_conns.targets.database.target import DatabaseTarget
-    from declarative_conns.targets.discovery import describe_identity
-
-    path, target = Path(backup), workspace.target
-    document = read_backup(path)
-    if not isinstance(target, DatabaseTarget):
-        raise InputError("dconn restore writes rows back into a metadata database; this target is not one")
-    if document["target"].get("identity") != dict(target.identity):
-        raise TargetError(
-            f"{path} was taken from {describe_identity(document['target'].get('identity') or {})}, "
-            f"not from {describe_identity(target.identity)}"
-        )
-    try:
-        return compare(path, document, target)
-    except BaseException:
-        target.close()
-        raise
-
-
-def restore(prepared: RestorePlan, workspace: Workspace) -> int:
-    """Carry out a restore in one transaction under the apply lock; return rows written or deleted."""
-    from declarative_conns.targets.database.restore import execute_restore
-    from declarative_conns.targets.database.target import DatabaseTarget
-
-    target = workspace.target
-    assert isinstance(target, DatabaseTarget)
-    try:
-        return execute_restore(prepared, target, workspace.lock_timeout, workspace.state.backups_dir)
-    finally:
-        target.close()
-
-
-def _item(value: Any, index: str | int) -> Any:
-    """Return a list's element at an index, None when absent."""
-    if isinstance(value, list) and isinstance(index, int) and index < len(value):
-        return value[index]
-    return None

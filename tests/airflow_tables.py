@@ -83,3 +83,57 @@ def insert_raw(engine: sa.Engine, table: sa.Table, rows: Iterable[Mapping[str, A
         prepared.append({k: v for k, v in full.items() if k in table.c})
     with engine.begin() as conn:
         conn.execute(table.insert(), prepared)
+
+
+#: Shapes of the `variable` and `slot_pool` tables: 1.10 (no variable description), 2.x before
+#: 2.7 (no include_deferred), 2.7+ and 3.0/3.1, and 3.2+ (team_name on both).
+KIND_SHAPES = ("1.10", "2.6", "2.x", "3.2")
+
+
+def kind_tables(metadata: sa.MetaData, shape: str) -> tuple[sa.Table, sa.Table]:
+    """Declare the `variable` and `slot_pool` tables of one Airflow generation."""
+
+    def team() -> list[Any]:
+        if shape != "3.2":
+            return []
+        return [sa.Column("team_name", sa.String(50), sa.ForeignKey("team.name", ondelete="SET NULL"))]
+
+    variable = sa.Table(
+        "variable",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("key", sa.String(250, collation=_bin(metadata)), unique=True, nullable=shape == "1.10"),
+        sa.Column("val", sa.Text(), nullable=shape == "1.10"),
+        *([sa.Column("description", sa.Text())] if shape != "1.10" else []),
+        sa.Column("is_encrypted", sa.Boolean, nullable=shape != "3.2"),
+        *team(),
+    )
+    pool = sa.Table(
+        "slot_pool",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("pool", sa.String(256, collation=_bin(metadata)), unique=True),
+        sa.Column("slots", sa.Integer),
+        sa.Column("description", sa.Text()),
+        *([sa.Column("include_deferred", sa.Boolean, nullable=False)] if shape in ("2.x", "3.2") else []),
+        *team(),
+    )
+    return variable, pool
+
+
+def create_kind_tables(engine: sa.Engine, shape: str) -> tuple[sa.Table, sa.Table]:
+    """Create `variable` and `slot_pool` beside an existing connection table, with default_pool as Airflow seeds it."""
+    metadata = sa.MetaData()
+    if engine.dialect.name == "mysql":
+        metadata.info["conn_id_collation"] = "utf8mb3_bin"
+    if shape == "3.2":
+        sa.Table("team", metadata, sa.Column("name", sa.String(50), primary_key=True), extend_existing=True)
+    variable, pool = kind_tables(metadata, shape)
+    variable.create(engine)
+    pool.create(engine)
+    seed = {"pool": "default_pool", "slots": 128, "description": "Default pool"}
+    if "include_deferred" in pool.c:
+        seed["include_deferred"] = False
+    with engine.begin() as conn:
+        conn.execute(pool.insert(), [seed])
+    return variable, pool

@@ -341,7 +341,7 @@ def test_apply_without_changes_adopts_the_connections(make_db: Any, tmp_path: Pa
 
 def test_saved_first_plan_applies_in_a_fresh_checkout(make_db: Any, tmp_path: Path) -> None:
     """A plan saved on a first run applies where no state file exists (a fresh CI job)."""
-    from declarative_conns.api import load_plan, save_plan
+    from declarative_conns.saved_plans import load_plan, save_plan
 
     db = make_db("sqlite", "2.x")
     run = run_plan(tmp_path, db)

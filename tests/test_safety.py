@@ -239,8 +239,11 @@ def test_restore_undoes_an_apply_exactly(make_db: Any, tmp_path: Path, backend: 
     after = db.rows()
     assert [r["id"] for r in after] == [r["id"] for r in before]
     for old, new in zip(before, after, strict=True):
-        # A clear-text password is never kept in a backup, so row 1's stays as the apply left it.
-        expected = {**old, "password": new["password"]} if old["id"] == 1 else old
+        # A clear-text password is never kept in a backup, so row 1's stays as the apply left it,
+        # with the flag that says it is encrypted (the old "in clear" over a token would corrupt it).
+        kept = {"password": new["password"], "is_encrypted": new["is_encrypted"]}
+        expected = {**old, **kept} if old["id"] == 1 else old
+        assert new["is_encrypted"] == (new["password"] or "").startswith("gAAAAA")
         assert new == expected
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from declarative_conns import commands
 from declarative_conns.config import secrets
 from declarative_conns.config.secrets import MAX_SECRET_BYTES, resolve_secret
 from declarative_conns.core.model import SecretRef
@@ -139,7 +140,7 @@ def test_from_command_output_is_at_most_one_mib(tmp_path: Path) -> None:
     big = f"import sys; sys.stdout.write({CANARY!r} + 'x' * {MAX_SECRET_BYTES})"
     with pytest.raises(SecretError) as info:
         resolve_secret(SecretRef("command", (sys.executable, "-c", big), str(tmp_path)))
-    assert str(info.value).endswith("printed more than 1 MiB, the most from_command takes; it was stopped")
+    assert str(info.value).endswith("printed more than 1 MiB, the most dconn takes; it was stopped")
     assert CANARY not in str(info.value).replace(big, "")
 
 
@@ -148,17 +149,16 @@ def test_endless_command_is_stopped_at_the_limit(tmp_path: Path) -> None:
     argv = ["sh", "-c", 'echo $$ > pid; exec yes "$0"', CANARY]
     lines = resolve_in_child("command", argv, tmp_path)
     assert lines == [
-        f"error: command `{' '.join(argv)}` printed more than 1 MiB, the most from_command takes; "
-        "it was stopped",
+        f"error: command `{' '.join(argv)}` printed more than 1 MiB, the most dconn takes; it was stopped",
         "the command was stopped",
     ]
 
 
 def test_command_timeout_still_holds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A command that prints a little and then hangs is stopped at the timeout, with its message."""
-    monkeypatch.setattr(secrets, "COMMAND_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(commands, "COMMAND_TIMEOUT_SECONDS", 0.5)
     with pytest.raises(
-        SecretError, match=r"^command `sh -c echo partial; sleep 30` did not finish within 0 s$"
+        SecretError, match=r"^command `sh -c echo partial; sleep 30` did not finish within 0.5 s$"
     ):
         resolve_secret(SecretRef("command", ("sh", "-c", "echo partial; sleep 30"), str(tmp_path)))
 
@@ -193,6 +193,6 @@ def test_limit_hits_are_one_error_line(make_db: Any, tmp_path: Path) -> None:
         'Error: could not resolve connection "a" field password: secret file big is larger than 1 MiB, '
         'the most from_file reads; connection "a" field login: command `'
     )
-    assert line.endswith("printed more than 1 MiB, the most from_command takes; it was stopped")
+    assert line.endswith("printed more than 1 MiB, the most dconn takes; it was stopped")
     assert CANARY not in line.replace(printer, "")
     assert result.stdout == ""

@@ -150,7 +150,7 @@ def test_failing_reference_names_connection_and_applies_nothing(
 
 def test_command_timeout_is_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A from_command that hangs is stopped at the timeout with a clear error."""
-    monkeypatch.setattr("declarative_conns.config.secrets.COMMAND_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr("declarative_conns.commands.COMMAND_TIMEOUT_SECONDS", 0.5)
     with pytest.raises(SecretError, match="did not finish within"):
         resolve_secret(SecretRef("command", ("sleep", "5"), str(tmp_path)))
 

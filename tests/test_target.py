@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from declarative_conns.errors import TargetError
-from declarative_conns.targets import discovery as target_module
 from declarative_conns.targets.discovery import describe_identity, mask_url, resolve_target, target_identity
 
 
@@ -294,7 +293,7 @@ def test_failing_command_shows_its_stderr_never_its_stdout(tmp_path: Path, varia
 
 def test_hanging_command_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A `_CMD` that never ends is stopped after the timeout with an error."""
-    monkeypatch.setattr(target_module, "COMMAND_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr("declarative_conns.commands.COMMAND_TIMEOUT_SECONDS", 0.5)
     command = shlex.join([sys.executable, "-c", "import time; time.sleep(30)"])
     env = {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": command}
     with pytest.raises(TargetError, match=r"did not finish within 0\.5 s"):
@@ -304,7 +303,7 @@ def test_hanging_command_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_missing_command_is_an_error(tmp_path: Path) -> None:
     """A `_CMD` naming a program that does not exist is an error, not a traceback."""
     env = {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__FERNET_KEY_CMD": "/no/such/program --x"}
-    with pytest.raises(TargetError, match="could not run"):
+    with pytest.raises(TargetError, match="was not found"):
         resolve_target(environ=env)
 
 

@@ -103,7 +103,7 @@ def plan(
         try:
             output.report(run.render(fmt))
             if out is not None:
-                from declarative_conns.api import save_plan
+                from declarative_conns.saved_plans import save_plan
 
                 save_plan(run, out)
                 output.info(f"Saved the plan to {out}; apply it with: dconn apply {out}")
@@ -182,7 +182,7 @@ def apply(
             refuse_configuration_as_plan(planfile)
         target = find_target(db_url, fernet_key, lock_timeout, db_timeout, api_url, api_timeout)
         if planfile is not None:
-            from declarative_conns.api import load_plan
+            from declarative_conns.saved_plans import load_plan
 
             run = load_plan(planfile, make_workspace(target, state, lock_timeout, backups=backups))
             for warning in run.warnings:

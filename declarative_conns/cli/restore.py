@@ -50,8 +50,8 @@ def restore(
     """
     output = Output(quiet, no_color)
     with guarded(debug):
-        from declarative_conns.api import plan_restore
-        from declarative_conns.api import restore as carry_out
+        from declarative_conns.restoring import plan_restore
+        from declarative_conns.restoring import restore as carry_out
 
         workspace = make_workspace(
             find_target(db_url, fernet_key, lock_timeout, db_timeout), state, lock_timeout, backups=backups

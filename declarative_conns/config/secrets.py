@@ -2,7 +2,7 @@
 
 Every source is bounded (CONTRACT §13): `from_file` reads regular files only, at most 1 MiB,
 and never waits on a FIFO or a device; `from_command` may print at most 1 MiB and run at most
-COMMAND_TIMEOUT_SECONDS. `--no-commands` (or DCONN_NO_COMMANDS) refuses every `from_command`
+COMMAND_TIMEOUT_SECONDS (declarative_conns.commands). `--no-commands` (or DCONN_NO_COMMANDS) refuses every `from_command`
 before any runs, so a pull request cannot run commands in a job that holds the credentials.
 """
 
@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
+from declarative_conns.commands import (
+    MAX_OUTPUT_BYTES,
+    OUTPUT_LIMIT_TEXT,
+    CommandFailed,
+    CommandNotFound,
+    run_command,
+)
 from declarative_conns.config.findings import dotted_path
 from declarative_conns.core.kinds import BY_NAME
 from declarative_conns.core.model import JSON_SCALARS, Address, SecretRef, Values
@@ -28,11 +32,9 @@ from declarative_conns.errors import SecretError
 if TYPE_CHECKING:
     from declarative_conns.config.loader import DesiredState
 
-#: How long a `from_command` may run before it is killed.
-COMMAND_TIMEOUT_SECONDS = 60.0
-#: The most dconn reads from a `from_file`, and takes from a `from_command`'s output.
-MAX_SECRET_BYTES = 1024 * 1024
-_LIMIT_TEXT = "1 MiB"
+#: The most dconn reads from a `from_file` (a `from_command`'s output has the same bound).
+MAX_SECRET_BYTES = MAX_OUTPUT_BYTES
+_LIMIT_TEXT = OUTPUT_LIMIT_TEXT
 #: The environment variable that refuses every `from_command`, like `--no-commands`.
 NO_COMMANDS_VARIABLE = "DCONN_NO_COMMANDS"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -137,108 +139,12 @@ def _from_command(argv: tuple[str, ...], cwd: Path) -> str:
     """Run a command without a shell and return its stdout (bounded in time and size)."""
     shown = " ".join(argv)
     try:
-        process = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-    except FileNotFoundError:
+        output = run_command(argv, cwd=cwd)
+    except CommandNotFound:
         raise SecretError(f"command {argv[0]!r} not found (from_command {shown})") from None
-    except OSError as exc:
-        raise SecretError(f"command `{shown}` could not run: {exc.strerror}") from None
-    assert process.stdout is not None and process.stderr is not None
-    wake = threading.Event()
-    out = _Drain(process.stdout, MAX_SECRET_BYTES, wake)
-    err = _Drain(process.stderr, 4096, wake, tail=True)
-    try:
-        code = _wait(process, out, err, wake, shown)
-    finally:
-        _stop(process, out, err)
-    if code != 0:
-        # stderr, unlike stdout, is the command's own diagnostics, never the secret it failed to give.
-        lines = bytes(err.data).decode("utf-8", errors="replace").strip().splitlines()
-        tail = " ".join(lines[-3:])[:300]
-        detail = f": {tail}" if tail else ""
-        raise SecretError(f"command `{shown}` exited with code {code}{detail}")
-    return _strip_newline(_text(bytes(out.data), f"the output of command `{shown}`"))
-
-
-def _wait(
-    process: subprocess.Popen[bytes], out: _Drain, err: _Drain, wake: threading.Event, shown: str
-) -> int:
-    """Wait until the command ends; raise SecretError at the output limit or the timeout."""
-    deadline = time.monotonic() + COMMAND_TIMEOUT_SECONDS
-    out.start()
-    err.start()
-    while True:
-        if out.overflowed:
-            raise SecretError(
-                f"command `{shown}` printed more than {_LIMIT_TEXT}, the most from_command takes; it was stopped"
-            )
-        if out.finished and err.finished:
-            break
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _timed_out(shown)
-        wake.wait(remaining)
-        wake.clear()  # the flags are set before the event, and read again after this
-    try:
-        return process.wait(max(deadline - time.monotonic(), 0))
-    except subprocess.TimeoutExpired:
-        raise _timed_out(shown) from None
-
-
-def _timed_out(shown: str) -> SecretError:
-    """Return the error of a command that ran too long."""
-    return SecretError(f"command `{shown}` did not finish within {COMMAND_TIMEOUT_SECONDS:.0f} s")
-
-
-def _stop(process: subprocess.Popen[bytes], *drains: _Drain) -> None:
-    """Kill the command if it still runs, reap it, and close the pipes whose reading ended."""
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-    for drain in drains:
-        # A process the command started may hold the pipe open: its reader is left to the exit.
-        drain.join(timeout=1.0)
-        if not drain.is_alive():
-            drain.pipe.close()
-
-
-class _Drain(threading.Thread):
-    """Read a pipe in the background: its first `keep` bytes, or with `tail` its last ones.
-
-    A thread per pipe, rather than select(), works on every platform; reading stdout stops
-    as soon as it passes `keep`, so a command that never stops printing costs no memory.
-    """
-
-    def __init__(self, pipe: IO[bytes], keep: int, wake: threading.Event, *, tail: bool = False) -> None:
-        super().__init__(daemon=True)
-        self.pipe = pipe
-        self.keep = keep
-        self.tail = tail
-        self.wake = wake
-        self.data = bytearray()
-        self.overflowed = False
-        self.finished = False
-
-    def run(self) -> None:
-        """Read until the end of the pipe, or until the head is full."""
-        try:
-            while chunk := self.pipe.read1(65536):  # type: ignore[attr-defined]
-                self.data += chunk
-                if self.tail:
-                    del self.data[: -self.keep]
-                elif len(self.data) > self.keep:
-                    self.overflowed = True
-                    return
-        except (OSError, ValueError):
-            pass  # the pipe was closed under the reader: the command was stopped
-        finally:
-            self.finished = True
-            self.wake.set()
+    except CommandFailed as exc:
+        raise SecretError(f"command `{shown}` {exc}") from None
+    return _strip_newline(_text(output, f"the output of command `{shown}`"))
 
 
 def _text(data: bytes, what: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from declarative_conns.core.diff import explain
-from declarative_conns.core.kinds import Kind
+from declarative_conns.core.kinds import Kind, plan_order
 from declarative_conns.core.model import Address, FieldChange, StoredObject, Values, canonical_json
 from declarative_conns.core.operations import Drift
 from declarative_conns.core.recorded import DIGEST_KEY, Form, is_digest, with_recorded_secrets
@@ -51,7 +51,7 @@ def detect_drift(
     groups = group_by_address(stored)
     known = current if compare_secrets and current is not None else {}
     drift: list[Drift] = []
-    for address in sorted(managed & applied.keys()):
+    for address in sorted(managed & applied.keys(), key=plan_order):
         found = groups.get(address)
         if not found:
             drift.append(Drift(address, None, True, ()))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from declarative_conns.core.model import Path
+from declarative_conns.core.model import Address, Path
 from declarative_conns.core.sensitive import is_sensitive_key
 
 
@@ -49,6 +49,8 @@ class Kind:
     json_text_fields: frozenset[str] = frozenset()
     #: Keys dconn changes but never deletes, with the only fields it manages on them.
     protected: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: The Airflow version that added a field (for the error when a target lacks it).
+    since: Mapping[str, str] = field(default_factory=dict)
 
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Return field values in canonical form: "" is None in text fields, ports are ints."""
@@ -150,6 +152,7 @@ CONNECTION = Kind(
     empty_is_unset=frozenset({"extra"}),
     secret_fields=frozenset({"password"}),
     named_secret_fields=frozenset({"extra"}),
+    since={"description": "2.0", "team_name": "3.2"},
 )
 
 VARIABLE = Kind(
@@ -160,6 +163,7 @@ VARIABLE = Kind(
     text_fields=frozenset({"description", "team_name"}),
     json_text_fields=frozenset({"value"}),
     secret_when_key_sensitive=frozenset({"value"}),
+    since={"description": "2.0", "team_name": "3.2"},
 )
 
 POOL = Kind(
@@ -171,6 +175,7 @@ POOL = Kind(
     integer_fields=frozenset({"slots"}),
     boolean_fields=frozenset({"include_deferred"}),
     protected={"default_pool": frozenset({"slots", "include_deferred"})},
+    since={"include_deferred": "2.7", "team_name": "3.2"},
 )
 
 #: Every kind, in the order plans list them.
@@ -185,3 +190,11 @@ def kind_named(name: str) -> Kind:
     if kind is None:
         raise KeyError(name)
     return kind
+
+
+_KIND_ORDER = {name: i for i, name in enumerate(BY_NAME)}
+
+
+def plan_order(address: Address) -> tuple[int, str]:
+    """Order addresses as plans list them: kind by kind (connections, variables, pools), then by key."""
+    return (_KIND_ORDER.get(address.kind, len(_KIND_ORDER)), address.key)

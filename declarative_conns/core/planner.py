@@ -22,7 +22,7 @@ from declarative_conns.core.crypto import Digester, KeyRing
 from declarative_conns.core.diff import field_changes
 from declarative_conns.core.digests import digest_key_record, state_digester
 from declarative_conns.core.drift import detect_drift, group_by_address, rekey_applied
-from declarative_conns.core.kinds import BY_NAME, Kind
+from declarative_conns.core.kinds import BY_NAME, Kind, plan_order
 from declarative_conns.core.model import Address, Settings, StoredObject, Values
 from declarative_conns.core.operations import (
     Create,
@@ -63,14 +63,14 @@ def compute_plan(
     unchanged: list[Address] = []
     unmanaged: list[Address] = []
     ignored: list[Address] = []
-    for address in sorted(declared):
+    for address in sorted(declared, key=plan_order):
         before = len(operations)
         kind = BY_NAME[address.kind]
         wanted = kind.managed_fields(address.key, fields[address.kind])
         operations.extend(_plan_declared(address, declared[address], groups.get(address, []), kind, wanted))
         if len(operations) == before:
             unchanged.append(address)
-    for address in sorted(groups.keys() - declared.keys()):
+    for address in sorted(groups.keys() - declared.keys(), key=plan_order):
         found = groups[address]
         kind = BY_NAME[address.kind]
         if is_ignored(address.key, settings.ignore):

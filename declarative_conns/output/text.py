@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from declarative_conns.core.kinds import BY_NAME
+from declarative_conns.core.kinds import BY_NAME, plan_order
 from declarative_conns.core.model import Address, FieldChange, Path, Values
 from declarative_conns.core.operations import Create, Delete, DeleteReason, Drift, Operation, Plan, Reencrypt
 from declarative_conns.core.sensitive import HIDDEN, redact
@@ -145,8 +145,7 @@ def _operation_blocks(operations: Sequence[Operation]) -> Iterable[list[str]]:
     by_address: dict[Address, list[Operation]] = {}
     for op in operations:
         by_address.setdefault(op.address, []).append(op)
-    order = {name: i for i, name in enumerate(BY_NAME)}
-    for address in sorted(by_address, key=lambda a: (order.get(a.kind, 99), a.key)):
+    for address in sorted(by_address, key=plan_order):
         group = by_address[address]
         dupes = [op for op in group if isinstance(op, Delete) and op.reason is DeleteReason.DUPLICATE]
         for op in group:

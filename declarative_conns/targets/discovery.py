@@ -29,20 +29,18 @@ import configparser
 import os
 import re
 import shlex
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from declarative_conns.commands import CommandFailed, run_command
 from declarative_conns.errors import TargetError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-#: How long a `_CMD` command may run, as for dconn's own `from_command` secrets.
-COMMAND_TIMEOUT_SECONDS = 60
 #: How long any database statement may wait for an answer (`--db-timeout`), CONTRACT §13.
 DEFAULT_DB_TIMEOUT_SECONDS = 60.0
 
@@ -299,24 +297,15 @@ def _cfg_get(cfg: configparser.ConfigParser, path: Path, section: str, key: str)
 def _run(command: str, where: str) -> str:
     """Run a configuration command as Airflow does (split, no shell) and return stdout, stripped."""
     try:
-        done = subprocess.run(
-            shlex.split(command),
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_SECONDS,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        raise TargetError(f"{where}: the command did not finish within {COMMAND_TIMEOUT_SECONDS} s") from None
-    except (OSError, ValueError) as exc:
-        raise TargetError(f"{where}: the command could not run ({type(exc).__name__})") from None
-    if done.returncode != 0:
-        # stderr is the command's own diagnostics (as for from_command); stdout may be the secret.
-        tail = " ".join(done.stderr.strip().splitlines()[-3:])[:300]
-        detail = f": {tail}" if tail else ""
-        raise TargetError(f"{where}: the command exited with code {done.returncode}{detail}")
-    return done.stdout.strip()
+        argv = shlex.split(command)
+        output = run_command(argv) if argv else b""
+    except ValueError as exc:
+        raise TargetError(f"{where}: the command could not run ({exc})") from None
+    except CommandFailed as exc:
+        raise TargetError(f"{where}: the command {exc}") from None
+    if not argv:
+        raise TargetError(f"{where}: the command is empty")
+    return output.decode("utf-8", errors="replace").strip()
 
 
 def target_identity(url: str, schema: str | None) -> dict[str, str | int | None]:

@@ -90,8 +90,12 @@ def plan_restore(source: Path, document: Mapping[str, Any], target: DatabaseTarg
 def _restorable(saved: Mapping[str, Any], columns: set[str], kept: list[str]) -> dict[str, Any]:
     """Return the columns of a saved row that can be written back."""
     row = {k: v for k, v in saved.items() if k in columns}
+    flags = KIND_TABLES[saved["kind"]].encrypted
     for column in [c for c, v in row.items() if isinstance(v, dict)]:  # a digest: a secret stored in clear
         del row[column]
+        # The current value stays, and so must the flag that says how it is stored: writing the
+        # backup's "in clear" over a Fernet token would make Airflow read the token as the value.
+        row.pop(flags.get(column, ""), None)
         kept.append(
             f'{saved["kind"]} row {row["id"]} ("{_key(saved)}"): its {column} was a secret stored in clear, '
             "so the backup holds only a digest; the current value stays"

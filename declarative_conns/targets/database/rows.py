@@ -178,6 +178,17 @@ def holds_no_secret(extra_text: str, kind: Kind) -> bool:
     return isinstance(parsed, dict) and redact(parsed, ("extra",), frozenset(), kind) == parsed
 
 
+def _public_in_clear(column: str, value: str, kind: Kind) -> bool:
+    """Tell whether a value stored in clear in an encrypted column holds no secret by Airflow's rules.
+
+    A variable's value is secret only under a sensitive key or from a reference (the caller's
+    `referenced`); an extra, when it is a JSON object without a sensitive key.
+    """
+    if kind.secret_when_key_sensitive:
+        return True
+    return column == "extra" and holds_no_secret(value, kind)
+
+
 def clear_secrets_digested(
     raw: Mapping[str, Any], spec: KindTable, declared: Values | None, digester: Digester
 ) -> dict[str, Any]:
@@ -185,7 +196,8 @@ def clear_secrets_digested(
 
     Fernet tokens are kept as they are. Values stored in clear are replaced by digests when they
     are secret: an encrypted column's value Airflow stored in clear (no key) — unless it is an
-    extra without any sensitive key —, a variable with a sensitive key, or a field the
+    extra without any sensitive key, or the value of a variable whose key is not sensitive —, a
+    variable with a sensitive key, or a field the
     configuration fills from a secret reference.
     """
     kind = BY_NAME[spec.kind]
@@ -197,7 +209,7 @@ def clear_secrets_digested(
         value = row.get(column)
         if not value or row.get(flag):
             continue
-        if column in referenced or not (column == "extra" and holds_no_secret(str(value), kind)):
+        if column in referenced or not _public_in_clear(column, str(value), kind):
             row[column] = {"$digest": digester.digest(value)}
     for column in referenced - set(spec.encrypted):
         if row.get(column):
