@@ -23,6 +23,8 @@ _PUBLIC = {
     "DesiredConnection": "declarative_conns.config.loader",
     "DesiredObject": "declarative_conns.config.loader",
     "DesiredState": "declarative_conns.config.loader",
+    "ApiError": "declarative_conns.targets.api.client",
+    "ApplyFailed": "declarative_conns.errors",
     "Finding": "declarative_conns.config.typecheck",
     "InputError": "declarative_conns.errors",
     "Plan": "declarative_conns.core.operations",
@@ -47,6 +49,8 @@ _PUBLIC = {
 
 __all__ = [
     "Address",
+    "ApiError",
+    "ApplyFailed",
     "ApplyInterrupted",
     "ApplyRefused",
     "DatabaseError",

@@ -116,6 +116,23 @@ class Workspace:
         return cls.from_url(None, None, state_path=state_path, lock_timeout=lock_timeout)
 
     @classmethod
+    def from_api_url(
+        cls,
+        api_url: str | None = None,
+        *,
+        state_path: Path | str = ".dconn/state.json",
+        lock_timeout: float = 30.0,
+        timeout: float = 30.0,
+    ) -> Workspace:
+        """Target a REST API (the URL, else DCONN_API_URL); credentials from the DCONN_API_* variables."""
+        from declarative_conns.targets.api import ApiTarget, resolve_api_settings
+
+        settings = resolve_api_settings(api_url, timeout)
+        if settings is None:
+            raise InputError("no REST API URL: pass one, or set DCONN_API_URL")
+        return cls(ApiTarget(settings), state_path, lock_timeout)
+
+    @classmethod
     def from_url(
         cls,
         db_url: str | None,

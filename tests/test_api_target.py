@@ -446,3 +446,61 @@ def test_database_and_api_together_is_an_error(clean_env: Path) -> None:
     assert both.returncode == 1
     assert "both a database (--db-url or DCONN_DB_URL) and a REST API" in both.stderr
     assert CANARY_PW not in both.stderr
+
+
+def test_variables_and_pools_through_the_api(server: AirflowServer, tmp_path: Path) -> None:
+    """Variables (a table as JSON text, a secret) and pools (default_pool's slots) apply and read back."""
+    (tmp_path / "connections.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [variables.bucket]
+            value = "s3://analytics"
+            description = "where"
+
+            [variables.flags]
+            value = {{ enabled = true, n = 3 }}
+
+            [variables.slack_token]
+            value = "{CANARY_NEW}"
+
+            [pools.etl]
+            slots = 8
+            description = "ETL"
+
+            [pools.default_pool]
+            slots = 64
+            """
+        )
+    )
+    env = env_for(server)
+    applied = run_dconn("apply", "--auto-approve", cwd=tmp_path, env=env)
+    assert applied.returncode == 0, applied.stderr
+    assert "Resources: 4 added, 1 changed, 0 destroyed" in applied.stdout
+    assert json.loads(server.airflow("variables", "get", "flags").stdout) == {"enabled": True, "n": 3}
+    assert server.airflow("variables", "get", "slack_token").stdout.strip() == CANARY_NEW
+    pools = {p["pool"]: p for p in json.loads(server.airflow("pools", "list", "-o", "json").stdout)}
+    assert (pools["etl"]["slots"], pools["default_pool"]["slots"]) == ("8", "64")
+    again = run_dconn("plan", "--detailed-exitcode", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stdout
+    assert "dconn_lock" not in again.stdout
+    assert_no_secret(tmp_path, CANARY_NEW)
+
+
+def test_python_api_plans_and_applies_through_the_api(server: AirflowServer, tmp_path: Path) -> None:
+    """The library's Workspace takes an ApiTarget: plan, apply, and a fresh plan without changes."""
+    import declarative_conns as dc
+
+    write_config(tmp_path)
+    saved = dict(os.environ)
+    os.environ.update(env_for(server))
+    try:
+        workspace = dc.Workspace.from_api_url(state_path=tmp_path / "state.json")
+        with dc.plan(tmp_path / "connections.toml", workspace) as run:
+            assert run.plan.summary.add == 2
+            dc.apply(run)
+        with dc.plan(tmp_path / "connections.toml", workspace) as run:
+            assert not run.plan.summary.has_changes
+            assert "cannot be verified" in run.render("text")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

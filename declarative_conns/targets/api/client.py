@@ -70,8 +70,11 @@ def version_tuple(version: str) -> tuple[int, ...]:
 class ApiClient:
     """Talk to one deployment's REST API over one reused connection."""
 
-    def __init__(self, settings: ApiSettings, sleep: Any = time.sleep) -> None:
+    def __init__(
+        self, settings: ApiSettings, sleep: Any = time.sleep, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.settings = settings
+        self._transport = transport
         self.display = mask_api_url(settings.url)
         self.server: ServerInfo | None = None
         self._http: httpx.Client | None = None
@@ -95,6 +98,7 @@ class ApiClient:
             follow_redirects=False,
             headers={"Accept": "application/json", "User-Agent": "dconn"},
             trust_env=True,
+            transport=self._transport,
         )
         for prefix in ("/api/v2", "/api/v1"):
             answer = self._send("GET", self.settings.url + prefix + "/version", retry=True, auth=None)
