@@ -501,7 +501,13 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
             _check_fresh(run, session.fingerprints(plan.kinds, run.digester, sorted(plan.expected)), store)
             created = [op.address for op in plan.operations if isinstance(op, Create)]
             pre_images = session.pre_images(plan.operations, run.values, run.digester)
-            backups.write_apply_backup(store.backups_dir, run.state, pre_images, created)
+            backups.write_apply_backup(
+                store.backups_dir,
+                run.state,
+                pre_images,
+                created,
+                sees_secrets=target.capabilities.sees_secrets,
+            )
             result = session.write(plan.operations, run.digester, progress)
             state = _state_after(run, result.done, result.new_ids, result.fingerprints)
             state.before_apply = {

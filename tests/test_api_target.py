@@ -238,7 +238,7 @@ def test_removed_connection_is_deleted_and_backed_up(server: AirflowServer, tmp_
                 "port": 5432,
                 "extra": {"sslmode": "require"},
             },
-            "hidden": (["password"] if server.major == 3 else []) + ["extra.api_key"],
+            "hidden": ["password", "extra.api_key"] if server.major == 3 else ["extra.api_key", "password"],
         }
     ]
 
@@ -504,3 +504,31 @@ def test_python_api_plans_and_applies_through_the_api(server: AirflowServer, tmp
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_restore_puts_back_what_the_api_allows(server: AirflowServer, tmp_path: Path) -> None:
+    """restore re-creates a deleted connection and rewrites a changed one's fields; it names the secrets it cannot."""
+    write_config(tmp_path)
+    env = env_for(server)
+    assert run_dconn("apply", "--auto-approve", cwd=tmp_path, env=env).returncode == 0
+    (tmp_path / "connections.toml").write_text(
+        '[connections.warehouse]\nconn_type = "postgres"\nhost = "db2.internal"\nlogin = "etl"\n'
+        'password = { from_env = "WH_PASSWORD" }\nport = 5432\n'
+    )
+    assert run_dconn("apply", "--auto-approve", cwd=tmp_path, env=env).returncode == 0
+    [backup] = [p for p in sorted((tmp_path / ".dconn" / "backups").glob("*.json")) if "serial" in p.name][
+        -1:
+    ]
+    shown = run_dconn("restore", str(backup), cwd=tmp_path, env=env)
+    assert shown.returncode == 1 and "Error: no terminal to ask for approval" in shown.stderr
+    assert '  + connection "plain_http" will be created again' in shown.stdout
+    assert '  ! connection "warehouse": password cannot be restored (the API never showed it)' in shown.stdout
+    assert "extra held secrets the API never showed (extra.api_key); left as it is" in shown.stdout
+    done = run_dconn("restore", "--auto-approve", str(backup), cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Restore complete: 2 objects written." in done.stdout
+    plain = read_back(server, "plain_http")
+    warehouse = read_back(server, "warehouse")
+    assert plain is not None and plain["host"] == "example.com"
+    assert warehouse is not None and (warehouse["host"], warehouse["password"]) == ("db.internal", CANARY_PW)
+    assert_no_secret(tmp_path, CANARY_PW, CANARY_KEY)

@@ -340,6 +340,7 @@ class ApiSession:
                     hidden += [f"{name}.{k}" for k in value if k not in kept[name]]
                 else:
                     kept[name] = value
+            hidden += sorted(self.target.open().unseen.get(op.address.kind, frozenset()) - set(hidden))
             images.append({"kind": op.address.kind, "key": op.address.key, "fields": kept, "hidden": hidden})
         return images
 
