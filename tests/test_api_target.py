@@ -483,6 +483,21 @@ def test_variables_and_pools_through_the_api(server: AirflowServer, tmp_path: Pa
     again = run_dconn("plan", "--detailed-exitcode", cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stdout
     assert "dconn_lock" not in again.stdout
+    # Updates that leave the required fields (a variable's value, a pool's slots) unchanged.
+    config = tmp_path / "connections.toml"
+    config.write_text(
+        config.read_text()
+        .replace('"where"', '"where now"')
+        .replace('"ETL"', '"ETL jobs"')
+        .replace("[variables.slack_token]", '[variables.slack_token]\ndescription = "tok"')
+    )
+    changed = run_dconn("apply", "--auto-approve", cwd=tmp_path, env=env)
+    assert changed.returncode == 0, changed.stderr
+    assert "Resources: 0 added, 3 changed, 0 destroyed" in changed.stdout
+    assert server.airflow("variables", "get", "slack_token").stdout.strip() == CANARY_NEW
+    pools = {p["pool"]: p for p in json.loads(server.airflow("pools", "list", "-o", "json").stdout)}
+    assert (pools["etl"]["slots"], pools["etl"]["description"]) == ("8", "ETL jobs")
+    assert run_dconn("plan", "--detailed-exitcode", cwd=tmp_path, env=env).returncode == 0
     assert_no_secret(tmp_path, CANARY_NEW)
 
 

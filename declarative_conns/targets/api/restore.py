@@ -20,7 +20,7 @@ from declarative_conns.core.model import Address, Values
 from declarative_conns.files.atomic import now
 from declarative_conns.files.backups import write_backup
 from declarative_conns.targets.api.endpoints import ENDPOINTS
-from declarative_conns.targets.api.target import ApiTarget
+from declarative_conns.targets.api.target import ApiTarget, non_secret_fields
 
 
 @dataclass
@@ -96,9 +96,8 @@ def execute_restore(
         for address, _ in restore.updates:
             item = target.get_item(address.kind, address.key)
             if item is not None:
-                values = target.values(address.kind, item)
-                shown = {k: v for k, v in values.fields.items() if v is not None and v != "***"}
-                current.append({"kind": address.kind, "key": address.key, "fields": shown, "hidden": []})
+                shown, hidden = non_secret_fields(target.values(address.kind, item), BY_NAME[address.kind])
+                current.append({"kind": address.kind, "key": address.key, "fields": shown, "hidden": hidden})
         if current:
             write_backup(
                 backups_dir,

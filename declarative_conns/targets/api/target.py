@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from declarative_conns.core.crypto import Digester, KeyRing
-from declarative_conns.core.kinds import BY_NAME
+from declarative_conns.core.kinds import BY_NAME, Kind
 from declarative_conns.core.model import Address, StoredObject, Values, nesting_exceeds
 from declarative_conns.core.operations import Create, Delete, Operation, Reencrypt, Seen, Update
 from declarative_conns.core.sensitive import is_sensitive_path
@@ -134,7 +134,8 @@ class ApiTarget:
         """Return an API object's values under dconn's names, normalised as the kind compares them."""
         fields = self.open().fields[kind]
         decoded = BY_NAME[kind].normalize(ENDPOINTS[kind].decode(item, fields))
-        return Values(decoded)
+        key = str(item.get(ENDPOINTS[kind].key_field, ""))
+        return Values(decoded, BY_NAME[kind].key_secret_paths(key))
 
     def fingerprint(self, kind: str, item: Mapping[str, Any], digester: Digester) -> str:
         """Return the keyed digest of an object as the API shows it (what a stale plan is told by)."""
@@ -325,21 +326,10 @@ class ApiSession:
             if isinstance(op, Create) or item is None:
                 continue
             values = self.target.values(op.address.kind, item)
-            kind = BY_NAME[op.address.kind]
-            kept = {}
-            hidden = []
-            for name, value in values.fields.items():
-                if value is None:
-                    continue
-                if is_sensitive_path((name,), values.secret_paths, kind) or value == MASK:
-                    hidden.append(name)
-                elif isinstance(value, dict):
-                    kept[name] = {
-                        k: v for k, v in value.items() if v != MASK and not kind.is_secret_by_name((name, k))
-                    }
-                    hidden += [f"{name}.{k}" for k in value if k not in kept[name]]
-                else:
-                    kept[name] = value
+            want = declared.get(op.address)
+            if want is not None:  # a field the configuration fills from a secret reference is secret here too
+                values = Values(values.fields, values.secret_paths | want.secret_paths)
+            kept, hidden = non_secret_fields(values, BY_NAME[op.address.kind])
             hidden += sorted(self.target.open().unseen.get(op.address.kind, frozenset()) - set(hidden))
             images.append({"kind": op.address.kind, "key": op.address.key, "fields": kept, "hidden": hidden})
         return images
@@ -427,11 +417,11 @@ class _Writer:
             return {k: v for k, v in body.items() if v is not None}, []
         changed = [name for name in fields if any(c.path[0] == name for c in op.changes)]
         mask = [endpoint.api_field(name) for name in changed]
-        required = {endpoint.key_field, *(["conn_type"] if endpoint.kind == "connection" else [])}
-        required |= {"value"} if endpoint.kind == "variable" and self.target.v1 else set()
-        kept = {k: v for k, v in body.items() if k in required or k in mask}
-        if endpoint.kind == "variable" and kept.get("value") is None:
-            kept.pop("value", None)
+        # The body carries every field the API's models may require; update_mask says which are
+        # written. Fields that may hold secrets travel only when they change (a variable's value
+        # is required by the API, so it is always sent, and written only when masked).
+        withheld = _SENT_ONLY_WHEN_CHANGED.get(endpoint.kind, frozenset())
+        kept = {k: v for k, v in body.items() if k in mask or k not in withheld}
         return kept, mask
 
     def _one(self, endpoint: Endpoint, op: Operation) -> None:
@@ -495,6 +485,34 @@ class _Writer:
                 + (f" ({status}: {self.client._scrub(str(detail))})" if detail else ""),
                 status if isinstance(status, int) else None,
             )
+
+
+def non_secret_fields(values: Values, kind: Kind) -> tuple[dict[str, Any], list[str]]:
+    """Return an object's fields without any secret (nor `***`), and the dotted paths left out."""
+    hidden: list[str] = []
+
+    def keep(value: Any, path: tuple[str | int, ...]) -> Any:
+        if value == MASK or is_sensitive_path(path, values.secret_paths, kind):
+            hidden.append(".".join(str(p) for p in path))
+            return _DROP
+        if isinstance(value, dict):
+            return {k: v for k, item in value.items() if (v := keep(item, (*path, k))) is not _DROP}
+        if isinstance(value, list):
+            return [v for i, item in enumerate(value) if (v := keep(item, (*path, i))) is not _DROP]
+        return value
+
+    kept = {
+        n: v
+        for n, value in values.fields.items()
+        if value is not None and (v := keep(value, (n,))) is not _DROP
+    }
+    return kept, hidden
+
+
+_DROP = object()
+
+#: Fields an update sends only when it changes them: those that may hold secrets.
+_SENT_ONLY_WHEN_CHANGED = {"connection": frozenset({"password", "extra"})}
 
 
 def _secret_texts(kind: str, values: Values) -> list[str]:
