@@ -93,14 +93,15 @@ class PostgresBackend:
 
 
 def _create_table(url: str) -> None:
-    """Create the connection table (and the team table it references) as Airflow does."""
+    """Create the connection, variable and slot_pool tables (and the team table) as Airflow does."""
     import sqlalchemy as sa
 
-    from tests.airflow_tables import create_airflow_tables
+    from tests.airflow_tables import create_airflow_tables, create_kind_tables
 
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         create_airflow_tables(engine, SHAPE)
+        create_kind_tables(engine, SHAPE)
     finally:
         engine.dispose()
 

@@ -22,6 +22,7 @@ markdown (targets first), and the JSON beside it keeps every run.
     python benchmarks/run.py --quick               # 1k only, one run each, round trips at 1k
     python benchmarks/run.py --sizes 10000 --backends sqlite --sections matrix
     python benchmarks/run.py --round-trips-only    # or --no-round-trips, --no-startup
+    python benchmarks/run.py --sizes 10000 --sections matrix --kind both   # variables beside connections
     python benchmarks/run.py --from-json benchmarks/results.json   # the markdown again
 """
 
@@ -70,12 +71,12 @@ class Files:
     prune: Path
 
 
-def write_documents(folder: Path, n: int) -> Files:
-    """Write the three documents for N connections."""
+def write_documents(folder: Path, n: int, kind: str = "connection") -> Files:
+    """Write the three documents for N connections (or variables)."""
     files = Files(folder / f"desired-{n}.toml", folder / f"changed-{n}.toml", folder / "prune.toml")
-    files.desired.write_text(toml_document(n), encoding="utf-8")
-    files.changed.write_text(toml_document(n, changed=True), encoding="utf-8")
-    files.prune.write_text(prune_document(), encoding="utf-8")
+    files.desired.write_text(toml_document(n, kind=kind), encoding="utf-8")
+    files.changed.write_text(toml_document(n, changed=True, kind=kind), encoding="utf-8")
+    files.prune.write_text(prune_document(kind), encoding="utf-8")
     return files
 
 
@@ -92,10 +93,17 @@ COMPARED_WITH = {
 
 
 def bench_size(
-    backend: Any, n: int, runs: int, work: Path, key: str, ops: set[str], pin: Sequence[str]
+    backend: Any,
+    n: int,
+    runs: int,
+    work: Path,
+    key: str,
+    ops: set[str],
+    pin: Sequence[str],
+    kind: str = "connection",
 ) -> list[Row]:
     """Measure the operations for one backend and one N (apply creating all always: it prepares)."""
-    files = write_documents(work, n)
+    files = write_documents(work, n, kind)
     state = work / "state" / "state.json"
     saved_state = work / f"state-{backend.name}-{n}.json"
     base_env = {**os.environ, "DCONN_FERNET_KEY": key, "NO_COLOR": "1"}
@@ -119,7 +127,8 @@ def bench_size(
 
     def raw(mode: str, config: Path) -> list[str]:
         url = backend.url("work")
-        return [*pin, PYTHON, RAW, "--url", url, "--config", str(config), "--n", str(n), "--mode", mode]
+        argv = [*pin, PYTHON, RAW, "--url", url, "--config", str(config), "--n", str(n), "--mode", mode]
+        return [*argv, "--kind", kind]
 
     def keep_first() -> None:
         if not saved_state.exists():  # the first apply's result: N declared rows and their state
@@ -152,8 +161,9 @@ def bench_size(
         jobs["apply, delete all"] = Job(full_with_state, apply, env("work"))
     _log(f"{backend.name} N={n}: {runs} round(s) of {', '.join(jobs)}")
     measured = interleaved(runs, jobs, work)
+    label = " (variables)" if kind == "variable" else ""
     return [
-        Row(backend.name, n, operation, measured[operation], mode, measured[f"raw {mode}"])
+        Row(backend.name, n, operation + label, measured[operation], mode, measured[f"raw {mode}"])
         for operation, mode in COMPARED_WITH.items()
         if operation in measured
     ]
@@ -290,6 +300,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-pin", dest="pin_cpu", action="store_const", const=None, help="do not pin the measured processes"
     )
+    parser.add_argument(
+        "--kind",
+        choices=("connections", "variables", "both"),
+        default="connections",
+        help="what the matrix declares: N connections, N variables, or both, one after the other "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument(
         "--from-json",
@@ -383,7 +400,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             with open_backend(name, work, args.pg_url) as backend:
                 for n in args.sizes:
                     runs = args.repeat or (3 if n < 100_000 else 1)
-                    rows.extend(bench_size(backend, n, runs, work, key, args.ops, pin.prefix))
+                    for kind in ("connection", "variable"):
+                        if args.kind in (kind + "s", "both"):
+                            rows.extend(bench_size(backend, n, runs, work, key, args.ops, pin.prefix, kind))
                     partial = args.output.with_suffix(".partial.json")
                     partial.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows], indent=1))
         if "round-trips" in args.sections:

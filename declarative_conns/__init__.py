@@ -17,24 +17,33 @@ _PUBLIC = {
     "Address": "declarative_conns.core.model",
     "ApplyInterrupted": "declarative_conns.errors",
     "ApplyRefused": "declarative_conns.errors",
+    "Create": "declarative_conns.core.operations",
     "DatabaseError": "declarative_conns.errors",
+    "DatabaseSettings": "declarative_conns.targets.discovery",
     "DconnError": "declarative_conns.errors",
     "DecryptionError": "declarative_conns.errors",
+    "Delete": "declarative_conns.core.operations",
+    "DeleteReason": "declarative_conns.core.operations",
     "DesiredConnection": "declarative_conns.config.loader",
     "DesiredObject": "declarative_conns.config.loader",
     "DesiredState": "declarative_conns.config.loader",
     "ApiError": "declarative_conns.targets.api.client",
     "ApplyFailed": "declarative_conns.errors",
+    "Drift": "declarative_conns.core.operations",
+    "FieldChange": "declarative_conns.core.model",
     "Finding": "declarative_conns.config.typecheck",
     "InputError": "declarative_conns.errors",
     "Plan": "declarative_conns.core.operations",
     "PlanIsStale": "declarative_conns.errors",
     "PlannedRun": "declarative_conns.api",
+    "Reencrypt": "declarative_conns.core.operations",
     "SecretError": "declarative_conns.errors",
     "SecretRef": "declarative_conns.core.model",
     "StateError": "declarative_conns.errors",
+    "Summary": "declarative_conns.core.operations",
     "Target": "declarative_conns.targets.base",
     "TargetError": "declarative_conns.errors",
+    "Update": "declarative_conns.core.operations",
     "ValidationFailed": "declarative_conns.errors",
     "Workspace": "declarative_conns.api",
     "apply": "declarative_conns.api",
@@ -43,7 +52,9 @@ _PUBLIC = {
     "load": "declarative_conns.api",
     "load_plan": "declarative_conns.saved_plans",
     "plan": "declarative_conns.api",
+    "plan_restore": "declarative_conns.restoring",
     "resolve_target": "declarative_conns.targets.discovery",
+    "restore": "declarative_conns.restoring",
     "save_plan": "declarative_conns.saved_plans",
 }
 
@@ -53,22 +64,31 @@ __all__ = [
     "ApplyFailed",
     "ApplyInterrupted",
     "ApplyRefused",
+    "Create",
     "DatabaseError",
+    "DatabaseSettings",
     "DconnError",
     "DecryptionError",
+    "Delete",
+    "DeleteReason",
     "DesiredConnection",
     "DesiredObject",
     "DesiredState",
+    "Drift",
+    "FieldChange",
     "Finding",
     "InputError",
     "Plan",
     "PlanIsStale",
     "PlannedRun",
+    "Reencrypt",
     "SecretError",
     "SecretRef",
     "StateError",
+    "Summary",
     "Target",
     "TargetError",
+    "Update",
     "ValidationFailed",
     "Workspace",
     "__version__",
@@ -78,7 +98,9 @@ __all__ = [
     "load",
     "load_plan",
     "plan",
+    "plan_restore",
     "resolve_target",
+    "restore",
     "save_plan",
 ]
 
@@ -91,8 +113,17 @@ if TYPE_CHECKING:
         desired_from_dicts,
     )
     from declarative_conns.config.typecheck import Finding, check_types
-    from declarative_conns.core.model import Address, SecretRef
-    from declarative_conns.core.operations import Plan
+    from declarative_conns.core.model import Address, FieldChange, SecretRef
+    from declarative_conns.core.operations import (
+        Create,
+        Delete,
+        DeleteReason,
+        Drift,
+        Plan,
+        Reencrypt,
+        Summary,
+        Update,
+    )
     from declarative_conns.errors import (
         ApplyInterrupted,
         ApplyRefused,
@@ -106,9 +137,10 @@ if TYPE_CHECKING:
         TargetError,
         ValidationFailed,
     )
+    from declarative_conns.restoring import plan_restore, restore
     from declarative_conns.saved_plans import load_plan, save_plan
     from declarative_conns.targets.base import Target
-    from declarative_conns.targets.discovery import resolve_target
+    from declarative_conns.targets.discovery import DatabaseSettings, resolve_target
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ are DconnError subclasses.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,7 @@ from declarative_conns.files.store import (
 )
 from declarative_conns.output.text import PlanContext
 from declarative_conns.targets.base import Progress, Snapshot, Target, TargetInfo
+from declarative_conns.targets.discovery import DEFAULT_DB_TIMEOUT_SECONDS, DatabaseSettings
 
 if TYPE_CHECKING:
     pass
@@ -59,7 +60,8 @@ Resolver = Callable[[SecretRef], str]
 class Workspace:
     """Say where dconn works: the target (with its key), where the state lives, and how to write."""
 
-    #: The target: a DatabaseTarget, an ApiTarget, or what resolve_target() returns.
+    #: The target: a DatabaseTarget or an ApiTarget. (The DatabaseSettings resolve_target()
+    #: returns are made a DatabaseTarget too; typed code says Workspace.from_url.)
     target: Target
     #: The state file; or "db:" / "db:NAME": a row of the target database's `dconn_state` table.
     state_path: Path | str = Path(".dconn/state.json")
@@ -71,8 +73,6 @@ class Workspace:
     backups_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        from declarative_conns.targets.discovery import Target as DatabaseSettings
-
         if isinstance(self.target, DatabaseSettings):
             # What resolve_target() finds (a URL and a key) names a database target.
             from declarative_conns.targets.database.target import DatabaseTarget
@@ -110,10 +110,24 @@ class Workspace:
 
     @classmethod
     def from_airflow_config(
-        cls, state_path: Path | str = ".dconn/state.json", *, lock_timeout: float = 30.0
+        cls,
+        state_path: Path | str = ".dconn/state.json",
+        *,
+        lock_timeout: float = 30.0,
+        db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS,
+        read_only: bool = False,
+        backups_dir: Path | None = None,
     ) -> Workspace:
         """Target the database Airflow's own configuration names (environment, airflow.cfg)."""
-        return cls.from_url(None, None, state_path=state_path, lock_timeout=lock_timeout)
+        return cls.from_url(
+            None,
+            None,
+            state_path=state_path,
+            lock_timeout=lock_timeout,
+            db_timeout=db_timeout,
+            read_only=read_only,
+            backups_dir=backups_dir,
+        )
 
     @classmethod
     def from_api_url(
@@ -140,12 +154,16 @@ class Workspace:
         *,
         state_path: Path | str = ".dconn/state.json",
         lock_timeout: float = 30.0,
+        db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS,
+        read_only: bool = False,
+        backups_dir: Path | None = None,
     ) -> Workspace:
         """Target a database URL and Fernet key; either, when None, is found as Airflow finds it."""
         from declarative_conns.targets.database.target import DatabaseTarget
         from declarative_conns.targets.discovery import resolve_target
 
-        return cls(DatabaseTarget(resolve_target(db_url, fernet_key), lock_timeout), state_path, lock_timeout)
+        settings = resolve_target(db_url, fernet_key, db_timeout=db_timeout)
+        return cls(DatabaseTarget(settings, lock_timeout), state_path, lock_timeout, read_only, backups_dir)
 
 
 @dataclass(repr=False)
@@ -166,6 +184,8 @@ class PlannedRun:
     warnings: list[str] = field(default_factory=list)
     #: Every declared secret is sent again (a target that never shows secrets).
     resend_secrets: bool = False
+    #: Set once apply() has carried the run out (or committed it): a run applies once.
+    applied: bool = False
 
     @property
     def target(self) -> Target:
@@ -216,12 +236,14 @@ def plan(
     rotate: bool = False,
     refresh_state: bool = True,
     resend_secrets: bool = False,
+    targets: Collection[Address] | None = None,
 ) -> PlannedRun:
     """Compute the plan for a configuration against the workspace's target.
 
     With `refresh_state` (and not read-only) the state's snapshot is rewritten when it changed,
     as `dconn plan` does; with `rotate`, rows encrypted with an older key of the ring are
-    re-encrypted with the first. Through a target that never shows secrets (an API), a secret
+    re-encrypted with the first. `targets` limits the plan to those objects (`--target`): the
+    plan says it is partial. Through a target that never shows secrets (an API), a secret
     counts as unchanged when the state records that dconn sent its declared value; with
     `resend_secrets` every declared secret is sent again. The target stays open for `apply`;
     close the run when done.
@@ -248,6 +270,8 @@ def plan(
         previous, settled = _settle_pending(store, previous, snapshot, digester, workspace.read_only)
         read_version = version_of(previous)
         recorded_before = previous.content() if previous is not None else None
+        if targets is not None:
+            _check_targets(targets, desired, snapshot, kinds)
         skipped = {address for address, _ in snapshot.skipped}
         declared = {a: v for a, v in values.items() if a not in skipped}
         snapshot, notes = _fill_hidden(
@@ -267,6 +291,8 @@ def plan(
             shape=info.shape,
             rotate=rotate,
             sees_secrets=target.capabilities.sees_secrets,
+            ignore_changes={a: o.ignore_changes for a, o in desired.objects.items() if o.ignore_changes},
+            targets=targets,
         )
         problems = target.check_writes(planned.plan.operations)
         if problems:
@@ -281,6 +307,8 @@ def plan(
             "no Fernet key is set: passwords and extras are stored in clear, as Airflow does without one"
         )
     context = _context(info, target, snapshot, planned.plan, verbose, notes)
+    if verbose:
+        context = replace(context, origins=change_origins(planned.plan, desired))
     run = PlannedRun(
         planned.plan,
         context,
@@ -298,6 +326,26 @@ def plan(
     if refresh_state and not workspace.read_only and planned.state.content() != recorded_before:
         _save_snapshot(store, run)
     return run
+
+
+def _check_targets(
+    targets: Collection[Address], desired: DesiredState, snapshot: Snapshot, kinds: tuple[str, ...]
+) -> None:
+    """Refuse a --target naming a kind the configuration does not manage, or an object found nowhere."""
+    found = {o.address for o in snapshot.objects}
+    problems = []
+    for address in sorted(targets):
+        if address.kind not in kinds:
+            problems.append(
+                f"--target {address.kind}.{address.key}: the configuration does not manage "
+                f"{BY_NAME[address.kind].plural} (it has no [{BY_NAME[address.kind].plural}] table)"
+            )
+        elif address not in desired.objects and address not in found:
+            problems.append(
+                f"--target {address.kind}.{address.key}: no {address.kind} of that key is declared or on the target"
+            )
+    if problems:
+        raise InputError("; ".join(problems))
 
 
 def _check_state_target(state: State | None, target: Target, store: StateStore) -> None:
@@ -420,11 +468,42 @@ def _context(
     for kind in plan.kinds:
         objects = [o for o in snapshot.objects if o.address.kind == kind]
         counts[kind] = (len({o.address for o in objects}), len(objects))
+    if plan.targets is not None:
+        listed = ", ".join(str(a) for a in plan.targets)
+        notes = (
+            *notes,
+            f"this plan is partial (--target): only {listed}; every other object is neither planned nor changed",
+        )
     duplicates = target.capabilities.duplicate_keys
     where = "the database" if target.capabilities.transactional else "Airflow"
     return PlanContext(
         target.display, info.description, info.shape, counts, verbose, notes, where, counts_rows=duplicates
     )
+
+
+def change_origins(plan: Plan, desired: DesiredState) -> dict[tuple[Address, Any], str]:
+    """Return the file that set each planned change's value (`-v`): the layer that wrote it last."""
+    from declarative_conns.config.layers import origin_of
+
+    origins: dict[tuple[Address, Any], str] = {}
+    for op in plan.operations:
+        declared = desired.objects.get(op.address)
+        if declared is None or not isinstance(op, (Create, Update)):
+            continue
+        for change in op.changes:
+            if change.kind != "remove":
+                origins[(op.address, change.path)] = _shown_path(
+                    origin_of(declared, [str(p) for p in change.path])
+                )
+    return origins
+
+
+def _shown_path(path: Path) -> str:
+    """Return a path relative to the current directory when inside it."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _fill_hidden(
@@ -489,10 +568,13 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
     workspace, target, plan = run.workspace, run.target, run.plan
     if workspace.read_only:
         raise InputError("this run is read-only: it cannot apply")
+    if run.applied:
+        raise PlanIsStale("this plan was applied already; run dconn plan again")
     store = workspace.state
     if not plan.summary.has_changes:
         state = _state_after(run, ())
         store.save(state, run.read_version, create=True)
+        run.applied = True
         return 0
     staged = committed = False
     try:
@@ -515,7 +597,7 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
             }
             store.stage(state, run.read_version, session)
             staged = True
-        committed = True
+        committed = run.applied = True
         store.promote()
         if result.failure is not None:
             raise _stopped(run, result.done, result.failure)

@@ -41,6 +41,12 @@ def save_plan(run: PlannedRun, path: Path | str) -> None:
         "rotate": any(isinstance(op, Reencrypt) for op in run.plan.operations),
         "resend_secrets": run.resend_secrets,
         "objects": objects,
+        "ignore_changes": [
+            [a.kind, a.key, [list(p) for p in o.ignore_changes]]
+            for a, o in sorted(run.desired.objects.items())
+            if o.ignore_changes
+        ],
+        "targets": None if run.plan.targets is None else [[a.kind, a.key] for a in run.plan.targets],
         **_plan_record(run),
     }
     write_plan(Path(path), document, plan_keys(keyring))
@@ -62,13 +68,22 @@ def load_plan(path: Path | str, workspace: Workspace, *, resolver: Resolver = re
             f"{path} was planned for {describe_identity(document['target'].get('identity') or {})}, "
             f"not for {describe_identity(target.identity)}"
         )
+    lifecycle = {
+        Address(kind, key): tuple(tuple(p) for p in paths)
+        for kind, key, paths in document.get("ignore_changes", ())
+    }
     objects = {
         Address(kind, key): DesiredObject(
-            Address(kind, key), path, decode_fields(Address(kind, key), fields, target.keyring)
+            Address(kind, key),
+            path,
+            decode_fields(Address(kind, key), fields, target.keyring),
+            ignore_changes=lifecycle.get(Address(kind, key), ()),
         )
         for kind, items in document["objects"].items()
         for key, fields in items.items()
     }
+    saved_targets = document.get("targets")
+    targets = None if saved_targets is None else [Address(kind, key) for kind, key in saved_targets]
     saved = document["settings"]
     settings = Settings(
         prune=saved["prune"], ignore=tuple(saved["ignore"]), dedupe=saved["dedupe"], strict=saved["strict"]
@@ -81,6 +96,7 @@ def load_plan(path: Path | str, workspace: Workspace, *, resolver: Resolver = re
         rotate=bool(document["rotate"]),
         refresh_state=False,
         resend_secrets=bool(document.get("resend_secrets")),
+        targets=targets,
     )
     try:
         if run.read_version is None and not document["managed"]:

@@ -40,7 +40,7 @@ def open_target(
 ) -> Any:
     """Return a DatabaseTarget for a URL, opened (its tables reflected)."""
     from declarative_conns.targets.database.target import DatabaseTarget
-    from declarative_conns.targets.discovery import Target
+    from declarative_conns.targets.discovery import DatabaseSettings as Target
 
     target = DatabaseTarget(Target(url, fernet_key, schema, "test", None, db_timeout), lock_timeout)
     target.open()

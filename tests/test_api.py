@@ -108,6 +108,39 @@ def test_rows_changed_after_plan_make_apply_stale(make_db: Any, env: Path) -> No
     assert [(r["conn_id"], r["conn_type"]) for r in db.rows()] == [("warehouse", "mysql")]
 
 
+@pytest.mark.parametrize("declared", [CONNECTIONS, {}], ids=["with-changes", "without-changes"])
+def test_a_run_applies_once(make_db: Any, env: Path, declared: dict[str, Any]) -> None:
+    """Applying the same run twice is refused as stale, with or without changes; nothing more is written."""
+    db = make_db("sqlite", "2.x")
+    with dc.plan(dc.desired_from_dicts(declared), workspace(db, env)) as run:
+        dc.apply(run)
+        rows = db.rows()
+        with pytest.raises(dc.PlanIsStale, match="applied already"):
+            dc.apply(run)
+    assert db.rows() == rows
+
+
+def test_typed_workspace_from_url_takes_every_option(make_db: Any, env: Path) -> None:
+    """from_url sets the db timeout, read-only and the backups folder without a cast."""
+    db = make_db("sqlite", "2.x")
+    ws = dc.Workspace.from_url(
+        db.url,
+        db.fernet_key,
+        state_path=env / "s.json",
+        db_timeout=5.0,
+        read_only=True,
+        backups_dir=env / "b",
+    )
+    assert ws.read_only and ws.backups_dir == env / "b"
+    assert ws.target.settings.db_timeout == 5.0  # type: ignore[attr-defined]
+    with (
+        dc.plan(dc.desired_from_dicts(CONNECTIONS), ws) as run,
+        pytest.raises(dc.InputError, match="read-only"),
+    ):
+        dc.apply(run)
+    assert not (env / "s.json").exists()
+
+
 def test_with_block_closes_the_database(make_db: Any, env: Path) -> None:
     """Leaving `with dc.plan(...) as run`, even by an exception, releases the pooled connections."""
     db = make_db("sqlite", "2.x")

@@ -689,9 +689,8 @@ def test_database_ci_examples_keep_the_state_in_the_database() -> None:
     assert "permissions" not in github["jobs"]["apply"]  # the workflow's contents: read
     assert "DCONN_PUSH_TOKEN" not in GITLAB.read_text()
     assert github["jobs"]["plan"]["steps"][-1]["with"]["path"] == "plan.json"
-    assert "--read-only" in github_script("plan-pr", "dconn plan") and "--read-only" in gitlab_script(
-        "plan:merge-request"
-    )
+    for flag in ("--read-only", "--no-commands"):  # docs/ci.md, "Pull-request plans"
+        assert flag in github_script("plan-pr", "dconn plan") and flag in gitlab_script("plan:merge-request")
 
 
 def test_api_ci_examples_commit_the_state_file() -> None:

@@ -67,3 +67,11 @@ def test_default_pool_is_protected() -> None:
     """default_pool can be changed (slots, include_deferred) but never deleted."""
     assert not POOL.can_delete("default_pool") and POOL.can_delete("etl")
     assert POOL.managed_fields("default_pool", POOL.fields) == ("slots", "include_deferred")
+
+
+def test_stored_text_is_what_airflow_writes() -> None:
+    """A variable's table is stored as Variable.set writes it (indent 2); a connection's extra compact."""
+    from declarative_conns.core.kinds import CONNECTION, VARIABLE
+
+    assert VARIABLE.stored_text({"a": [1]}) == '{\n  "a": [\n    1\n  ]\n}'
+    assert CONNECTION.stored_text({"a": [1]}) == '{"a": [1]}'

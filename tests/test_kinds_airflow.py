@@ -170,3 +170,65 @@ def test_airflow_reads_back_what_dconn_wrote_and_dconn_sees_airflows_edits(
 def _json_of(output: str) -> str:
     """Return the JSON document in a CLI's output (Airflow may print log lines before it)."""
     return output[output.index("[") :]
+
+
+@pytest.mark.parametrize("version", ["2.11", "3.3"])
+def test_airflows_own_exports_convert_to_a_document_that_plans_no_changes(
+    tmp_path: Path, version: str
+) -> None:
+    """Files of `airflow variables export` and `airflow pools export` convert to a document dconn plans as No changes; so does dconn export."""
+    venv, env = migrated_airflow(version, tmp_path)
+    airflow(
+        venv,
+        env,
+        "variables",
+        "set",
+        "bucket",
+        "s3://b",
+        *(["--description", "d"] if version == "3.3" else []),
+    )
+    airflow(venv, env, "variables", "set", "flags", '{"b": [1, 2], "a": {"x": 1.5}}')
+    airflow(venv, env, "variables", "set", "number", "5000")
+    airflow(venv, env, "variables", "set", "api_secret", CANARY)
+    airflow(venv, env, "pools", "set", "etl", "4", "ETL tasks")
+    airflow(venv, env, "variables", "export", str(tmp_path / "variables.json"))
+    airflow(venv, env, "pools", "export", str(tmp_path / "pools.json"))
+    (tmp_path / "conf").mkdir()
+    code, out = dconn(env, tmp_path, "convert", "--kind", "variables", "variables.json", "-o", "conf/v.toml")
+    assert code == 0, out
+    code, out = dconn(env, tmp_path, "convert", "pools.json", "-o", "conf/p.toml")
+    assert code == 0, out
+    done = run_dconn(
+        "plan",
+        "-c",
+        "conf",
+        "--detailed-exitcode",
+        "--read-only",
+        cwd=tmp_path,
+        env={
+            "DCONN_DB_URL": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+            "DCONN_FERNET_KEY": env["AIRFLOW__CORE__FERNET_KEY"],
+            "API_SECRET": CANARY,
+        },
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 variables unchanged." in done.stdout and "2 pools unchanged." in done.stdout
+    # JSON that TOML cannot hold (a null) is exported as its exact text: still no changes.
+    airflow(venv, env, "variables", "set", "with_null", '{"b": null,  "a": 1}')
+    code, out = dconn(env, tmp_path, "export", "--kinds", "variables,pools", "-o", "exported.toml")
+    assert code == 0, out
+    assert CANARY not in (tmp_path / "exported.toml").read_text() + out
+    done = run_dconn(
+        "plan",
+        "-c",
+        "exported.toml",
+        "--detailed-exitcode",
+        "--read-only",
+        cwd=tmp_path,
+        env={
+            "DCONN_DB_URL": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+            "DCONN_FERNET_KEY": env["AIRFLOW__CORE__FERNET_KEY"],
+            "API_SECRET": CANARY,
+        },
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

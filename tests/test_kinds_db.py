@@ -381,10 +381,11 @@ def test_all_kinds_are_one_transaction(kinds_db: Any, tmp_path: Path, backend: s
 
 
 def test_validation_names_kind_file_and_path(tmp_path: Path) -> None:
-    """Bad variables and pools are reported with the file and dotted path, every problem at once."""
+    """Bad variables and pools are reported with the file, dotted path and the kind's own rule, every problem at once."""
     path = tmp_path / "bad.toml"
     path.write_text(
-        '[variables.a]\ndescription = "no value"\n\n[variables.b]\nvalue = 1\n\n'
+        '[variables.a]\ndescription = "no value"\n\n[variables.b]\nvalue = 12345\n\n'
+        '[variables."bad\\u0001key"]\nvalue = "x"\n\n[pools."p\\u0002"]\nslots = 1\n\n'
         '[pools.p]\nslots = -2\n\n[pools.q]\nslots = "4"\nsize = 1\n\n[pools.r]\ndescription = "no slots"\n'
     )
     with pytest.raises(ValidationFailed) as raised:
@@ -392,13 +393,16 @@ def test_validation_names_kind_file_and_path(tmp_path: Path) -> None:
     lines = str(raised.value)
     for expected in (
         f"{path}: variables.a: 'value' is a required property",
-        f"{path}: variables.b.value: ",
+        f"{path}: variables.b.value: must be a string, a table or an array, or a secret reference",
+        f'{path}: variables."bad\\u0001key": invalid variable key: use 1 to 250 characters',
+        f'{path}: pools."p\\u0002": invalid pool name: use 1 to 256 characters',
         f"{path}: pools.p.slots: -2 is below the minimum -1",
         f"{path}: pools.q.slots: '4' is not of type 'integer'",
         f"{path}: pools.q: unknown field 'size'",
         f"{path}: pools.r: 'slots' is a required property",
     ):
         assert expected in lines, (expected, lines)
+    assert "12345" not in lines  # a variable's value may be a secret: never echoed
 
 
 def test_python_api_declares_every_kind(kinds_db: Any, tmp_path: Path) -> None:

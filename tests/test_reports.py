@@ -132,7 +132,9 @@ def test_json_field_names_are_stable() -> None:
         "ignored",
         "objects",
         "old_key_rows",
+        "targets",
     ]
+    assert document["targets"] is None  # a whole plan; a partial one lists its --target objects
     assert document["format_version"] == 1
     assert set(document["target"]) == {"url", "description", "shape", "rows", "connections", "kinds"}
     assert set(document["summary"]) == {

@@ -111,3 +111,19 @@ def test_connections_built_by_hand_hide_secrets_too(tmp_path: Path) -> None:
     assert_hidden(repr(conn.fields["extra"]), "repr of hand-made extra")
     from_dicts = dc.desired_from_dicts({"x": {"conn_type": "http", "password": CANARIES["literal"]}})
     assert_hidden(repr(from_dicts.connections["x"].fields), "repr of desired_from_dicts fields")
+
+
+def test_a_variable_under_a_sensitive_key_prints_masked(tmp_path: Path) -> None:
+    """A variable named like a secret (api_token) is masked in its fields' repr, JSON values too."""
+    (tmp_path / "v.toml").write_text(
+        '[variables.api_token]\nvalue = "canary-repr-var-7g"\n'
+        '[variables.db_password]\nvalue = { user = "x", secret = "canary-repr-var-8h" }\n'
+        '[variables.region]\nvalue = "eu-west-1"\n'
+    )
+    desired = dc.load(tmp_path / "v.toml")
+    for key in ("api_token", "db_password"):
+        fields = desired.objects[Address("variable", key)].fields
+        for text in (repr(fields), str(fields), repr(desired)):
+            assert "canary-repr-var" not in text, text
+        assert "(sensitive value)" in repr(fields)
+    assert "eu-west-1" in repr(desired.objects[Address("variable", "region")].fields)

@@ -15,12 +15,18 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 import typer
 
 from declarative_conns import __version__
+from declarative_conns.config.selection import (
+    DEFAULT_DB_TIMEOUT,  # noqa: F401 (tests import it from here)
+    Flags,
+    Selection,
+)
 from declarative_conns.errors import ApplyRefused, DconnError, InputError
 
 if TYPE_CHECKING:
     from declarative_conns.api import Workspace
     from declarative_conns.config.findings import Finding
     from declarative_conns.config.loader import DesiredState
+    from declarative_conns.targets.api.settings import ApiSettings
     from declarative_conns.targets.base import Target
 
 
@@ -34,8 +40,22 @@ app = typer.Typer(
 )
 
 ConfigOpt = Annotated[
-    Path,
-    typer.Option("-c", "--config", help="A TOML file, or a folder whose *.toml files are read (sorted)."),
+    Optional[Path],
+    typer.Option(
+        "-c",
+        "--config",
+        help="A TOML file, or a folder whose *.toml files are read (sorted). Default: the "
+        "environment's layers, else connections.toml.",
+        show_default=False,
+    ),
+]
+EnvOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--env",
+        help="The environment of dconn.toml to work on (also: DCONN_ENV); flags given here override its values.",
+        show_default=False,
+    ),
 ]
 DbUrlOpt = Annotated[
     Optional[str],
@@ -54,10 +74,12 @@ KeyOpt = Annotated[
     ),
 ]
 StateOpt = Annotated[
-    str,
+    Optional[str],
     typer.Option(
         "--state",
-        help="State file; or db: / db:NAME to keep the state in the target database (table dconn_state).",
+        help="State file; or db: / db:NAME to keep the state in the target database (table dconn_state). "
+        "Default: the environment's, else .dconn/state.json.",
+        show_default=False,
     ),
 ]
 BackupsOpt = Annotated[
@@ -77,17 +99,23 @@ RotateOpt = Annotated[
     bool,
     typer.Option("--rotate", help="Re-encrypt rows under an older key of the ring with the first key."),
 ]
-LockOpt = Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for another apply's lock.")]
+LockOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--lock-timeout",
+        help="Seconds to wait for another apply's lock. Default: the environment's, else 30.",
+        show_default=False,
+    ),
+]
 DbTimeoutOpt = Annotated[
-    float,
+    Optional[float],
     typer.Option(
         "--db-timeout",
         help="Seconds any database statement may wait for an answer before dconn gives up "
-        "(the apply lock's wait, --lock-timeout, comes on top).",
+        "(the apply lock's wait, --lock-timeout, comes on top). Default: the environment's, else 60.",
+        show_default=False,
     ),
 ]
-#: --db-timeout's default; the same as declarative_conns.targets.discovery's (a light import).
-DEFAULT_DB_TIMEOUT = 60.0
 ApiUrlOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -98,10 +126,13 @@ ApiUrlOpt = Annotated[
     ),
 ]
 ApiTimeoutOpt = Annotated[
-    float, typer.Option("--api-timeout", help="Seconds any REST API request may take before dconn gives up.")
+    Optional[float],
+    typer.Option(
+        "--api-timeout",
+        help="Seconds any REST API request may take before dconn gives up. Default: the environment's, else 30.",
+        show_default=False,
+    ),
 ]
-#: --api-timeout's default; the same as declarative_conns.targets.api.settings' (a light import).
-DEFAULT_API_TIMEOUT = 30.0
 ResendSecretsOpt = Annotated[
     bool,
     typer.Option(
@@ -152,9 +183,6 @@ EnvExampleOpt = Annotated[
     ),
 ]
 
-DEFAULT_CONFIG = Path("connections.toml")
-DEFAULT_STATE = ".dconn/state.json"
-
 
 class Output:
     """Write the report to stdout and messages to stderr, coloured only on a terminal."""
@@ -185,6 +213,10 @@ class Output:
         """Print a note on stderr unless quiet."""
         if not self.quiet:
             sys.stderr.write(f"Note: {message}\n")
+
+    def error(self, message: str) -> None:
+        """Print an error on stderr (even when quiet): `Error: ...`."""
+        sys.stderr.write(f"Error: {message}\n")
 
     def info(self, message: str) -> None:
         """Print a progress message on stderr unless quiet."""
@@ -274,14 +306,26 @@ def project_option(ctx: typer.Context, given: Path | None) -> Path | None:
     return given if given is not None else before
 
 
-def load_checked(config: Path, strict: bool, output: Output) -> DesiredState:
+def select(
+    ctx: typer.Context, project: Path | None, env: str | None, flags: Flags, output: Output
+) -> Selection:
+    """Return the environment picked (if any) with the flags over it; print the project's warnings."""
+    from declarative_conns.config.selection import select as pick
+
+    selection = pick(project_option(ctx, project), env, flags)
+    for warning in selection.warnings:
+        output.warn(warning)
+    return selection
+
+
+def load_checked(selection: Selection, strict: bool, output: Output) -> DesiredState:
     """Load the TOML and check each conn_type; print warnings and notes, raise on any error.
 
     The ValidationFailed lists every error of every file at once: schema, extra_json, conn_type.
     """
-    from declarative_conns.config.validation import validate_config
-
-    validation = validate_config(config, strict)
+    validation = selection.validate(strict)
+    for warning in validation.desired.warnings:
+        output.warn(warning)
     report_findings(validation.findings, output)
     return validation.desired_or_raise()
 
@@ -304,44 +348,62 @@ def refusing_commands(no_commands: bool) -> Iterator[None]:
         yield
 
 
-def find_target(
-    db_url: str | None,
-    fernet_key: str | None,
-    lock_timeout: float = 30.0,
-    db_timeout: float = DEFAULT_DB_TIMEOUT,
-    api_url: str | None = None,
-    api_timeout: float = DEFAULT_API_TIMEOUT,
-) -> Target:
-    """Find the target: an API (--api-url, DCONN_API_URL), else the database and key as Airflow finds them.
+def find_target(selection: Selection) -> Target:
+    """Find the target: flags, then the environment of dconn.toml, then DCONN_*, then Airflow's settings.
 
-    A database named explicitly (--db-url, DCONN_DB_URL) together with an API is an error; a
-    database inherited from an Airflow host's configuration is ignored when an API is given.
+    A REST API (--api-url, an environment's api_url, DCONN_API_URL) or a database. A database
+    and an API both given explicitly (flags, DCONN_* variables, or one environment) are an
+    error; a database inherited from an Airflow host's configuration is ignored for an API.
     """
-    if api_url or os.environ.get("DCONN_API_URL"):
-        from declarative_conns.targets.api import ApiTarget, resolve_api_settings
+    api = _api_settings(selection)
+    if api is not None:
+        from declarative_conns.targets.api import ApiTarget
 
-        if db_url or os.environ.get("DCONN_DB_URL"):
-            raise InputError(
-                "both a database (--db-url or DCONN_DB_URL) and a REST API (--api-url or DCONN_API_URL) are "
-                "given: pick one target"
-            )
-        if fernet_key:
-            raise InputError(
-                "--fernet-key has no use with a REST API target: Airflow encrypts what the API stores"
-            )
-        settings = resolve_api_settings(api_url, api_timeout)
-        assert settings is not None
-        return ApiTarget(settings)
+        return ApiTarget(api)
     from declarative_conns.targets.database.target import DatabaseTarget
-    from declarative_conns.targets.discovery import resolve_target
 
-    return DatabaseTarget(resolve_target(db_url, fernet_key, db_timeout=db_timeout), lock_timeout)
+    return DatabaseTarget(selection.database(), selection.lock_timeout)
+
+
+def _api_settings(selection: Selection) -> ApiSettings | None:
+    """Return the REST API the selection targets, None for a database."""
+    flags, env = selection.flags, selection.environment
+    env_db = env is not None and env.db_url is not None
+    if flags.api_url and flags.db_url:
+        raise InputError("both --db-url and --api-url are given: pick one target")
+    if flags.db_url or (not flags.api_url and env_db):
+        return None
+    environ = dict(os.environ)
+    if selection.api_url is not None:  # the environment's API, its credentials over DCONN_API_*
+        environ = {k: v for k, v in environ.items() if not k.startswith(_API_CREDENTIALS)}
+        environ.update(selection.api_environ())
+    elif not flags.api_url and not environ.get("DCONN_API_URL"):
+        return None
+    if not flags.api_url and selection.api_url is None and environ.get("DCONN_DB_URL"):
+        raise InputError(
+            "both a database (DCONN_DB_URL) and a REST API (DCONN_API_URL) are given: unset one of them"
+        )
+    if flags.fernet_key:
+        raise InputError(
+            "--fernet-key has no use with a REST API target: Airflow encrypts what the API stores"
+        )
+    from declarative_conns.targets.api import resolve_api_settings
+
+    timeout = next(
+        (t for t in (flags.api_timeout, selection.api_timeout) if t is not None), DEFAULT_API_TIMEOUT
+    )
+    return resolve_api_settings(flags.api_url, timeout, environ)
+
+
+#: The variables an environment's own API credentials replace.
+_API_CREDENTIALS = ("DCONN_API_URL", "DCONN_API_TOKEN", "DCONN_API_USERNAME", "DCONN_API_PASSWORD")
+#: --api-timeout's default; the same as declarative_conns.targets.api.settings' (a light import).
+DEFAULT_API_TIMEOUT = 30.0
 
 
 def make_workspace(
     target: Target,
-    state: str,
-    lock_timeout: float,
+    selection: Selection,
     *,
     read_only: bool = False,
     backups: Path | None = None,
@@ -350,7 +412,7 @@ def make_workspace(
     from declarative_conns.api import Workspace
 
     try:
-        return Workspace(target, state, lock_timeout, read_only, backups)
+        return Workspace(target, selection.state, selection.lock_timeout, read_only, backups)
     except BaseException:
         target.close()
         raise

@@ -12,12 +12,9 @@ import typer
 
 if TYPE_CHECKING:
     from declarative_conns.api import PlannedRun, Workspace
+    from declarative_conns.core.model import Address
 
 from declarative_conns.cli.common import (
-    DEFAULT_API_TIMEOUT,
-    DEFAULT_CONFIG,
-    DEFAULT_DB_TIMEOUT,
-    DEFAULT_STATE,
     ApiTimeoutOpt,
     ApiUrlOpt,
     BackupsOpt,
@@ -25,11 +22,13 @@ from declarative_conns.cli.common import (
     DbTimeoutOpt,
     DbUrlOpt,
     DebugOpt,
+    EnvOpt,
     KeyOpt,
     LockOpt,
     NoColorOpt,
     NoCommandsOpt,
     Output,
+    ProjectOpt,
     QuietOpt,
     ResendSecretsOpt,
     RotateOpt,
@@ -44,11 +43,35 @@ from declarative_conns.cli.common import (
     make_workspace,
     refuse_configuration_as_plan,
     refusing_commands,
+    select,
 )
+from declarative_conns.config.selection import Flags, Selection
+
+TargetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--target",
+        help="Limit the plan (and apply) to this object, KIND.KEY (e.g. connection.warehouse); repeatable. "
+        "For emergencies: the plan says it is partial.",
+        show_default=False,
+    ),
+]
+AllEnvsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all-envs",
+        help="Work on every environment of dconn.toml in turn, each with its own target, key and state.",
+    ),
+]
 
 
 def plan(
-    config: ConfigOpt = DEFAULT_CONFIG,
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    all_envs: AllEnvsOpt = False,
+    project: ProjectOpt = None,
+    only: TargetOpt = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Save the plan to this file for `dconn apply FILE`.")
     ] = None,
@@ -73,10 +96,10 @@ def plan(
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     api_url: ApiUrlOpt = None,
-    api_timeout: ApiTimeoutOpt = DEFAULT_API_TIMEOUT,
-    state: StateOpt = DEFAULT_STATE,
-    lock_timeout: LockOpt = 30.0,
-    db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
+    api_timeout: ApiTimeoutOpt = None,
+    state: StateOpt = None,
+    lock_timeout: LockOpt = None,
+    db_timeout: DbTimeoutOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_color: NoColorOpt = False,
@@ -85,20 +108,50 @@ def plan(
     """Snapshot the target into the state, diff it with the TOML and print the plan.
 
     Exit codes: 0 success; with --detailed-exitcode 0 no changes, 2 changes; 1 error.
+    --all-envs plans every environment: 1 if any failed (the others still reported),
+    else with --detailed-exitcode 2 if any has changes or drift, else 0.
     """
     output = Output(quiet, no_color)
+    flags = Flags(config, db_url, fernet_key, state, db_timeout, lock_timeout, api_url, api_timeout)
+    if all_envs:
+        from declarative_conns.cli.all_envs import plan_all
+
+        if only:
+            with guarded(debug):
+                raise _refused(
+                    "--target limits one environment's plan: use it with --env NAME, not --all-envs"
+                )
+
+        code = plan_all(
+            ctx,
+            project,
+            env,
+            flags,
+            output,
+            fmt=fmt,
+            out=out,
+            strict=strict,
+            verbose=verbose,
+            rotate=rotate,
+            read_only=read_only,
+            no_commands=no_commands,
+            debug=debug,
+        )
+        raise typer.Exit(code if detailed_exitcode or code == 1 else 0)
     with guarded(debug), refusing_commands(no_commands):
         _check_format(fmt)
-        target = find_target(db_url, fernet_key, lock_timeout, db_timeout, api_url, api_timeout)
+        selection = select(ctx, project, env, flags, output)
+        target = find_target(selection)
         run = _plan(
-            config,
-            make_workspace(target, state, lock_timeout, read_only=read_only),
+            selection,
+            make_workspace(target, selection, read_only=read_only),
             output,
             strict=strict,
             verbose=verbose,
             rotate=rotate,
             refresh=True,
             resend_secrets=resend_secrets,
+            targets=parse_targets(only),
         )
         try:
             output.report(run.render(fmt))
@@ -113,6 +166,33 @@ def plan(
         raise typer.Exit(2)
 
 
+def parse_targets(given: list[str] | None) -> list[Address] | None:
+    """Return the objects `--target KIND.KEY` names (KIND singular or plural); None when not given."""
+    if not given:
+        return None
+    from declarative_conns.core.kinds import BY_NAME, BY_PLURAL
+    from declarative_conns.core.model import Address
+    from declarative_conns.errors import InputError
+
+    kinds = {**{k: k for k in BY_NAME}, **{p: kind.name for p, kind in BY_PLURAL.items()}}
+    targets = []
+    for text in given:
+        kind, dot, key = text.partition(".")
+        if not dot or not key or kind not in kinds:
+            raise InputError(
+                f"--target {text!r}: write KIND.KEY, e.g. connection.warehouse (kinds: {', '.join(BY_NAME)})"
+            )
+        targets.append(Address(kinds[kind], key))
+    return targets
+
+
+def _refused(message: str) -> Exception:
+    """Return the error for a combination of options that cannot work together."""
+    from declarative_conns.errors import InputError
+
+    return InputError(message)
+
+
 def _check_format(fmt: str) -> None:
     """Refuse an unknown --format."""
     from declarative_conns.errors import InputError
@@ -122,7 +202,7 @@ def _check_format(fmt: str) -> None:
 
 
 def _plan(
-    config: Path,
+    selection: Selection,
     workspace: Workspace,
     output: Output,
     *,
@@ -131,17 +211,23 @@ def _plan(
     rotate: bool,
     refresh: bool,
     resend_secrets: bool = False,
+    targets: list[Address] | None = None,
 ) -> PlannedRun:
     """Load and type-check the TOML, compute the plan against the target, print warnings."""
     from declarative_conns.api import plan
 
-    desired = load_checked(config, strict, output)
+    try:
+        desired = load_checked(selection, strict, output)
+    except BaseException:
+        workspace.target.close()
+        raise
     run = plan(
         desired,
         workspace,
         verbose=verbose,
         rotate=rotate,
         refresh_state=refresh,
+        targets=targets,
         resend_secrets=resend_secrets,
     )
     for warning in run.warnings:
@@ -150,10 +236,14 @@ def _plan(
 
 
 def apply(
+    ctx: typer.Context,
     planfile: Annotated[
         Optional[Path], typer.Argument(help="A plan saved with `dconn plan --out`.", show_default=False)
     ] = None,
-    config: ConfigOpt = DEFAULT_CONFIG,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    project: ProjectOpt = None,
+    only: TargetOpt = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
     strict: StrictOpt = False,
     rotate: RotateOpt = False,
@@ -162,11 +252,11 @@ def apply(
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     api_url: ApiUrlOpt = None,
-    api_timeout: ApiTimeoutOpt = DEFAULT_API_TIMEOUT,
-    state: StateOpt = DEFAULT_STATE,
+    api_timeout: ApiTimeoutOpt = None,
+    state: StateOpt = None,
     backups: BackupsOpt = None,
-    lock_timeout: LockOpt = 30.0,
-    db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
+    lock_timeout: LockOpt = None,
+    db_timeout: DbTimeoutOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     no_color: NoColorOpt = False,
@@ -180,23 +270,36 @@ def apply(
     with guarded(debug), refusing_commands(no_commands):
         if planfile is not None:
             refuse_configuration_as_plan(planfile)
-        target = find_target(db_url, fernet_key, lock_timeout, db_timeout, api_url, api_timeout)
+            if only:
+                raise _refused(
+                    f"--target is for planning: {planfile} applies the objects it was planned for "
+                    "(plan with --target to save a partial plan)"
+                )
+        selection = select(
+            ctx,
+            project,
+            env,
+            Flags(config, db_url, fernet_key, state, db_timeout, lock_timeout, api_url, api_timeout),
+            output,
+        )
+        target = find_target(selection)
         if planfile is not None:
             from declarative_conns.saved_plans import load_plan
 
-            run = load_plan(planfile, make_workspace(target, state, lock_timeout, backups=backups))
+            run = load_plan(planfile, make_workspace(target, selection, backups=backups))
             for warning in run.warnings:
                 output.warn(warning)
         else:
             run = _plan(
-                config,
-                make_workspace(target, state, lock_timeout, backups=backups),
+                selection,
+                make_workspace(target, selection, backups=backups),
                 output,
                 strict=strict,
                 verbose=verbose,
                 rotate=rotate,
                 refresh=False,
                 resend_secrets=resend_secrets,
+                targets=parse_targets(only),
             )
         try:
             _apply(run, output, ask=planfile is None and not auto_approve)

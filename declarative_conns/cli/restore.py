@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    pass
-
 from declarative_conns.cli.common import (
-    DEFAULT_API_TIMEOUT,
-    DEFAULT_DB_TIMEOUT,
-    DEFAULT_STATE,
     ApiTimeoutOpt,
     ApiUrlOpt,
     BackupsOpt,
     DbTimeoutOpt,
     DbUrlOpt,
     DebugOpt,
+    EnvOpt,
     KeyOpt,
     LockOpt,
     NoColorOpt,
     Output,
+    ProjectOpt,
     QuietOpt,
     StateOpt,
     approve,
@@ -31,20 +27,25 @@ from declarative_conns.cli.common import (
     find_target,
     guarded,
     make_workspace,
+    select,
 )
+from declarative_conns.config.selection import Flags
 
 
 def restore(
+    ctx: typer.Context,
     backup: Annotated[Path, typer.Argument(help="A backup file from backups/ beside the state file.")],
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Restore without asking.")] = False,
+    env: EnvOpt = None,
+    project: ProjectOpt = None,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     api_url: ApiUrlOpt = None,
-    api_timeout: ApiTimeoutOpt = DEFAULT_API_TIMEOUT,
-    state: StateOpt = DEFAULT_STATE,
+    api_timeout: ApiTimeoutOpt = None,
+    state: StateOpt = None,
     backups: BackupsOpt = None,
-    lock_timeout: LockOpt = 30.0,
-    db_timeout: DbTimeoutOpt = DEFAULT_DB_TIMEOUT,
+    lock_timeout: LockOpt = None,
+    db_timeout: DbTimeoutOpt = None,
     quiet: QuietOpt = False,
     no_color: NoColorOpt = False,
     debug: DebugOpt = False,
@@ -60,12 +61,9 @@ def restore(
         from declarative_conns.restoring import plan_restore
         from declarative_conns.restoring import restore as carry_out
 
-        workspace = make_workspace(
-            find_target(db_url, fernet_key, lock_timeout, db_timeout, api_url, api_timeout),
-            state,
-            lock_timeout,
-            backups=backups,
-        )
+        flags = Flags(None, db_url, fernet_key, state, db_timeout, lock_timeout, api_url, api_timeout)
+        selection = select(ctx, project, env, flags, output)
+        workspace = make_workspace(find_target(selection), selection, backups=backups)
         prepared = plan_restore(backup, workspace)
         try:
             output.report(prepared.describe())

@@ -9,18 +9,21 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from declarative_conns.cli.common import (
-    DEFAULT_STATE,
     DbUrlOpt,
     DebugOpt,
+    EnvOpt,
     KeyOpt,
     LockOpt,
     Output,
+    ProjectOpt,
     QuietOpt,
     StateOpt,
     find_target,
     guarded,
     make_workspace,
+    select,
 )
+from declarative_conns.config.selection import Flags, Selection
 
 if TYPE_CHECKING:
     from declarative_conns.files.store import StateStore
@@ -34,26 +37,27 @@ state_app = typer.Typer(
 )
 
 
-def _store(
-    state: str, db_url: str | None, fernet_key: str | None, lock_timeout: float
-) -> tuple[StateStore, Target]:
+def _store(selection: Selection) -> tuple[StateStore, Target]:
     """Return the store `--state` names and the target (a database store reads through its connection)."""
-    target = find_target(db_url, fernet_key, lock_timeout)
-    return make_workspace(target, state, lock_timeout).state, target
+    target = find_target(selection)
+    return make_workspace(target, selection).state, target
 
 
 @state_app.command("pull")
 def pull(
+    ctx: typer.Context,
     out: Annotated[
         Optional[Path],
         typer.Option(
             "-o", "--out", help="Write the state to this file instead of stdout.", show_default=False
         ),
     ] = None,
-    state: StateOpt = DEFAULT_STATE,
+    state: StateOpt = None,
+    env: EnvOpt = None,
+    project: ProjectOpt = None,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
-    lock_timeout: LockOpt = 30.0,
+    lock_timeout: LockOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -68,12 +72,15 @@ def pull(
         from declarative_conns.files.store import parse_state_location
         from declarative_conns.files.transfer import pull_state
 
-        location = parse_state_location(state)
+        selection = select(
+            ctx, project, env, Flags(None, db_url, fernet_key, state, None, lock_timeout), output
+        )
+        location = parse_state_location(selection.state)
         if location.path is not None:
             store: StateStore = StateFile(location.path)  # a file needs no target
             target = None
         else:
-            store, target = _store(state, db_url, fernet_key, lock_timeout)
+            store, target = _store(selection)
         try:
             found = pull_state(store)
             if store.load_pending() is not None:
@@ -95,6 +102,7 @@ def pull(
 
 @state_app.command("push")
 def push(
+    ctx: typer.Context,
     file: Annotated[
         Path, typer.Argument(help="A state document: a state file, or what `dconn state pull` wrote.")
     ],
@@ -102,10 +110,12 @@ def push(
         bool,
         typer.Option("--force", help="Replace a state of another lineage, or a newer serial of this one."),
     ] = False,
-    state: StateOpt = DEFAULT_STATE,
+    state: StateOpt = None,
+    env: EnvOpt = None,
+    project: ProjectOpt = None,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
-    lock_timeout: LockOpt = 30.0,
+    lock_timeout: LockOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -118,8 +128,11 @@ def push(
     with guarded(debug):
         from declarative_conns.files.transfer import push_state, read_state_file
 
+        selection = select(
+            ctx, project, env, Flags(None, db_url, fernet_key, state, None, lock_timeout), output
+        )
         pushed = read_state_file(file)
-        store, target = _store(state, db_url, fernet_key, lock_timeout)
+        store, target = _store(selection)
         try:
             written = push_state(store, pushed, target.identity, force=force)
         finally:

@@ -7,26 +7,32 @@ from typing import Annotated
 import typer
 
 from declarative_conns.cli.common import (
-    DEFAULT_API_TIMEOUT,
     ApiTimeoutOpt,
     ApiUrlOpt,
     DebugOpt,
+    EnvOpt,
     NoColorOpt,
     Output,
+    ProjectOpt,
     QuietOpt,
     approve,
     find_target,
     guarded,
+    select,
 )
+from declarative_conns.config.selection import Flags
 from declarative_conns.errors import InputError
 
 
 def force_unlock(
+    ctx: typer.Context,
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", help="Remove the lock without asking.")
     ] = False,
+    env: EnvOpt = None,
+    project: ProjectOpt = None,
     api_url: ApiUrlOpt = None,
-    api_timeout: ApiTimeoutOpt = DEFAULT_API_TIMEOUT,
+    api_timeout: ApiTimeoutOpt = None,
     quiet: QuietOpt = False,
     no_color: NoColorOpt = False,
     debug: DebugOpt = False,
@@ -40,8 +46,10 @@ def force_unlock(
     with guarded(debug):
         from declarative_conns.targets.api.target import ApiTarget, describe_holder
 
-        target = find_target(None, None, api_url=api_url, api_timeout=api_timeout)
+        selection = select(ctx, project, env, Flags(api_url=api_url, api_timeout=api_timeout), output)
+        target = find_target(selection)
         if not isinstance(target, ApiTarget):
+            target.close()
             raise InputError(
                 "force-unlock removes the lock of a REST API target (--api-url or DCONN_API_URL); a database's "
                 "lock ends with the session that holds it"

@@ -17,7 +17,8 @@ from typing import Any
 from declarative_conns.config.findings import Finding, dotted_path, errors_of, is_within
 from declarative_conns.config.schema import validate_document
 from declarative_conns.config.secrets import Resolver, references, resolve_desired
-from declarative_conns.core.kinds import BY_PLURAL, KINDS
+from declarative_conns.core.kinds import BY_NAME, BY_PLURAL, KINDS
+from declarative_conns.core.lifecycle import parse_path
 from declarative_conns.core.model import (
     MAX_NESTING,
     REF_KEYS,
@@ -66,10 +67,14 @@ class DesiredObject:
     #: Where each field came from when layers were merged: field path -> file; a path absent
     #: here (and every path of an object read from one file) came from `source`.
     origins: Mapping[tuple[str, ...], Path] = field(default_factory=dict)
+    #: `ignore_changes`: paths whose differences on the existing object dconn leaves alone.
+    ignore_changes: tuple[tuple[str | int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.fields, MaskedFields):
-            object.__setattr__(self, "fields", masked_tree(dict(self.fields), self.address.kind))
+            kind, key = self.address.kind, self.address.key
+            secret = BY_NAME[kind].key_secret_paths(key)
+            object.__setattr__(self, "fields", masked_tree(dict(self.fields), kind, secret_paths=secret))
 
     @property
     def key(self) -> str:
@@ -392,8 +397,11 @@ def _parse_object(
     """
     base = str(file.parent) if base is None else base
     fields: dict[str, Any] = {}
+    lifecycle: tuple[tuple[str | int, ...], ...] = ()
     for name, value in table.items():
-        if name == "extra_json":
+        if name == "ignore_changes":
+            lifecycle = tuple(parse_path(p) for p in value if isinstance(p, str))
+        elif name == "extra_json":
             where = dotted_path(["connections", address.key, "extra_json"])
             extra, problem = _parse_extra_json(value)
             if problem:
@@ -402,7 +410,7 @@ def _parse_object(
                 fields["extra"] = _parse_refs(extra, base)
         else:
             fields[name] = _parse_refs(value, base)
-    return DesiredObject(address, file, fields)
+    return DesiredObject(address, file, fields, ignore_changes=lifecycle)
 
 
 def _parse_extra_json(text: Any) -> tuple[dict[str, Any] | None, str]:

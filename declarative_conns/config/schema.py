@@ -51,17 +51,28 @@ def _describe(error: Any, file: Path) -> list[Finding]:
     path = list(error.absolute_path)
     where = dotted_path(path)
     if "propertyNames" in error.schema_path:
-        return [Finding(file, dotted_path([*path, error.instance]), _CONN_ID_RULE)]
+        rule = _KEY_RULES.get(str(path[0]) if path else "", _CONN_ID_RULE)
+        return [Finding(file, dotted_path([*path, error.instance]), rule)]
     if error.validator == "anyOf" and _offers_secret_ref(error.validator_value):
         inside = [e for e in error.context or () if e.relative_path]
         if inside:  # a reference with a bad variable name, path or argv: say what is wrong in it
             from jsonschema.exceptions import best_match
 
             return _describe(best_match(inside), file)
+        if len(path) == 3 and path[0] == "variables" and path[2] == "value":
+            return [
+                Finding(
+                    file,
+                    where,
+                    f"must be a string, a table or an array, or a secret reference ({REF_SPELLING})",
+                )
+            ]
         if _is_secret_location(path) or not _printable(error.instance):
             return [Finding(file, where, f"must be a string or a secret reference ({REF_SPELLING})")]
         expected = f"{error.instance!r}: expected a string"
         return [Finding(file, where, f"{expected} or a secret reference ({REF_SPELLING})")]
+    if error.validator == "pattern" and len(path) == 4 and path[2] == "ignore_changes":
+        return [Finding(file, where, _ignore_changes_rule(str(path[0]), error.instance))]
     if error.validator in ("anyOf", "oneOf") and error.context:
         # Report the branch that got furthest, as jsonschema's best_match does.
         from jsonschema.exceptions import best_match
@@ -70,7 +81,21 @@ def _describe(error: Any, file: Path) -> list[Finding]:
     return [Finding(file, where, _message(error, _is_secret_location(path)))]
 
 
+def _ignore_changes_rule(plural: str, value: Any) -> str:
+    """Say what an `ignore_changes` path may name on one kind of object."""
+    from declarative_conns.core.kinds import BY_PLURAL
+
+    kind = BY_PLURAL[plural]
+    inside = {"connection": " or extra.KEY", "variable": " or value.KEY"}.get(kind.name, "")
+    shown = repr(value) if _printable(value) else "the path"
+    return f"{shown} is not a path dconn manages on a {kind.name}: name a field ({', '.join(kind.fields)}){inside}"
+
+
 _CONN_ID_RULE = "invalid conn_id: use 1 to 250 letters, digits and _ # ! ( ) - . : / \\ (Airflow's rule)"
+_KEY_RULES = {
+    "variables": "invalid variable key: use 1 to 250 characters, no control characters",
+    "pools": "invalid pool name: use 1 to 256 characters, no control characters",
+}
 
 
 def _offers_secret_ref(branches: Any) -> bool:

@@ -12,12 +12,14 @@ faults gets no second finding from the type check.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from declarative_conns.config.findings import Finding, errors_of
 from declarative_conns.config.loader import DesiredState, ignore_findings, read_desired
 from declarative_conns.config.typecheck import check_types
+from declarative_conns.core.model import Settings
 from declarative_conns.errors import ValidationFailed
 
 
@@ -55,3 +57,26 @@ def validate_config(path: Path, strict: bool = False) -> Validation:
     desired, problems = read_desired(path)
     findings = check_types(desired, strict, known=problems)
     return Validation(desired, (*problems, *findings))
+
+
+def validate_layers(
+    layers: Sequence[Path],
+    variables: Mapping[str, str | int | float | bool],
+    exclude: Sequence[str],
+    strict: bool = False,
+    *,
+    label: str = "",
+    skip: Path | None = None,
+) -> Validation:
+    """Read an environment's layers (vars filled in, exclude applied) and check each connection.
+
+    Problems of the layers themselves are findings of an empty desired state, so that a report
+    lists them as it lists a single file's; a missing layer is still a ProjectError.
+    """
+    from declarative_conns.config.layers import load_layers
+
+    try:
+        desired = load_layers(layers, variables, exclude, label=label, skip=skip)
+    except ValidationFailed as failed:
+        return Validation(DesiredState({}, Settings(), tuple(layers)), failed.findings)
+    return Validation(desired, tuple(check_types(desired, strict)))

@@ -91,6 +91,14 @@ class Kind:
                 out[name] = parsed
         return stored if out is None else out
 
+    def stored_text(self, value: Any) -> str:
+        """Return a table or array as the JSON text Airflow stores for it, by every target.
+
+        A variable as `Variable.set(serialize_json=True)` writes it (indented by 2); a
+        connection's extra as `Connection` writes it (compact `json.dumps`).
+        """
+        return json.dumps(value, indent=2) if self.json_text_fields else json.dumps(value)
+
     def key_secret_paths(self, key: str) -> frozenset[Path]:
         """Return the paths secret because of the object's key (a variable named *_password)."""
         if self.secret_when_key_sensitive and is_sensitive_key(key):

@@ -116,6 +116,12 @@ class Plan:
     expected: Mapping[Address, Seen] = field(default_factory=dict)
     #: Objects encrypted with a key other than the ring's first.
     old_key: tuple[Address, ...] = ()
+    #: The objects a partial plan is limited to (`--target`); None: every object of its kinds.
+    targets: tuple[Address, ...] | None = None
+
+    def in_scope(self, address: Address) -> bool:
+        """Tell whether the plan covers an object: one of its kinds, and a target of a partial plan."""
+        return address.kind in self.kinds and (self.targets is None or address in self.targets)
 
     @property
     def summary(self) -> Summary:

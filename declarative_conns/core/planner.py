@@ -14,7 +14,7 @@ configuration manages (a document without `[variables]` never touches variables)
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,11 +23,14 @@ from declarative_conns.core.diff import field_changes
 from declarative_conns.core.digests import digest_key_record, state_digester
 from declarative_conns.core.drift import detect_drift, group_by_address, rekey_applied
 from declarative_conns.core.kinds import BY_NAME, Kind, plan_order
+from declarative_conns.core.lifecycle import IgnoredPaths, keep_ignored, without_ignored
 from declarative_conns.core.model import Address, Settings, StoredObject, Values
+from declarative_conns.core.model import Path as PathType
 from declarative_conns.core.operations import (
     Create,
     Delete,
     DeleteReason,
+    Drift,
     Operation,
     Plan,
     Reencrypt,
@@ -55,8 +58,20 @@ def compute_plan(
     *,
     managed: frozenset[Address] = frozenset(),
     rotate: bool = False,
+    ignore_changes: IgnoredPaths | None = None,
+    targets: Collection[Address] | None = None,
 ) -> Plan:
-    """Return the operations that make the stored objects of `kinds` match the declared ones."""
+    """Return the operations that make the stored objects of `kinds` match the declared ones.
+
+    `ignore_changes` names, per object, paths whose differences on an existing object are left
+    alone (the target's value is kept); a create still sets them. `targets` limits the plan to
+    those objects (`--target`): every other object is neither planned nor counted.
+    """
+    ignoring = ignore_changes or {}
+    if targets is not None:
+        scope = frozenset(targets)
+        declared = {a: v for a, v in declared.items() if a in scope}
+        stored = [o for o in stored if o.address in scope]
     in_scope = frozenset(kinds)
     groups = {a: g for a, g in group_by_address(stored).items() if a.kind in in_scope}
     operations: list[Operation] = []
@@ -67,7 +82,9 @@ def compute_plan(
         before = len(operations)
         kind = BY_NAME[address.kind]
         wanted = kind.managed_fields(address.key, fields[address.kind])
-        operations.extend(_plan_declared(address, declared[address], groups.get(address, []), kind, wanted))
+        found = groups.get(address, [])
+        lifecycle = ignoring.get(address, ())
+        operations.extend(_plan_declared(address, declared[address], found, kind, wanted, lifecycle))
         if len(operations) == before:
             unchanged.append(address)
     for address in sorted(groups.keys() - declared.keys(), key=plan_order):
@@ -95,17 +112,24 @@ def compute_plan(
         ignored=tuple(ignored),
         expected=expected,
         old_key=tuple(sorted({o.address for o in in_scope_stored if o.key_index not in (None, 0)})),
+        targets=None if targets is None else tuple(sorted(targets)),
     )
 
 
 def _plan_declared(
-    address: Address, want: Values, found: Sequence[StoredObject], kind: Kind, fields: Sequence[str]
+    address: Address,
+    want: Values,
+    found: Sequence[StoredObject],
+    kind: Kind,
+    fields: Sequence[str],
+    ignored: Sequence[PathType] = (),
 ) -> list[Operation]:
     """Plan one declared object: create it, or update its kept row and drop duplicates."""
     if not found:
         return [Create(address, want, field_changes(Values({}), want, kind, fields))]
     kept = found[0]
     have = Values(kind.aligned(kept.values.fields, want.fields), kept.values.secret_paths)
+    want = keep_ignored(want, have, ignored)
     operations: list[Operation] = []
     changes = field_changes(have, want, kind, fields)
     if changes:
@@ -158,15 +182,31 @@ def make_plan(
     shape: str,
     rotate: bool = False,
     sees_secrets: bool = True,
+    ignore_changes: IgnoredPaths | None = None,
+    targets: Collection[Address] | None = None,
 ) -> Planned:
-    """Plan, find the drift of managed objects since the last apply, and prepare the next state."""
+    """Plan, find the drift of managed objects since the last apply, and prepare the next state.
+
+    Drift at a path an object's `ignore_changes` names is not reported.
+    """
     kind_map = {name: BY_NAME[name] for name in fields}
     snapshot: dict[str, Any] = {
         "shape": shape,
         "objects": snapshot_entries(stored, digester, kind_map, fields, declared),
     }
     managed = frozenset(previous.managed) if previous else frozenset()
-    plan = compute_plan(declared, stored, settings, kinds, fields, managed=managed, rotate=rotate)
+    ignoring = ignore_changes or {}
+    plan = compute_plan(
+        declared,
+        stored,
+        settings,
+        kinds,
+        fields,
+        managed=managed,
+        rotate=rotate,
+        ignore_changes=ignoring,
+        targets=targets,
+    )
     state = previous or State()
     warnings: list[str] = []
     if previous is not None and previous.applied:
@@ -180,13 +220,13 @@ def make_plan(
             previous.applied,
             stored,
             recorded(known or digester),
-            managed,
+            managed if targets is None else managed & frozenset(targets),
             kind_map,
             # A target that hides secrets shows whether one is there, never its value.
             compare_secrets=known is not None and sees_secrets,
             current=current,
         )
-        plan = replace(plan, drift=drift)
+        plan = replace(plan, drift=_drift_not_ignored(drift, ignoring))
         if not same_key:
             # Re-key the record (a key rotation is not drift) so the next run compares secrets again.
             state.applied = rekey_applied(
@@ -202,6 +242,20 @@ def make_plan(
     state.digest_key = digest_key_record(digester)
     state.snapshot = snapshot
     return Planned(plan, state, tuple(warnings))
+
+
+def _drift_not_ignored(drift: Sequence[Drift], ignoring: IgnoredPaths) -> tuple[Drift, ...]:
+    """Return the drift without the changes at ignored paths (an object left with none is dropped)."""
+    kept = []
+    for found in drift:
+        ignored = ignoring.get(found.address, ())
+        if found.deleted or not ignored:
+            kept.append(found)
+            continue
+        changes = without_ignored(found.changes, ignored)
+        if changes:
+            kept.append(replace(found, changes=changes))
+    return tuple(kept)
 
 
 def _managed(address: Address, fields: Fields) -> tuple[str, ...]:
@@ -248,7 +302,6 @@ def state_after_apply(
     snapshot reflects the writes without reading the target again.
     """
     kind_map = {name: BY_NAME[name] for name in fields}
-    in_scope = frozenset(plan.kinds)
     by_row = {(o.address, o.row_id): o for o in stored}
     key_index = 0 if digester.source == "fernet" else None  # written with the ring's first key, or in clear
     for op in done:
@@ -271,9 +324,10 @@ def state_after_apply(
     after = sorted(by_row.values(), key=snapshot_order)
     present = {o.address for o in after}
     failed = {op.address for op in plan.operations} - {op.address for op in done}
-    adopted = {a for a in declared if a in present and a not in failed}
-    state.managed = {a for a in state.managed if a.kind not in in_scope or a in failed} | adopted
-    applied = {a: f for a, f in state.applied.items() if a.kind not in in_scope or a in failed}
+    adopted = {a for a in declared if a in present and a not in failed and plan.in_scope(a)}
+    # A partial plan (--target) leaves what the state says of every other object as it was.
+    state.managed = {a for a in state.managed if not plan.in_scope(a) or a in failed} | adopted
+    applied = {a: f for a, f in state.applied.items() if not plan.in_scope(a) or a in failed}
     applied.update(
         {a: recorded_form(declared[a], digester, kind_map[a.kind], _managed(a, fields)) for a in adopted}
     )

@@ -139,17 +139,31 @@ def _hide_unless_reference(value: object) -> object:
     return value if isinstance(value, SecretRef) else HIDDEN
 
 
-def masked_tree(value: Any, kind: str = "connection", path: tuple[PathItem, ...] = ()) -> Any:
-    """Return a value with each dict in it (at any depth) a MaskedFields of its path."""
+def masked_tree(
+    value: Any,
+    kind: str = "connection",
+    path: tuple[PathItem, ...] = (),
+    secret_paths: frozenset[tuple[PathItem, ...]] = frozenset(),
+) -> Any:
+    """Return a value with each dict in it (at any depth) a MaskedFields of its path.
+
+    `secret_paths` adds what is secret for this object only (a variable's value under a key
+    named like a secret), beside what its kind names secret.
+    """
     if isinstance(value, dict):
         return MaskedFields(
-            {k: v if v.__class__ in _SCALARS else masked_tree(v, kind, (*path, k)) for k, v in value.items()},
+            {
+                k: v if v.__class__ in _SCALARS else masked_tree(v, kind, (*path, k), secret_paths)
+                for k, v in value.items()
+            },
             path,
+            secret_paths,
             kind=kind,
         )
     if isinstance(value, list):
         return [
-            v if v.__class__ in _SCALARS else masked_tree(v, kind, (*path, i)) for i, v in enumerate(value)
+            v if v.__class__ in _SCALARS else masked_tree(v, kind, (*path, i), secret_paths)
+            for i, v in enumerate(value)
         ]
     return value
 

@@ -18,19 +18,21 @@ import os
 import secrets
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from declarative_conns import __version__
 from declarative_conns.core.drift import group_by_address
-from declarative_conns.core.kinds import CONN_ID_RULE, CONNECTION
+from declarative_conns.core.kinds import BY_NAME, CONN_ID_RULE, CONNECTION, KINDS, plan_order
 from declarative_conns.core.model import StoredObject, canonical_json
 from declarative_conns.errors import DconnError, InputError
 from declarative_conns.onboarding.airflow_files import parse_airflow_file, parse_env_vars, read_variables_file
 from declarative_conns.onboarding.toml_writer import (
     ConnSpec,
     Placeholder,
+    PoolSpec,
+    VariableSpec,
     printable,
     render_document,
     render_env_example,
@@ -57,10 +59,25 @@ class Onboarded:
     include_secrets: bool
     #: Rows read from the database (export only).
     rows: int | None = None
+    #: The keys written of each kind the document declares: connection -> conn_ids, variable -> keys, ...
+    keys: Mapping[str, list[str]] = field(default_factory=dict)
+
+    def written(self) -> str:
+        """Say what the document declares: `2 connections, 3 variables and 1 pool`."""
+        parts = [_count(len(keys), kind) for kind, keys in self.keys.items()]
+        parts = parts or [_count(len(self.conn_ids), "connection")]
+        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+    def listed(self) -> str:
+        """List what the document declares, for -v: conn_ids, then `variable KEY`, `pool NAME`."""
+        others = [f"{kind} {key}" for kind, keys in self.keys.items() if kind != "connection" for key in keys]
+        return ", ".join([*self.conn_ids, *others]) or "nothing"
 
 
-def export_document(target: Target, *, include_secrets: bool = False) -> Onboarded:
-    """Read every connection of the target and render it as a dconn document."""
+def export_document(
+    target: Target, *, include_secrets: bool = False, kinds: Sequence[str] | None = None
+) -> Onboarded:
+    """Read every object of the kinds (default: every kind the target has) and render them as a document."""
     if include_secrets and not target.capabilities.sees_secrets:
         target.close()
         raise InputError(
@@ -69,33 +86,102 @@ def export_document(target: Target, *, include_secrets: bool = False) -> Onboard
         )
     try:
         info = target.open()
-        snapshot = target.read(["connection"], target.keyring.digester())
+        chosen = _export_kinds(info, target.display, kinds)
+        snapshot = target.read(chosen, target.keyring.digester())
     finally:
         target.close()
     notes = [why for _, why in snapshot.skipped]
-    if info.unseen.get("connection"):
+    if info.unseen.get("connection") and "connection" in chosen:
         notes.append(
             f"{target.display} (Airflow 2's REST API) never says whether a connection has a password: add "
             'password = { from_env = "..." } to those that need one'
         )
-    result = export_rows(snapshot.objects, info, target.display, include_secrets=include_secrets)
+    result = export_rows(
+        snapshot.objects, info, target.display, include_secrets=include_secrets, kinds=chosen
+    )
     result.notes[:0] = notes
     return result
 
 
+def _export_kinds(info: TargetInfo, display: str, kinds: Sequence[str] | None) -> list[str]:
+    """Return the kinds to export, in plan order; a kind asked for that the target lacks is an error."""
+    if kinds is None:
+        return [k.name for k in KINDS if info.fields.get(k.name)]
+    missing = [BY_NAME[k].plural for k in kinds if not info.fields.get(k)]
+    if missing:
+        raise InputError(f"{display} has no table for {', '.join(missing)} ({info.description})")
+    return [k.name for k in KINDS if k.name in kinds]
+
+
 def export_rows(
-    rows: Sequence[StoredObject], info: TargetInfo, target: str, *, include_secrets: bool = False
+    rows: Sequence[StoredObject],
+    info: TargetInfo,
+    target: str,
+    *,
+    include_secrets: bool = False,
+    kinds: Sequence[str] = ("connection",),
 ) -> Onboarded:
-    """Render decoded rows of a connection table as a dconn document (pure: no I/O)."""
-    specs, comments, left_out, notes = specs_from_rows(rows, info)
+    """Render decoded objects of a target as a dconn document (pure: no I/O)."""
+    connections = [r for r in rows if r.address.kind == "connection"]
+    specs, comments, left_out, notes = specs_from_rows(connections, info)
+    variables, pools = kind_specs(rows, left_out, notes)
     where = f"{target} ({info.description})"
+    counted = {"connection": len(specs), "variable": len(variables), "pool": len(pools)}
     header = [
         f"dconn {__version__} export of {where}:",
-        f"{_count(len(specs), 'connection')} from {_count(len(rows), 'row')}.",
+        ", ".join(_count(counted[k], k) for k in kinds) + f" from {_count(len(rows), 'row')}.",
         "",
         _CLEAR_NOTE if include_secrets else _SECRETS_NOTE,
     ]
-    return _render(specs, where, include_secrets, header, comments, left_out, notes, rows=len(rows))
+    return _render(
+        specs if "connection" in kinds else None,
+        where,
+        include_secrets,
+        header,
+        comments,
+        left_out,
+        notes,
+        rows=len(rows),
+        variables=variables if "variable" in kinds else None,
+        pools=pools if "pool" in kinds else None,
+    )
+
+
+def kind_specs(
+    rows: Sequence[StoredObject], left_out: list[str], notes: list[str]
+) -> tuple[list[VariableSpec], list[PoolSpec]]:
+    """Return the variables and pools a document can declare (the lowest row of each key); note the rest."""
+    variables: list[VariableSpec] = []
+    pools: list[PoolSpec] = []
+    for address, group in sorted(group_by_address(rows).items(), key=lambda item: plan_order(item[0])):
+        kept = group[0]
+        if address.kind == "connection":
+            continue
+        problem = _unexportable_kind(kept)
+        if problem:
+            left_out.append(f"{address.kind} {_shown(address.key)} (row {kept.row_id}): {problem}")
+            notes.append(
+                f"{address.kind} {_shown(address.key)} left out: {problem}; dconn leaves it unmanaged"
+            )
+        elif address.kind == "variable":
+            variables.append({"key": address.key, **kept.values.fields})
+        else:
+            pools.append({"name": address.key, **kept.values.fields})
+    return variables, pools
+
+
+def _unexportable_kind(row: StoredObject) -> str | None:
+    """Say why a variable or pool cannot be declared as it is stored, or return None."""
+    key = row.address.key
+    if not key or not key.isprintable():
+        return "its key is empty or holds control characters"
+    if row.address.kind == "variable" and not isinstance(row.values.get("value"), str):
+        return "it has no value"
+    if row.address.kind == "pool":
+        slots = row.values.get("slots")
+        if not isinstance(slots, int) or isinstance(slots, bool) or slots < -1:
+            return "its slots are not an integer of at least -1"
+    return None
 
 
 def specs_from_rows(
@@ -171,9 +257,31 @@ def _duplicate_comment(group: Sequence[StoredObject], columns: Sequence[str]) ->
     return lines
 
 
-def convert_file(path: Path, *, include_secrets: bool = False) -> Onboarded:
-    """Convert a file of `airflow connections export` (.json, .yaml/.yml, .env) to a dconn document."""
-    specs = parse_airflow_file(path)
+def convert_file(path: Path, *, include_secrets: bool = False, kind: str | None = None) -> Onboarded:
+    """Convert a file of Airflow's exports to a dconn document.
+
+    `kind` says what the file holds: connections (`airflow connections export`: .json,
+    .yaml/.yml, .env), variables or pools (`airflow variables export` / `airflow pools export`,
+    .json); None: pools when every entry has slots and a description, else connections.
+    """
+    from declarative_conns.onboarding import kind_files
+
+    if kind is None:
+        kind = "pool" if kind_files.looks_like_pools(path) else "connection"
+    if kind == "variable":
+        variables = kind_files.parse_variables_file(path)
+        return _converted_kind(str(path), include_secrets, variables=variables)
+    if kind == "pool":
+        return _converted_kind(str(path), include_secrets, pools=kind_files.parse_pools_file(path))
+    try:
+        specs = parse_airflow_file(path)
+    except InputError as error:
+        if path.suffix.lower() != ".json" or "connection '" not in str(error):
+            raise  # not a file of entries that fail as connections
+        raise InputError(
+            f"{error}\n  (for a file of `airflow variables export` or `airflow pools export`, "
+            "add --kind variables or --kind pools)"
+        ) from None
     result = _converted(specs, str(path), include_secrets)
     if any(str(spec["conn_id"]).startswith("AIRFLOW_CONN_") for spec in specs):
         result.notes.append(
@@ -181,6 +289,24 @@ def convert_file(path: Path, *, include_secrets: bool = False) -> Onboarded:
             f"of AIRFLOW_CONN_<ID>=... lines, run: dconn convert --from-env {path}"
         )
     return result
+
+
+def _converted_kind(
+    source: str,
+    include_secrets: bool,
+    *,
+    variables: list[VariableSpec] | None = None,
+    pools: list[PoolSpec] | None = None,
+) -> Onboarded:
+    """Render converted variables or pools with convert's header."""
+    kind, found = ("variable", variables) if variables is not None else ("pool", pools or [])
+    header = [
+        f"dconn {__version__} convert of {source}: {_count(len(found), kind)}.",
+        "",
+        _CLEAR_NOTE if include_secrets else _SECRETS_NOTE,
+    ]
+    notes = [] if found else [f"{source} holds no {kind}s"]
+    return _render(None, source, include_secrets, header, {}, [], notes, variables=variables, pools=pools)
 
 
 def convert_environment(
@@ -208,7 +334,7 @@ def _converted(specs: list[ConnSpec], source: str, include_secrets: bool) -> Onb
 
 
 def _render(
-    specs: list[ConnSpec],
+    specs: list[ConnSpec] | None,
     source: str,
     include_secrets: bool,
     header: list[str],
@@ -216,6 +342,9 @@ def _render(
     left_out: Sequence[str],
     notes: list[str],
     rows: int | None = None,
+    *,
+    variables: list[VariableSpec] | None = None,
+    pools: list[PoolSpec] | None = None,
 ) -> Onboarded:
     """Render the document and collect what the user must be told."""
     footer = ""
@@ -225,16 +354,31 @@ def _render(
             + [f"  {line}" for line in left_out]
         )
     rendered = render_document(
-        specs, include_secrets=include_secrets, header="\n".join(header), comments=comments, footer=footer
+        specs,
+        include_secrets=include_secrets,
+        header="\n".join(header),
+        comments=comments,
+        footer=footer,
+        variables=variables,
+        pools=pools,
     )
     return Onboarded(
         text=rendered.text,
         placeholders=rendered.placeholders,
         notes=[*notes, *rendered.notes],
-        conn_ids=sorted(str(spec["conn_id"]) for spec in specs),
+        conn_ids=sorted(str(spec["conn_id"]) for spec in specs or ()),
         source=source,
         include_secrets=include_secrets,
         rows=rows,
+        keys={
+            kind: keys
+            for kind, keys, rendered in (
+                ("connection", sorted(str(spec["conn_id"]) for spec in specs or ()), specs is not None),
+                ("variable", sorted(str(v["key"]) for v in variables or ()), variables is not None),
+                ("pool", sorted(str(p["name"]) for p in pools or ()), pools is not None),
+            )
+            if rendered
+        },
     )
 
 
@@ -285,7 +429,7 @@ def deliver(result: Onboarded, out: Path | None, env_example: Path | None, stdou
         stdout.flush()
     else:
         write_file(out, result.text, private=result.include_secrets)
-        messages.append(f"Wrote {_count(len(result.conn_ids), 'connection')} to {out}.")
+        messages.append(f"Wrote {result.written()} to {out}.")
     if env_example is not None:
         write_file(env_example, render_env_example(result.placeholders), private=False)
         messages.append(

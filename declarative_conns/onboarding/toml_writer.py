@@ -46,6 +46,10 @@ from declarative_conns.core.model import REF_KEYS
 from declarative_conns.core.sensitive import is_sensitive_key
 
 ConnSpec = dict[str, Any]
+#: A variable as Airflow stores it: key, value (the stored text), description, team_name.
+VariableSpec = dict[str, Any]
+#: A pool: name, slots, description, include_deferred, team_name.
+PoolSpec = dict[str, Any]
 
 #: The top-level fields in the order they are written; extra (or extra_json) comes after them.
 FIELD_ORDER: tuple[str, ...] = tuple(f for f in CONNECTION.fields if f != "extra")
@@ -88,9 +92,15 @@ class _Namer:
     placeholders: list[Placeholder] = field(default_factory=list)
     used: set[str] = field(default_factory=set)
 
-    def reference(self, conn_id: str, path: str) -> _Ref:
-        """Return a reference for the secret at ``path`` of ``conn_id``, recording a placeholder."""
-        base = _NOT_ALNUM.sub("_", f"{conn_id}_{path}").strip("_").upper()
+    def reference(self, conn_id: str, path: str, name: str | None = None) -> _Ref:
+        """Return a reference for the secret at ``path`` of ``conn_id``, recording a placeholder.
+
+        The variable is named after `name` when given (a variable's key), else conn_id and path.
+        """
+        base = (
+            _NOT_ALNUM.sub("_", name if name is not None else f"{conn_id}_{path}").strip("_").upper()
+            or "VALUE"
+        )
         if base[:1].isdigit():
             base = f"_{base}"  # a shell variable name cannot start with a digit
         variable, number = base, 2
@@ -102,31 +112,42 @@ class _Namer:
 
 
 def render_document(
-    specs: Sequence[ConnSpec],
+    specs: Sequence[ConnSpec] | None,
     *,
     include_secrets: bool = False,
     header: str = "",
     comments: Mapping[str, Sequence[str]] | None = None,
     footer: str = "",
+    variables: Sequence[VariableSpec] | None = None,
+    pools: Sequence[PoolSpec] | None = None,
 ) -> RenderedDocument:
     """Render specs as a dconn TOML document, secrets as placeholders unless include_secrets.
 
+    Each kind given (None: not rendered) gets its section, an empty one as a comment.
     ``comments`` maps a conn_id to comment lines written right above its table; ``header`` and
-    ``footer`` become comment blocks before and after the connections.
+    ``footer`` become comment blocks before and after the objects.
     """
-    ordered = sorted(specs, key=lambda spec: str(spec["conn_id"]))
+    ordered = sorted(specs or (), key=lambda spec: str(spec["conn_id"]))
     conn_ids = [spec["conn_id"] for spec in ordered]
     if len(set(conn_ids)) != len(conn_ids):
         raise ValueError("render_document needs one spec per conn_id")
     namer = _Namer()
     notes: list[str] = []
     lines = [*_comment_lines(header), "version = 1"]
-    if not ordered:
+    if specs is not None and not ordered:
         lines.append("# no connections")
     for spec in ordered:
         lines.append("")
         lines.extend(_comment_lines((comments or {}).get(spec["conn_id"], ()), blank=False))
         lines.extend(_connection_lines(spec, include_secrets, namer, notes))
+    if variables is not None:
+        lines += ["", "[variables]"] + ([] if variables else ["# no variables"])
+        for variable in sorted(variables, key=lambda v: str(v["key"])):
+            lines += ["", *_variable_lines(variable, include_secrets, namer)]
+    if pools is not None:
+        lines += ["", "[pools]"] + ([] if pools else ["# no pools"])
+        for pool in sorted(pools, key=lambda p: str(p["name"])):
+            lines += ["", *_pool_lines(pool)]
     if footer:
         lines.extend(["", *_comment_lines(footer, blank=False)])
     return RenderedDocument("\n".join(lines) + "\n", namer.placeholders, notes)
@@ -184,6 +205,51 @@ def _connection_lines(spec: ConnSpec, include_secrets: bool, namer: _Namer, note
     extra = spec.get("extra")
     if extra:
         lines.extend(_extra_lines(table, conn_id, extra, include_secrets, namer, notes))
+    return lines
+
+
+def _variable_lines(spec: VariableSpec, include_secrets: bool, namer: _Namer) -> list[str]:
+    """Return the lines of one variable's table: a sensitive value as a reference, JSON text as a table."""
+    key = str(spec["key"])
+    lines = [f"[variables.{_key(key)}]"]
+    text = str(spec["value"])
+    value: Any = text
+    if is_sensitive_key(key) and not include_secrets:
+        value = namer.reference(f"variables.{key}", "value", name=key)
+    elif text[:1] in ("{", "["):
+        value = _json_table(text)
+    lines.append(_assignment("value", value))
+    lines += [_assignment(n, spec[n]) for n in ("description", "team_name") if spec.get(n)]
+    return lines
+
+
+def _json_table(text: str) -> Any:
+    """Return JSON text as the table or array it holds, when TOML keeps it exactly; else the text.
+
+    dconn compares a declared table with the stored text as parsed JSON, so either spelling plans
+    no change; the table reads better in a review.
+    """
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    dropped: list[tuple[str, str]] = []
+    _without_reference_keys(parsed, "value", dropped)
+    if isinstance(parsed, (dict, list)) and parsed and _representable(parsed) and not dropped:
+        return parsed
+    return text
+
+
+def _pool_lines(spec: PoolSpec) -> list[str]:
+    """Return the lines of one pool's table (default_pool: only what dconn manages on it)."""
+    name = str(spec["name"])
+    lines = [f"[pools.{_key(name)}]", _assignment("slots", spec["slots"])]
+    if spec.get("description") and name != "default_pool":
+        lines.append(_assignment("description", spec["description"]))
+    if spec.get("include_deferred"):
+        lines.append(_assignment("include_deferred", True))
+    if spec.get("team_name") and name != "default_pool":
+        lines.append(_assignment("team_name", spec["team_name"]))
     return lines
 
 

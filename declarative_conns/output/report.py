@@ -68,6 +68,7 @@ def plan_document(plan: Plan, context: PlanContext) -> dict[str, Any]:
             "ignored": [_named(a) for a in plan.ignored],
         },
         "old_key_rows": [a.key for a in plan.old_key],
+        "targets": None if plan.targets is None else [{"kind": a.kind, "key": a.key} for a in plan.targets],
     }
 
 

@@ -41,6 +41,8 @@ class PlanContext:
     where: str = "the database"
     #: Whether the heading counts rows (a database may hold several rows of one key; an API cannot).
     counts_rows: bool = True
+    #: With -v: the file that set each planned change, by object and field path (layers).
+    origins: Mapping[tuple[Address, Path], str] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -90,7 +92,7 @@ def render_text(plan: Plan, context: PlanContext) -> str:
         ]
     if plan.summary.has_changes:
         lines += ["dconn will perform the following actions:", ""]
-        for block in _operation_blocks(plan.operations):
+        for block in _operation_blocks(plan.operations, context.origins if context.verbose else {}):
             lines += [*block, ""]
     lines += _tail(plan, context)
     return "\n".join(lines) + "\n"
@@ -140,8 +142,11 @@ def count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _operation_blocks(operations: Sequence[Operation]) -> Iterable[list[str]]:
-    """Yield one block of lines per object, kinds in plan order, keys sorted."""
+def _operation_blocks(
+    operations: Sequence[Operation], origins: Mapping[tuple[Address, Path], str] | None = None
+) -> Iterable[list[str]]:
+    """Yield one block of lines per object, kinds in plan order, keys sorted; -v: each change's file."""
+    origins = origins or {}
     by_address: dict[Address, list[Operation]] = {}
     for op in operations:
         by_address.setdefault(op.address, []).append(op)
@@ -152,10 +157,13 @@ def _operation_blocks(operations: Sequence[Operation]) -> Iterable[list[str]]:
             if isinstance(op, Reencrypt):
                 yield [f"  # {address} will be re-encrypted with the first key (row {op.row_id})"]
             elif isinstance(op, Create):
-                yield [f"  # {address} will be created", *_change_lines(op.changes)]
+                yield [f"  # {address} will be created", *_change_lines(op.changes, address, origins)]
             elif not isinstance(op, Delete):
                 row = f" (row {op.row_id})" if dupes else ""
-                yield [f"  # {address} will be updated in place{row}", *_change_lines(op.changes)]
+                yield [
+                    f"  # {address} will be updated in place{row}",
+                    *_change_lines(op.changes, address, origins),
+                ]
             elif op.reason is not DeleteReason.DUPLICATE:
                 yield [f"  # {address} will be destroyed ({_WHY[op.reason]})", *_value_lines("-", op)]
         if dupes:
@@ -181,10 +189,22 @@ def _drift_block(drift: Drift, where: str) -> list[str]:
     return [f"  # {drift.address} was changed in {where}", *_change_lines(drift.changes)]
 
 
-def _change_lines(changes: Sequence[FieldChange]) -> list[str]:
-    """Return aligned `~ path = before -> after` lines."""
+def _change_lines(
+    changes: Sequence[FieldChange],
+    address: Address | None = None,
+    origins: Mapping[tuple[Address, Path], str] | None = None,
+) -> list[str]:
+    """Return aligned `~ path = before -> after` lines; with origins, `# from FILE` after each."""
     width = max((len(format_path(c.path)) for c in changes), default=0)
-    return [f"  {_SYMBOL[c.kind]} {format_path(c.path).ljust(width)} = {show_change(c)}" for c in changes]
+    lines = [f"  {_SYMBOL[c.kind]} {format_path(c.path).ljust(width)} = {show_change(c)}" for c in changes]
+    if not origins or address is None:
+        return lines
+    found = [origins.get((address, c.path)) for c in changes]
+    pad = max(len(line) for line in lines)
+    return [
+        f"{line.ljust(pad)}  # from {where}" if where else line
+        for line, where in zip(lines, found, strict=True)
+    ]
 
 
 def show_change(change: FieldChange) -> str:

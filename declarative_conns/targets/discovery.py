@@ -56,7 +56,7 @@ _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 
 
 @dataclass(frozen=True, repr=False)
-class Target:
+class DatabaseSettings:
     """Hold where the database is and which key encrypts it; secrets hidden from repr."""
 
     url: str
@@ -68,7 +68,7 @@ class Target:
     db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS
 
     def __repr__(self) -> str:
-        return f"Target({mask_url(self.url)!r}, from {self.url_source})"
+        return f"DatabaseSettings({mask_url(self.url)!r}, from {self.url_source})"
 
     @property
     def masked_url(self) -> str:
@@ -147,7 +147,7 @@ def resolve_target(
     environ: Mapping[str, str] | None = None,
     *,
     db_timeout: float = DEFAULT_DB_TIMEOUT_SECONDS,
-) -> Target:
+) -> DatabaseSettings:
     """Find the database URL, Fernet key and schema from flags, environment and airflow.cfg."""
     if not 0 < db_timeout < float("inf"):
         raise TargetError(f"--db-timeout must be a number of seconds above 0, not {db_timeout:g}")
@@ -178,7 +178,7 @@ def resolve_target(
         sensitive=False,
     )
     schema = (schema or "").strip() or None
-    return Target(url, key or None, schema, url_source or "", key_source, db_timeout)
+    return DatabaseSettings(url, key or None, schema, url_source or "", key_source, db_timeout)
 
 
 def airflow_home(env: Mapping[str, str]) -> Path:

@@ -140,8 +140,7 @@ def encode_values(
     for name in fields:
         value = values.fields.get(name)
         if isinstance(value, (dict, list)):
-            # A connection's extra as Airflow's Connection writes it; a variable's table as Variable.set does.
-            value = json.dumps(value) if kind.name == "connection" else json.dumps(value, indent=2)
+            value = kind.stored_text(value)
         elif name in kind.boolean_fields:
             value = bool(value)
         row[spec.column(name)] = value

@@ -31,8 +31,7 @@ from declarative_conns.targets.database.tables import (
     connection_shape,
     reflect,
 )
-from declarative_conns.targets.discovery import Target as DatabaseSettings
-from declarative_conns.targets.discovery import mask_url, target_identity
+from declarative_conns.targets.discovery import DatabaseSettings, mask_url, target_identity
 
 #: Statements carry at most this many rows (bind parameters are limited on every server).
 BATCH = 500
@@ -56,7 +55,9 @@ class DatabaseTarget:
     _teams: frozenset[str] | None = field(default=None, repr=False)
     _keyring: KeyRing | None = field(default=None, repr=False)
     #: Encoded rows of the planned creates and updates, made by check_writes and reused by the apply.
-    _encoded: dict[Address, dict[str, Any]] = field(default_factory=dict, repr=False)
+    #: Rows encoded this run, by address, with the Values they were encoded from (a later run's
+    #: values for the same address are other objects, so they are never served a stale row).
+    _encoded: dict[Address, tuple[Values, dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         return f"DatabaseTarget({self.display!r})"
@@ -139,6 +140,7 @@ class DatabaseTarget:
             self._engine.dispose()
             self._engine = None
         self._reflected = None
+        self._encoded.clear()
 
     @property
     def is_open(self) -> bool:
@@ -264,13 +266,14 @@ class DatabaseTarget:
 
     def encode(self, address: Address, values: Values) -> dict[str, Any]:
         """Return the row Airflow would store for an object's values (encrypted), made once per run."""
-        row = self._encoded.get(address)
-        if row is None:
-            spec = KIND_TABLES[address.kind]
-            kind = BY_NAME[address.kind]
-            fields = kind.managed_fields(address.key, self.open().fields[address.kind])
-            row = rows.encode_values(values, spec, kind, fields, self.keyring)
-            self._encoded[address] = row
+        cached = self._encoded.get(address)
+        if cached is not None and cached[0] is values:
+            return cached[1]
+        spec = KIND_TABLES[address.kind]
+        kind = BY_NAME[address.kind]
+        fields = kind.managed_fields(address.key, self.open().fields[address.kind])
+        row = rows.encode_values(values, spec, kind, fields, self.keyring)
+        self._encoded[address] = (values, row)
         return row
 
     # -- writing ---------------------------------------------------------------------------
