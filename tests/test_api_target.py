@@ -547,3 +547,46 @@ def test_restore_puts_back_what_the_api_allows(server: AirflowServer, tmp_path: 
     assert plain is not None and plain["host"] == "example.com"
     assert warehouse is not None and (warehouse["host"], warehouse["password"]) == ("db.internal", CANARY_PW)
     assert_no_secret(tmp_path, CANARY_PW, CANARY_KEY)
+
+
+def test_an_environment_of_dconn_toml_targets_the_api(airflow3_api: AirflowServer, tmp_path: Path) -> None:
+    """An environment's api_url and credentials (secret references) are used; --api-url works as a flag too."""
+    server = airflow3_api
+    server.clear()
+    (tmp_path / "connections").mkdir()
+    write_config(tmp_path / "connections")
+    (tmp_path / "dconn.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [environments.prod]
+            api_url = "{server.base_url}"
+            api_username = "{server.admin_username}"
+            api_password = {{ from_env = "PROD_PASSWORD" }}
+            state = ".dconn/prod.json"
+            config = ["connections/"]
+            api_timeout = 20
+            """
+        )
+    )
+    env = {"PROD_PASSWORD": server.admin_password, "WH_PASSWORD": CANARY_PW}
+    applied = run_dconn("apply", "--env", "prod", "--auto-approve", cwd=tmp_path, env=env)
+    assert applied.returncode == 0, applied.stderr
+    assert (
+        f"Target: {server.base_url} (Airflow {server.version} REST API /api/v2, 0 connections)"
+        in applied.stdout
+    )
+    assert read_back(server, "warehouse") is not None
+    flagged = run_dconn(
+        "plan",
+        "--api-url",
+        server.base_url,
+        "-c",
+        "connections",
+        "--state",
+        ".dconn/prod.json",
+        "--detailed-exitcode",
+        cwd=tmp_path,
+        env={**env, "DCONN_API_URL": "http://127.0.0.1:1"},
+    )
+    assert flagged.returncode == 0, flagged.stdout + flagged.stderr
+    assert_no_secret(tmp_path, CANARY_PW, server.admin_password)
