@@ -444,7 +444,9 @@ def test_database_and_api_together_is_an_error(clean_env: Path) -> None:
         "plan", "--db-url", "sqlite:///x.db", cwd=clean_env, env={"DCONN_API_URL": f"http://u:{CANARY_PW}@h"}
     )
     assert both.returncode == 1
-    assert "both a database (--db-url or DCONN_DB_URL) and a REST API" in both.stderr
+    assert error_of(both) == (
+        "Error: both a database (--db-url) and a REST API (--api-url or DCONN_API_URL) are given: pick one target"
+    )
     assert CANARY_PW not in both.stderr
 
 
@@ -590,3 +592,30 @@ def test_an_environment_of_dconn_toml_targets_the_api(airflow3_api: AirflowServe
     )
     assert flagged.returncode == 0, flagged.stdout + flagged.stderr
     assert_no_secret(tmp_path, CANARY_PW, server.admin_password)
+
+
+def test_tls_failure_and_a_private_ca_bundle(airflow3_api: AirflowServer, tmp_path: Path) -> None:
+    """An https API with a private certificate is a one-line TLS error; DCONN_API_CA_BUNDLE makes it work."""
+    from tests.tls_proxy import TlsProxy, self_signed
+
+    server = airflow3_api
+    server.clear()
+    cert, key = self_signed(tmp_path)
+    proxy = TlsProxy(("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])), cert, key)
+    try:
+        write_config(tmp_path)
+        env = env_for(server, DCONN_API_URL=f"https://127.0.0.1:{proxy.port}")
+        refused = run_dconn("plan", cwd=tmp_path, env=env)
+        assert refused.returncode == 1
+        assert error_of(refused).startswith(f"Error: TLS failure talking to https://127.0.0.1:{proxy.port}: ")
+        assert error_of(refused).endswith(
+            "set DCONN_API_CA_BUNDLE (or SSL_CERT_FILE) to its certificate bundle"
+        )
+        trusted = run_dconn("plan", cwd=tmp_path, env={**env, "DCONN_API_CA_BUNDLE": str(cert)})
+        assert trusted.returncode == 0, trusted.stderr
+        assert (
+            f"Target: https://127.0.0.1:{proxy.port} (Airflow {server.version} REST API /api/v2"
+            in trusted.stdout
+        )
+    finally:
+        proxy.close()

@@ -369,11 +369,13 @@ def _api_settings(selection: Selection) -> ApiSettings | None:
     """Return the REST API the selection targets, None for a database."""
     flags, env = selection.flags, selection.environment
     env_db = env is not None and env.db_url is not None
-    if flags.api_url and flags.db_url:
-        raise InputError("both --db-url and --api-url are given: pick one target")
+    environ = dict(os.environ)
+    if flags.db_url and (flags.api_url or environ.get("DCONN_API_URL")):
+        raise InputError(
+            "both a database (--db-url) and a REST API (--api-url or DCONN_API_URL) are given: pick one target"
+        )
     if flags.db_url or (not flags.api_url and env_db):
         return None
-    environ = dict(os.environ)
     if selection.api_url is not None:  # the environment's API, its credentials over DCONN_API_*
         environ = {k: v for k, v in environ.items() if not k.startswith(_API_CREDENTIALS)}
         environ.update(selection.api_environ())

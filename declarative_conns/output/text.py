@@ -29,7 +29,7 @@ class PlanContext:
     """Describe what the plan was computed against, for its heading."""
 
     target: str
-    #: "Airflow 2.x table", "Airflow 3.3.2 REST API (/api/v2)".
+    #: "Airflow 2.x table", "Airflow 3.3.2 REST API /api/v2".
     description: str
     shape: str
     #: kind -> (objects, rows) the target holds, for every kind the plan manages.
