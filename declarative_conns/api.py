@@ -136,15 +136,17 @@ class Workspace:
         *,
         state_path: Path | str = ".dconn/state.json",
         lock_timeout: float = 30.0,
-        timeout: float = 30.0,
+        api_timeout: float = 30.0,
+        read_only: bool = False,
+        backups_dir: Path | None = None,
     ) -> Workspace:
         """Target a REST API (the URL, else DCONN_API_URL); credentials from the DCONN_API_* variables."""
         from declarative_conns.targets.api import ApiTarget, resolve_api_settings
 
-        settings = resolve_api_settings(api_url, timeout)
+        settings = resolve_api_settings(api_url, api_timeout)
         if settings is None:
             raise InputError("no REST API URL: pass one, or set DCONN_API_URL")
-        return cls(ApiTarget(settings), state_path, lock_timeout)
+        return cls(ApiTarget(settings), state_path, lock_timeout, read_only, backups_dir)
 
     @classmethod
     def from_url(
@@ -235,8 +237,8 @@ def plan(
     verbose: bool = False,
     rotate: bool = False,
     refresh_state: bool = True,
-    resend_secrets: bool = False,
     targets: Collection[Address] | None = None,
+    resend_secrets: bool = False,
 ) -> PlannedRun:
     """Compute the plan for a configuration against the workspace's target.
 
