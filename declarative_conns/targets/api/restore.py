@@ -20,7 +20,8 @@ from declarative_conns.core.model import Address, Values
 from declarative_conns.files.atomic import now
 from declarative_conns.files.backups import write_backup
 from declarative_conns.targets.api.endpoints import ENDPOINTS
-from declarative_conns.targets.api.target import ApiTarget, non_secret_fields
+from declarative_conns.targets.api.target import ApiTarget
+from declarative_conns.targets.api.writes import non_secret_fields
 
 
 @dataclass
