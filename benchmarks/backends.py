@@ -30,7 +30,8 @@ class SqliteBackend:
         return f"sqlite:///{self.folder / (db + '.db')}"
 
     def create_empty(self, db: str) -> None:
-        """Create a database holding an empty Airflow connection table."""
+        """Create a database holding empty Airflow tables (replacing one made before)."""
+        (self.folder / f"{db}.db").unlink(missing_ok=True)
         _create_table(self.url(db))
 
     def copy(self, source: str, target: str) -> None:

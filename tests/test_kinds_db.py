@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
+from jsonschema import Draft202012Validator
 
 from declarative_conns.api import Workspace, apply, plan
 from declarative_conns.config.loader import desired_from_dicts, load_desired
+from declarative_conns.config.resources import load_schema
 from declarative_conns.errors import DatabaseError, ValidationFailed
 from declarative_conns.targets.discovery import resolve_target
 from tests.airflow_tables import create_kind_tables
@@ -282,7 +284,10 @@ def test_sensitive_variables_never_appear_in_output_state_plan_files_or_backups(
     assert '# variable "api_token" will be updated in place' in outputs[0].stdout
     assert "~ value = (sensitive value changed)" in outputs[0].stdout
     assert "+ value = (sensitive value)" in outputs[0].stdout
-    json_actions = {(a["kind"], a["key"]): a for a in json.loads(outputs[1].stdout)["actions"]}
+    document = json.loads(outputs[1].stdout)
+    Draft202012Validator(load_schema("plan.schema.json")).validate(document)
+    assert [a["kind"] for a in document["actions"]] == ["connection", *["variable"] * 5, "pool", "pool"]
+    json_actions = {(a["kind"], a["key"]): a for a in document["actions"]}
     assert json_actions[("variable", "slack_token")]["changes"][0]["sensitive"] is True
     for result in (*outputs, saved, applied):
         assert CANARY not in result.stdout + result.stderr
@@ -340,11 +345,17 @@ def test_variables_on_airflow_1_10_tables_have_no_description(kinds_db: Any, tmp
 
 
 def test_team_name_on_airflow_3_2(kinds_db: Any, tmp_path: Path) -> None:
-    """Airflow 3.2+: team_name on variables and pools must name an existing team."""
+    """Airflow 3.2+: team_name on variables and pools must name an existing team, and is written when it does."""
     db = kinds_db(shape="3.2")
     text = '[variables.a]\nvalue = "x"\nteam_name = "nope"\n'
     with pytest.raises(ValidationFailed, match='variable "a" field team_name: there is no team "nope"'):
         plan_doc(db, tmp_path, text)
+    db.execute(sa.text("INSERT INTO team (id, name) VALUES ('00000000000000000000000000000001', 'team_a')"))
+    apply_doc(
+        db, tmp_path, text.replace("nope", "team_a") + '\n[pools.etl]\nslots = 1\nteam_name = "team_a"\n'
+    )
+    assert [r["team_name"] for r in db.rows(db.variable)] == ["team_a"]
+    assert db.pools()["etl"]["team_name"] == "team_a"
 
 
 REFUSE_ETL = {
@@ -451,3 +462,18 @@ def test_restore_keeps_a_clear_secret_and_its_flag_together(kinds_db: Any, tmp_p
     assert restored.returncode == 0, restored.stderr
     assert "its val was a secret stored in clear" in restored.stdout
     assert db.variables() == {"api_token": f"{CANARY}-new"}
+
+
+def test_a_plan_after_an_apply_leaves_the_state_as_the_apply_wrote_it(kinds_db: Any, tmp_path: Path) -> None:
+    """The apply records a variable's table as the JSON text the next read finds: the next plan rewrites nothing."""
+    db = kinds_db()
+    apply_doc(db, tmp_path, DOC)
+    state = tmp_path / ".dconn" / "state.json"
+    written = state.read_bytes()
+    assert no_changes(db, tmp_path, DOC)
+    import difflib
+
+    diff = list(
+        difflib.unified_diff(written.decode().splitlines(), state.read_text().splitlines(), lineterm="", n=0)
+    )
+    assert state.read_bytes() == written, "\n".join(diff[:40])

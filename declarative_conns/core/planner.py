@@ -307,14 +307,17 @@ def state_after_apply(
     for op in done:
         if isinstance(op, Delete):
             by_row.pop((op.address, op.row_id), None)
-        elif isinstance(op, Create):
-            row_id = new_ids.get(op.address)
+        elif isinstance(op, (Create, Update)):
+            row_id = new_ids.get(op.address) if isinstance(op, Create) else op.row_id
+            # As the next read will find it (a variable's table as its JSON text; default_pool's
+            # unmanaged description as it was), so the next plan's snapshot equals this one.
+            new = kind_map[op.address.kind].as_stored(op.values.fields)
+            old = by_row.get((op.address, row_id))
+            if old is not None:
+                new = {**old.values.fields, **{f: new.get(f) for f in _managed(op.address, fields)}}
+            written = Values(new, op.values.secret_paths)
             by_row[(op.address, row_id)] = StoredObject(
-                op.address, row_id, op.values, fingerprints[(op.address, row_id)], key_index
-            )
-        elif isinstance(op, Update):
-            by_row[(op.address, op.row_id)] = StoredObject(
-                op.address, op.row_id, op.values, fingerprints[(op.address, op.row_id)], key_index
+                op.address, row_id, written, fingerprints[(op.address, row_id)], key_index
             )
         else:
             old = by_row[(op.address, op.row_id)]

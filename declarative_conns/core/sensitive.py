@@ -35,14 +35,15 @@ SENSITIVE_NAMES: tuple[str, ...] = (
 )
 
 _NON_WORD = re.compile(r"\W+")
+#: One search for every word at once: variable keys are all different, so the cache below
+#: helps extras (the same few keys in every connection) but not them.
+_ANY_WORD = re.compile("|".join(map(re.escape, SENSITIVE_NAMES)))
 
 
 @lru_cache(maxsize=4096)
 def is_sensitive_key(name: str) -> bool:
-    """Tell whether an extra key names a secret, as Airflow's masker decides it."""
-    # Cached: the same few extra keys recur in every connection of a large plan.
-    normalized = _NON_WORD.sub("_", name.lower())
-    return any(word in normalized for word in SENSITIVE_NAMES)
+    """Tell whether an extra key or a variable's key names a secret, as Airflow's masker decides it."""
+    return _ANY_WORD.search(_NON_WORD.sub("_", name.lower())) is not None
 
 
 class _Hidden:

@@ -52,6 +52,7 @@ class DatabaseTarget:
     _engine: Engine | None = field(default=None, repr=False)
     _conn: Connection | None = field(default=None, repr=False)
     _reflected: Reflected | None = field(default=None, repr=False)
+    _info: TargetInfo | None = field(default=None, repr=False)
     _teams: frozenset[str] | None = field(default=None, repr=False)
     _keyring: KeyRing | None = field(default=None, repr=False)
     #: Encoded rows of the planned creates and updates, made by check_writes and reused by the apply.
@@ -107,10 +108,13 @@ class DatabaseTarget:
             except BaseException:
                 self.close()
                 raise
-        reflected = self._reflected
-        shape = connection_shape(reflected.tables.get("connection"))
-        fields = {kind: reflected.fields(kind) for kind in KIND_TABLES if reflected.fields(kind)}
-        return TargetInfo(shape, f"Airflow {shape} table", fields)
+        if self._info is None:
+            # Once per reflection: encode() asks for the fields of every object it writes.
+            reflected = self._reflected
+            shape = connection_shape(reflected.tables.get("connection"))
+            fields = {kind: reflected.fields(kind) for kind in KIND_TABLES if reflected.fields(kind)}
+            self._info = TargetInfo(shape, f"Airflow {shape} table", fields)
+        return self._info
 
     def _no_table_message(self, schema: str | None) -> str:
         """Explain that the database has no connection table."""
@@ -140,6 +144,7 @@ class DatabaseTarget:
             self._engine.dispose()
             self._engine = None
         self._reflected = None
+        self._info = None
         self._encoded.clear()
 
     @property
@@ -338,6 +343,7 @@ class DatabaseSession:
         self.target = target
         self.conn = conn
         self._current: dict[str, list[dict[str, Any]]] = {}
+        self._indexed: dict[str, dict[Any, dict[str, Any]]] = {}
         self._reencrypted: dict[int, dict[str, Any]] = {}
 
     def current_rows(self, kind: str) -> list[dict[str, Any]]:
@@ -457,11 +463,21 @@ class DatabaseSession:
         for op in operations:
             spec = KIND_TABLES[op.address.kind]
             kind = BY_NAME[op.address.kind]
-            if isinstance(op, (Create, Update)):
-                row_id = new_ids.get(op.address) if isinstance(op, Create) else op.row_id
+            if isinstance(op, Create):
+                row_id = new_ids.get(op.address)
                 raw = {"id": row_id, spec.key_column: op.address.key, **target.encode(op.address, op.values)}
+            elif isinstance(op, Update):
+                # The row as it is now: the columns written over the ones left alone (default_pool's description).
+                row_id = op.row_id
+                before = self._row_index(op.address.kind).get(row_id, {})
+                raw = {
+                    **before,
+                    "id": row_id,
+                    spec.key_column: op.address.key,
+                    **target.encode(op.address, op.values),
+                }
             elif isinstance(op, Reencrypt):
-                before = next(r for r in self._rows(op.address.kind) if r["id"] == op.row_id)
+                before = self._row_index(op.address.kind)[op.row_id]
                 raw = (
                     {**before, **self._reencrypted[op.row_id]}
                     if op.row_id in self._reencrypted
@@ -472,6 +488,13 @@ class DatabaseSession:
                 continue
             out[(op.address, row_id)] = rows.fingerprint(raw, spec, kind, digester)
         return out
+
+    def _row_index(self, kind: str) -> dict[Any, dict[str, Any]]:
+        """Return the rows of a kind as read in this transaction, by id (built once)."""
+        index = self._indexed.get(kind)
+        if index is None:
+            index = self._indexed[kind] = {r["id"]: r for r in self._rows(kind)}
+        return index
 
     def _reencrypt_rows(self, kind: str, row_ids: set[int | None]) -> list[dict[str, Any]]:
         """Return the updates re-encrypting rows, kept to fingerprint them after the write."""
