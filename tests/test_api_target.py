@@ -619,3 +619,17 @@ def test_tls_failure_and_a_private_ca_bundle(airflow3_api: AirflowServer, tmp_pa
         )
     finally:
         proxy.close()
+
+
+def test_removing_a_password_is_refused_at_plan_time(server: AirflowServer, tmp_path: Path) -> None:
+    """Airflow's API ignores an empty password, so a plan that removes one fails, saying so (nothing written)."""
+    write_config(tmp_path)
+    env = env_for(server)
+    assert run_dconn("apply", "--auto-approve", cwd=tmp_path, env=env).returncode == 0
+    config = tmp_path / "connections.toml"
+    config.write_text(config.read_text().replace('password = { from_env = "WH_PASSWORD" }\n', ""))
+    plan = run_dconn("plan", cwd=tmp_path, env=env)
+    assert plan.returncode == 1
+    assert 'connection "warehouse": Airflow\'s REST API cannot remove a password' in plan.stderr
+    row = read_back(server, "warehouse")
+    assert row is not None and row["password"] == CANARY_PW

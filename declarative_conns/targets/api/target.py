@@ -196,15 +196,25 @@ class ApiTarget:
 
     def check_writes(self, operations: Sequence[Operation]) -> list[str]:
         """Return writes the API would store wrongly: a value of `***` (Airflow 2 stores it literally)."""
-        return [
-            f'{op.address}: a value is "{MASK}", which the REST API uses to hide secrets; dconn does not send it'
-            for op in operations
-            if isinstance(op, (Create, Update)) and hidden_in(op.values)
-        ] + [
-            f"{op.address}: re-encrypting is the deployment's own job through the REST API (--rotate needs --db-url)"
-            for op in operations
-            if isinstance(op, Reencrypt)
-        ]
+        return (
+            [
+                f'{op.address}: a value is "{MASK}", which the REST API uses to hide secrets; dconn does not send it'
+                for op in operations
+                if isinstance(op, (Create, Update)) and hidden_in(op.values)
+            ]
+            + [
+                f"{op.address}: re-encrypting is the deployment's own job through the REST API (--rotate needs --db-url)"
+                for op in operations
+                if isinstance(op, Reencrypt)
+            ]
+            + [
+                f"{op.address}: Airflow's REST API cannot remove a password (it ignores an empty one): declare "
+                "the password, or remove it with Airflow's CLI (`airflow connections delete`, then `add`)"
+                for op in operations
+                if isinstance(op, Update)
+                and any(c.path == ("password",) and c.kind == "remove" for c in op.changes)
+            ]
+        )
 
     # -- writing ---------------------------------------------------------------------------
 
