@@ -212,19 +212,22 @@ def test_an_empty_fernet_key_means_no_key(two: Any, monkeypatch: pytest.MonkeyPa
     assert (row["password"], row["is_encrypted"]) == (CANARY, False)
 
 
-def test_an_api_environment_is_not_available_yet(clean_env: Path) -> None:
-    """An environment naming a REST API says this dconn cannot use it yet, naming the URL; --db-url overrides."""
+def test_an_api_environment_targets_its_api(
+    clean_env: Path, closed_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An environment naming a REST API is planned through that API (here unreachable: one Error: line)."""
     (clean_env / "c.toml").write_text('[connections.a]\nconn_type = "http"\n')
     (clean_env / "dconn.toml").write_text(
-        '[environments.prod]\napi_url = "https://airflow.example.com"\n'
+        f'[environments.prod]\napi_url = "http://127.0.0.1:{closed_port}"\n'
         'api_token = { from_env = "TOKEN" }\nconfig = ["c.toml"]\n'
     )
     code, _, err = invoke("plan")
     assert code == 1
-    assert err == (
-        'Error: environment "prod" targets the REST API at https://airflow.example.com (token: from_env TOKEN), '
-        "which this version of dconn cannot use yet: give it a database (db_url in dconn.toml, or --db-url)\n"
-    )
+    assert err == "Error: environment variable TOKEN is not set\n"
+    monkeypatch.setenv("TOKEN", "canary-token-31d7")
+    code, _, err = invoke("plan")
+    assert code == 1
+    assert err == f"Error: cannot reach http://127.0.0.1:{closed_port}: [Errno 111] Connection refused\n"
 
 
 def test_export_restore_and_state_pull_take_the_environment(two: Any) -> None:
