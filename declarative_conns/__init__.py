@@ -27,6 +27,8 @@ _PUBLIC = {
     "DesiredConnection": "declarative_conns.config.loader",
     "DesiredObject": "declarative_conns.config.loader",
     "DesiredState": "declarative_conns.config.loader",
+    "ApiError": "declarative_conns.targets.api.client",
+    "ApplyFailed": "declarative_conns.errors",
     "Drift": "declarative_conns.core.operations",
     "FieldChange": "declarative_conns.core.model",
     "Finding": "declarative_conns.config.typecheck",
@@ -58,6 +60,8 @@ _PUBLIC = {
 
 __all__ = [
     "Address",
+    "ApiError",
+    "ApplyFailed",
     "ApplyInterrupted",
     "ApplyRefused",
     "Create",

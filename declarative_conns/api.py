@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,10 +27,11 @@ from declarative_conns.core.crypto import Digester
 from declarative_conns.core.digests import run_digester
 from declarative_conns.core.kinds import BY_NAME
 from declarative_conns.core.model import Address, SecretRef, Values, address_order, by_address
-from declarative_conns.core.operations import Create, Plan, Update
+from declarative_conns.core.operations import Create, Delete, Operation, Plan, Reencrypt, Update
 from declarative_conns.core.planner import make_plan, state_after_apply
 from declarative_conns.core.state import State
 from declarative_conns.errors import (
+    ApplyFailed,
     ApplyInterrupted,
     InputError,
     PlanIsStale,
@@ -130,6 +131,25 @@ class Workspace:
         )
 
     @classmethod
+    def from_api_url(
+        cls,
+        api_url: str | None = None,
+        *,
+        state_path: Path | str = ".dconn/state.json",
+        lock_timeout: float = 30.0,
+        api_timeout: float = 30.0,
+        read_only: bool = False,
+        backups_dir: Path | None = None,
+    ) -> Workspace:
+        """Target a REST API (the URL, else DCONN_API_URL); credentials from the DCONN_API_* variables."""
+        from declarative_conns.targets.api import ApiTarget, resolve_api_settings
+
+        settings = resolve_api_settings(api_url, api_timeout)
+        if settings is None:
+            raise InputError("no REST API URL: pass one, or set DCONN_API_URL")
+        return cls(ApiTarget(settings), state_path, lock_timeout, read_only, backups_dir)
+
+    @classmethod
     def from_url(
         cls,
         db_url: str | None,
@@ -165,6 +185,8 @@ class PlannedRun:
     digester: Digester
     workspace: Workspace
     warnings: list[str] = field(default_factory=list)
+    #: Every declared secret is sent again (a target that never shows secrets).
+    resend_secrets: bool = False
     #: Set once apply() has carried the run out (or committed it): a run applies once.
     applied: bool = False
 
@@ -217,13 +239,17 @@ def plan(
     rotate: bool = False,
     refresh_state: bool = True,
     targets: Collection[Address] | None = None,
+    resend_secrets: bool = False,
 ) -> PlannedRun:
     """Compute the plan for a configuration against the workspace's target.
 
     With `refresh_state` (and not read-only) the state's snapshot is rewritten when it changed,
     as `dconn plan` does; with `rotate`, rows encrypted with an older key of the ring are
     re-encrypted with the first. `targets` limits the plan to those objects (`--target`): the
-    plan says it is partial. The target stays open for `apply`; close the run when done.
+    plan says it is partial. Through a target that never shows secrets (an API), a secret
+    counts as unchanged when the state records that dconn sent its declared value; with
+    `resend_secrets` every declared secret is sent again. The target stays open for `apply`;
+    close the run when done.
     """
     desired = config if isinstance(config, DesiredState) else load(config)
     store, target = workspace.state, workspace.target
@@ -252,6 +278,9 @@ def plan(
             _check_targets(targets, desired, snapshot, kinds)
         skipped = {address for address, _ in snapshot.skipped}
         declared = {a: v for a, v in values.items() if a not in skipped}
+        snapshot, notes = _fill_hidden(
+            snapshot, declared, previous, digester, same_key, info, target, resend_secrets
+        )
         planned = make_plan(
             declared,
             [o for o in snapshot.objects if o.address not in skipped],
@@ -265,6 +294,7 @@ def plan(
             target={"url": target.display, "identity": dict(target.identity)},
             shape=info.shape,
             rotate=rotate,
+            sees_secrets=target.capabilities.sees_secrets,
             ignore_changes={a: o.ignore_changes for a, o in desired.objects.items() if o.ignore_changes},
             targets=targets,
         )
@@ -280,7 +310,7 @@ def plan(
         warnings.append(
             "no Fernet key is set: passwords and extras are stored in clear, as Airflow does without one"
         )
-    context = _context(info, target, snapshot, planned.plan, verbose)
+    context = _context(info, target, snapshot, planned.plan, verbose, notes)
     if verbose:
         context = replace(context, origins=change_origins(planned.plan, desired))
     run = PlannedRun(
@@ -295,6 +325,7 @@ def plan(
         digester,
         workspace,
         warnings,
+        resend_secrets,
     )
     if refresh_state and not workspace.read_only and not planned.state.same_content(recorded_before):
         _save_snapshot(store, run)
@@ -428,19 +459,30 @@ def _save_snapshot(store: StateStore, run: PlannedRun) -> None:
         run.read_version = version_of(run.state)
 
 
-def _context(info: TargetInfo, target: Target, snapshot: Snapshot, plan: Plan, verbose: bool) -> PlanContext:
+def _context(
+    info: TargetInfo,
+    target: Target,
+    snapshot: Snapshot,
+    plan: Plan,
+    verbose: bool,
+    notes: tuple[str, ...] = (),
+) -> PlanContext:
     """Describe what the plan was computed against, for its heading."""
     counts: dict[str, tuple[int, int]] = {}
     for kind in plan.kinds:
         objects = [o for o in snapshot.objects if o.address.kind == kind]
         counts[kind] = (len({o.address for o in objects}), len(objects))
-    notes: tuple[str, ...] = ()
     if plan.targets is not None:
         listed = ", ".join(str(a) for a in plan.targets)
         notes = (
+            *notes,
             f"this plan is partial (--target): only {listed}; every other object is neither planned nor changed",
         )
-    return PlanContext(target.display, info.description, info.shape, counts, verbose, notes)
+    duplicates = target.capabilities.duplicate_keys
+    where = "the database" if target.capabilities.transactional else "Airflow"
+    return PlanContext(
+        target.display, info.description, info.shape, counts, verbose, notes, where, counts_rows=duplicates
+    )
 
 
 def change_origins(plan: Plan, desired: DesiredState) -> dict[tuple[Address, Any], str]:
@@ -466,6 +508,41 @@ def _shown_path(path: Path) -> str:
         return str(path.absolute().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _fill_hidden(
+    snapshot: Snapshot,
+    declared: Mapping[Address, Values],
+    previous: State | None,
+    digester: Digester,
+    same_key: bool,
+    info: TargetInfo,
+    target: Target,
+    resend: bool,
+) -> tuple[Snapshot, tuple[str, ...]]:
+    """Fill in the secrets a target hides (core.write_only) and say what cannot be verified."""
+    if target.capabilities.sees_secrets:
+        return snapshot, ()
+    from declarative_conns.core.write_only import fill_hidden
+
+    applied = previous.applied if previous is not None else {}
+    filled = fill_hidden(
+        snapshot.objects, declared, applied, digester if same_key else None, resend=resend, unseen=info.unseen
+    )
+    notes = []
+    if filled.unverified:
+        n = filled.unverified
+        notes.append(
+            f"{target.display} does not show secrets: {n} secret value{'s are' if n != 1 else ' is'} taken to be "
+            "what dconn last sent and cannot be verified (--resend-secrets sends every declared secret again)"
+        )
+    if filled.unknown:
+        n = filled.unknown
+        notes.append(
+            f"Airflow 2's REST API does not say whether a connection has a password: {n} managed "
+            f"connection{'s' if n != 1 else ''} without a declared password {'are' if n != 1 else 'is'} taken to have none"
+        )
+    return replace(snapshot, objects=filled.objects), tuple(notes)
 
 
 def shadowing_warnings(
@@ -507,10 +584,16 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
     try:
         with target.session(workspace.lock_timeout) as session:
             store.prepare(session)  # before any write: MySQL commits a CREATE TABLE at once
-            _check_fresh(run, session.fingerprints(plan.kinds, run.digester), store)
+            _check_fresh(run, session.fingerprints(plan.kinds, run.digester, sorted(plan.expected)), store)
             created = [op.address for op in plan.operations if isinstance(op, Create)]
             pre_images = session.pre_images(plan.operations, run.values, run.digester)
-            backups.write_apply_backup(store.backups_dir, run.state, pre_images, created)
+            backups.write_apply_backup(
+                store.backups_dir,
+                run.state,
+                pre_images,
+                created,
+                sees_secrets=target.capabilities.sees_secrets,
+            )
             result = session.write(plan.operations, run.digester, progress)
             state = _state_after(run, result.done, result.new_ids, result.fingerprints)
             state.before_apply = {
@@ -520,6 +603,8 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
             staged = True
         committed = run.applied = True
         store.promote()
+        if result.failure is not None:
+            raise _stopped(run, result.done, result.failure)
     except (KeyboardInterrupt, StateError) as error:
         if not staged:
             raise
@@ -538,6 +623,26 @@ def apply(run: PlannedRun, progress: Progress | None = None) -> int:
             f"in {store.describe()}"
         ) from None
     return len(plan.operations)
+
+
+def _stopped(run: PlannedRun, done: Sequence[Operation], failure: Exception) -> ApplyFailed:
+    """Say where an apply without a transaction stopped: what it wrote, what it did not, and why."""
+    written = {(op.address, type(op)) for op in done}
+    left = [op for op in run.plan.operations if (op.address, type(op)) not in written]
+
+    def listed(ops: Sequence[Operation]) -> str:
+        names = [f"{_VERB[type(op)]} {op.address}" for op in ops]
+        return (
+            ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "") or "nothing"
+        )
+
+    return ApplyFailed(
+        f"the apply stopped at a failure: {failure}. Written: {listed(done)}. Not written: {listed(left)}. "
+        f"{run.workspace.state.describe()} records what was written; run dconn plan to see what remains"
+    )
+
+
+_VERB = {Create: "created", Update: "updated", Delete: "deleted", Reencrypt: "re-encrypted"}
 
 
 def _state_after(

@@ -82,3 +82,7 @@ class ApplyInterrupted(DconnError):
 
 class ApplyRefused(DconnError):
     """Raise when apply is not approved or cannot ask for approval."""
+
+
+class ApplyFailed(DconnError):
+    """Raise when an apply on a target without transactions stopped part-way (the message says what was written)."""

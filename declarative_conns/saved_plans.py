@@ -39,6 +39,7 @@ def save_plan(run: PlannedRun, path: Path | str) -> None:
         },
         "kinds": list(run.desired.kinds),
         "rotate": any(isinstance(op, Reencrypt) for op in run.plan.operations),
+        "resend_secrets": run.resend_secrets,
         "objects": objects,
         "ignore_changes": [
             [a.kind, a.key, [list(p) for p in o.ignore_changes]]
@@ -94,6 +95,7 @@ def load_plan(path: Path | str, workspace: Workspace, *, resolver: Resolver = re
         resolver=resolver,
         rotate=bool(document["rotate"]),
         refresh_state=False,
+        resend_secrets=bool(document.get("resend_secrets")),
         targets=targets,
     )
     try:

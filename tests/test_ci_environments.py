@@ -143,7 +143,7 @@ def test_gitlab_plan_and_manual_apply_per_environment(project: Any) -> None:
 def test_example_project_validates_and_plans(make_db: Any, tmp_path: Path) -> None:
     """examples/environments: both environments valid; staging plans and applies on a real database.
 
-    Its production environment targets a REST API, which this dconn cannot use yet: plan
+    Its production environment targets a REST API whose token is not set here: plan
     --all-envs reports staging and says so for production (exit 1).
     """
     db = make_db("sqlite", "2.x")
@@ -170,7 +170,8 @@ def test_example_project_validates_and_plans(make_db: Any, tmp_path: Path) -> No
     assert result.returncode == 1
     assert "No changes." in result.stdout.split('Environment "production"')[0]
     assert (
-        'Error: environment "production" targets the REST API at https://airflow.example.com' in result.stdout
+        "Error: environment variable PROD_AIRFLOW_TOKEN is not set"
+        in result.stdout.split('Environment "production"')[1]
     )
     assert result.stdout.endswith("2 environments: 1 without changes (staging); 1 failed (production).\n")
     assert CANARY not in result.stdout + result.stderr

@@ -212,19 +212,22 @@ def test_an_empty_fernet_key_means_no_key(two: Any, monkeypatch: pytest.MonkeyPa
     assert (row["password"], row["is_encrypted"]) == (CANARY, False)
 
 
-def test_an_api_environment_is_not_available_yet(clean_env: Path) -> None:
-    """An environment naming a REST API says this dconn cannot use it yet, naming the URL; --db-url overrides."""
+def test_an_api_environment_targets_its_api(
+    clean_env: Path, closed_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An environment naming a REST API is planned through that API (here unreachable: one Error: line)."""
     (clean_env / "c.toml").write_text('[connections.a]\nconn_type = "http"\n')
     (clean_env / "dconn.toml").write_text(
-        '[environments.prod]\napi_url = "https://airflow.example.com"\n'
+        f'[environments.prod]\napi_url = "http://127.0.0.1:{closed_port}"\n'
         'api_token = { from_env = "TOKEN" }\nconfig = ["c.toml"]\n'
     )
     code, _, err = invoke("plan")
     assert code == 1
-    assert err == (
-        'Error: environment "prod" targets the REST API at https://airflow.example.com (token: from_env TOKEN), '
-        "which this version of dconn cannot use yet: give it a database (db_url in dconn.toml, or --db-url)\n"
-    )
+    assert err == "Error: environment variable TOKEN is not set\n"
+    monkeypatch.setenv("TOKEN", "canary-token-31d7")
+    code, _, err = invoke("plan")
+    assert code == 1
+    assert err == f"Error: cannot reach http://127.0.0.1:{closed_port}: [Errno 111] Connection refused\n"
 
 
 def test_export_restore_and_state_pull_take_the_environment(two: Any) -> None:
@@ -427,7 +430,8 @@ def _nothing_written(dbs: Any) -> None:
         (
             ("port = 5432 }", 'port = "5432" }'),
             "Error: the configuration has 1 problem:\n  {cwd}/connections/warehouse.toml: "
-            "connections.warehouse.port: '5432' is not of type 'integer'\n",
+            "connections.warehouse.port: '5432' is not of type 'integer' (the value of ${{vars.port}} of "
+            'environment "prod")\n',
         ),
         (
             ('host = "wh.internal"', 'host = "${{vars.host}}"'),
@@ -552,3 +556,22 @@ def test_validate_all_envs_reports_a_missing_layer_as_that_environments_problem(
     document = json.loads(out)
     assert document["environments"] == [{"name": "staging", "valid": True}, {"name": "prod", "valid": False}]
     assert document["problems"][0]["path"] == "environments.prod.config"
+
+
+def test_a_password_in_an_environments_url_is_never_printed(two: Any, closed_port: int) -> None:
+    """A db_url with a password (written in dconn.toml, unreachable): masked in warnings, sections, errors, JSON."""
+    text = (
+        Path("dconn.toml")
+        .read_text()
+        .replace(
+            'db_url = { from_env = "PROD_DB_URL" }',
+            f'db_url = "postgresql://etl:{CANARY}@127.0.0.1:{closed_port}/airflow"',
+        )
+    )
+    Path("dconn.toml").write_text(text)
+    for fmt in ("text", "json", "markdown"):
+        code, out, err = invoke("plan", "--all-envs", "--format", fmt, "--db-timeout", "5")
+        assert code == 1
+        assert CANARY not in out + err
+        assert f"postgresql://etl:***@127.0.0.1:{closed_port}/airflow" in out
+    assert "the URL holds a password written in the file" in err

@@ -655,3 +655,21 @@ def test_exported_rows_resolve_back_to_themselves(table: dict[str, dict[str, Any
 def _split_path(field: str) -> list[str | int]:
     """Split a placeholder's field path ('extra.nested.0.token') into keys and list indexes."""
     return [int(part) if part.isdigit() else part for part in field.split(".")]
+
+
+def test_a_value_an_api_hid_becomes_a_reference() -> None:
+    """`***` (a key a REST API hides, whatever dconn calls secret) is exported as a reference, never as a value."""
+    from declarative_conns.core.model import Address, StoredObject, Values
+    from declarative_conns.onboarding.export import export_rows
+    from declarative_conns.targets.base import TargetInfo
+
+    row = StoredObject(
+        Address("connection", "crm"),
+        None,
+        Values({"conn_type": "http", "extra": {"custom_hidden": "***", "region": "eu"}}),
+        "fp",
+    )
+    info = TargetInfo("3.3.2", "Airflow 3.3.2 REST API /api/v2", {"connection": ("conn_type", "extra")})
+    result = export_rows([row], info, "https://airflow.example.com")
+    assert "***" not in result.text
+    assert 'custom_hidden = { from_env = "' in result.text and 'region = "eu"' in result.text

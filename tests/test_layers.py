@@ -388,11 +388,12 @@ def test_keys_are_not_filled_in(tmp_path: Path) -> None:
     ],
 )
 def test_a_var_of_the_wrong_type_is_a_schema_error(tmp_path: Path, value: str, expected: str) -> None:
-    """A var a field cannot take (text for port) is the usual schema error, naming the file that used it."""
+    """A var a field cannot take (text for port) is the usual schema error, naming the file and the var."""
     base = write(tmp_path / "base.toml", BASE)
     over = write(tmp_path / "over.toml", '[connections.warehouse]\nport = "${vars.port}"\n')
     port = {"true": True, "1.5": 1.5, "70000": 70000}.get(value, value.strip('"'))
-    assert problems_of(base, over, variables={"port": port}) == [f"{over}: {expected}"]
+    named = ' (the value of ${vars.port} of environment "dev")'
+    assert problems_of(base, over, variables={"port": port}) == [f"{over}: {expected}{named}"]
 
 
 def test_a_template_in_a_string_field_stays_text(tmp_path: Path) -> None:
@@ -403,6 +404,7 @@ def test_a_template_in_a_string_field_stays_text(tmp_path: Path) -> None:
     assert problems_of(layer, variables={"n": 7}) == [
         f"{layer}: connections.a.host: 7: expected a string or a secret reference "
         "({ from_env = ... }, { from_file = ... } or { from_command = [...] })"
+        ' (the value of ${vars.n} of environment "dev")'
     ]
 
 

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from declarative_conns.cli import envs, onboarding, plan, restore, state, validate
+from declarative_conns.cli import envs, onboarding, plan, restore, state, unlock, validate
 from declarative_conns.cli.common import app
 
 # In the order `dconn --help` lists them.
@@ -23,6 +23,7 @@ for _command in (
     onboarding.export,
     onboarding.convert,
     restore.restore,
+    unlock.force_unlock,
 ):
     app.command()(_command)
 app.add_typer(state.state_app, name="state")

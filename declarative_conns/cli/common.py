@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from declarative_conns.api import Workspace
     from declarative_conns.config.findings import Finding
     from declarative_conns.config.loader import DesiredState
+    from declarative_conns.targets.api.settings import ApiSettings
     from declarative_conns.targets.base import Target
 
 
@@ -113,6 +114,31 @@ DbTimeoutOpt = Annotated[
         help="Seconds any database statement may wait for an answer before dconn gives up "
         "(the apply lock's wait, --lock-timeout, comes on top). Default: the environment's, else 60.",
         show_default=False,
+    ),
+]
+ApiUrlOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--api-url",
+        help="Target Airflow's REST API at this base URL instead of the database (also: DCONN_API_URL); "
+        "credentials from DCONN_API_TOKEN, DCONN_API_TOKEN_CMD or DCONN_API_USERNAME/DCONN_API_PASSWORD.",
+        show_default=False,
+    ),
+]
+ApiTimeoutOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--api-timeout",
+        help="Seconds any REST API request may take before dconn gives up. Default: the environment's, else 30.",
+        show_default=False,
+    ),
+]
+ResendSecretsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resend-secrets",
+        help="REST API targets: send every declared secret again (the API never shows secrets, so dconn "
+        "otherwise sends only those whose declared value changed since it last sent them).",
     ),
 ]
 StrictOpt = Annotated[
@@ -323,10 +349,58 @@ def refusing_commands(no_commands: bool) -> Iterator[None]:
 
 
 def find_target(selection: Selection) -> Target:
-    """Find the target and key: flags, the environment of dconn.toml, DCONN_*, Airflow's settings."""
+    """Find the target: flags, then the environment of dconn.toml, then DCONN_*, then Airflow's settings.
+
+    A REST API (--api-url, an environment's api_url, DCONN_API_URL) or a database. A database
+    and an API both given explicitly (flags, DCONN_* variables, or one environment) are an
+    error; a database inherited from an Airflow host's configuration is ignored for an API.
+    """
+    api = _api_settings(selection)
+    if api is not None:
+        from declarative_conns.targets.api import ApiTarget
+
+        return ApiTarget(api)
     from declarative_conns.targets.database.target import DatabaseTarget
 
     return DatabaseTarget(selection.database(), selection.lock_timeout)
+
+
+def _api_settings(selection: Selection) -> ApiSettings | None:
+    """Return the REST API the selection targets, None for a database."""
+    flags, env = selection.flags, selection.environment
+    env_db = env is not None and env.db_url is not None
+    environ = dict(os.environ)
+    if flags.db_url and (flags.api_url or environ.get("DCONN_API_URL")):
+        raise InputError(
+            "both a database (--db-url) and a REST API (--api-url or DCONN_API_URL) are given: pick one target"
+        )
+    if flags.db_url or (not flags.api_url and env_db):
+        return None
+    if selection.api_url is not None:  # the environment's API, its credentials over DCONN_API_*
+        environ = {k: v for k, v in environ.items() if not k.startswith(_API_CREDENTIALS)}
+        environ.update(selection.api_environ())
+    elif not flags.api_url and not environ.get("DCONN_API_URL"):
+        return None
+    if not flags.api_url and selection.api_url is None and environ.get("DCONN_DB_URL"):
+        raise InputError(
+            "both a database (DCONN_DB_URL) and a REST API (DCONN_API_URL) are given: unset one of them"
+        )
+    if flags.fernet_key:
+        raise InputError(
+            "--fernet-key has no use with a REST API target: Airflow encrypts what the API stores"
+        )
+    from declarative_conns.targets.api import resolve_api_settings
+
+    timeout = next(
+        (t for t in (flags.api_timeout, selection.api_timeout) if t is not None), DEFAULT_API_TIMEOUT
+    )
+    return resolve_api_settings(flags.api_url, timeout, environ)
+
+
+#: The variables an environment's own API credentials replace.
+_API_CREDENTIALS = ("DCONN_API_URL", "DCONN_API_TOKEN", "DCONN_API_USERNAME", "DCONN_API_PASSWORD")
+#: --api-timeout's default; the same as declarative_conns.targets.api.settings' (a light import).
+DEFAULT_API_TIMEOUT = 30.0
 
 
 def make_workspace(

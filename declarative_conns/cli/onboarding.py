@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from declarative_conns.onboarding.export import Onboarded
 
 from declarative_conns.cli.common import (
+    ApiTimeoutOpt,
+    ApiUrlOpt,
     DbTimeoutOpt,
     DbUrlOpt,
     DebugOpt,
@@ -93,6 +95,8 @@ def export(
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
     db_timeout: DbTimeoutOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_timeout: ApiTimeoutOpt = None,
     quiet: QuietOpt = False,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="List the exported conn_ids on stderr.")
@@ -100,7 +104,7 @@ def export(
     no_color: NoColorOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Write every connection, variable and pool of the database as a dconn TOML document, secrets as references.
+    """Write every connection, variable and pool of the database (or REST API) as a dconn TOML document, secrets as references.
 
     Sensitive values (passwords, secret extra keys, variables with a sensitive key) become
     { from_env = ... } placeholders. The document goes to stdout (or -o FILE); the environment
@@ -113,7 +117,13 @@ def export(
         from declarative_conns.onboarding.export import export_document, refuse_secrets_on_terminal
 
         refuse_secrets_on_terminal(out, include_secrets, sys.stdout)
-        selection = select(ctx, project, env, Flags(None, db_url, fernet_key, None, db_timeout), output)
+        selection = select(
+            ctx,
+            project,
+            env,
+            Flags(None, db_url, fernet_key, None, db_timeout, api_url=api_url, api_timeout=api_timeout),
+            output,
+        )
         result = export_document(
             find_target(selection),
             include_secrets=include_secrets,

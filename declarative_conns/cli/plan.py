@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from declarative_conns.core.model import Address
 
 from declarative_conns.cli.common import (
+    ApiTimeoutOpt,
+    ApiUrlOpt,
     BackupsOpt,
     ConfigOpt,
     DbTimeoutOpt,
@@ -28,6 +30,7 @@ from declarative_conns.cli.common import (
     Output,
     ProjectOpt,
     QuietOpt,
+    ResendSecretsOpt,
     RotateOpt,
     StateOpt,
     StrictOpt,
@@ -89,8 +92,11 @@ def plan(
         ),
     ] = False,
     no_commands: NoCommandsOpt = False,
+    resend_secrets: ResendSecretsOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_timeout: ApiTimeoutOpt = None,
     state: StateOpt = None,
     lock_timeout: LockOpt = None,
     db_timeout: DbTimeoutOpt = None,
@@ -106,7 +112,7 @@ def plan(
     else with --detailed-exitcode 2 if any has changes or drift, else 0.
     """
     output = Output(quiet, no_color)
-    flags = Flags(config, db_url, fernet_key, state, db_timeout, lock_timeout)
+    flags = Flags(config, db_url, fernet_key, state, db_timeout, lock_timeout, api_url, api_timeout)
     if all_envs:
         from declarative_conns.cli.all_envs import plan_all
 
@@ -144,6 +150,7 @@ def plan(
             verbose=verbose,
             rotate=rotate,
             refresh=True,
+            resend_secrets=resend_secrets,
             targets=parse_targets(only),
         )
         try:
@@ -203,6 +210,7 @@ def _plan(
     verbose: bool,
     rotate: bool,
     refresh: bool,
+    resend_secrets: bool = False,
     targets: list[Address] | None = None,
 ) -> PlannedRun:
     """Load and type-check the TOML, compute the plan against the target, print warnings."""
@@ -213,7 +221,15 @@ def _plan(
     except BaseException:
         workspace.target.close()
         raise
-    run = plan(desired, workspace, verbose=verbose, rotate=rotate, refresh_state=refresh, targets=targets)
+    run = plan(
+        desired,
+        workspace,
+        verbose=verbose,
+        rotate=rotate,
+        refresh_state=refresh,
+        targets=targets,
+        resend_secrets=resend_secrets,
+    )
     for warning in run.warnings:
         output.warn(warning)
     return run
@@ -232,8 +248,11 @@ def apply(
     strict: StrictOpt = False,
     rotate: RotateOpt = False,
     no_commands: NoCommandsOpt = False,
+    resend_secrets: ResendSecretsOpt = False,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_timeout: ApiTimeoutOpt = None,
     state: StateOpt = None,
     backups: BackupsOpt = None,
     lock_timeout: LockOpt = None,
@@ -243,7 +262,7 @@ def apply(
     no_color: NoColorOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Carry out a saved plan, or plan now, show it and ask; one transaction.
+    """Carry out a saved plan, or plan now, show it and ask; one transaction (REST API: object by object).
 
     Exit codes: 0 applied or nothing to do, 1 error (nothing changed).
     """
@@ -257,7 +276,11 @@ def apply(
                     "(plan with --target to save a partial plan)"
                 )
         selection = select(
-            ctx, project, env, Flags(config, db_url, fernet_key, state, db_timeout, lock_timeout), output
+            ctx,
+            project,
+            env,
+            Flags(config, db_url, fernet_key, state, db_timeout, lock_timeout, api_url, api_timeout),
+            output,
         )
         target = find_target(selection)
         if planfile is not None:
@@ -275,6 +298,7 @@ def apply(
                 verbose=verbose,
                 rotate=rotate,
                 refresh=False,
+                resend_secrets=resend_secrets,
                 targets=parse_targets(only),
             )
         try:

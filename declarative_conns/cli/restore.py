@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from declarative_conns.cli.common import (
+    ApiTimeoutOpt,
+    ApiUrlOpt,
     BackupsOpt,
     DbTimeoutOpt,
     DbUrlOpt,
@@ -38,6 +40,8 @@ def restore(
     project: ProjectOpt = None,
     db_url: DbUrlOpt = None,
     fernet_key: KeyOpt = None,
+    api_url: ApiUrlOpt = None,
+    api_timeout: ApiTimeoutOpt = None,
     state: StateOpt = None,
     backups: BackupsOpt = None,
     lock_timeout: LockOpt = None,
@@ -48,6 +52,8 @@ def restore(
 ) -> None:
     """Put rows back as an apply's backup recorded them (the undo of an apply); one transaction.
 
+    Through a REST API: object by object, non-secret fields only (the API never showed secrets).
+
     Rows the restore overwrites are backed up first. Exit codes: 0 restored, 1 error (nothing changed).
     """
     output = Output(quiet, no_color)
@@ -55,7 +61,7 @@ def restore(
         from declarative_conns.restoring import plan_restore
         from declarative_conns.restoring import restore as carry_out
 
-        flags = Flags(None, db_url, fernet_key, state, db_timeout, lock_timeout)
+        flags = Flags(None, db_url, fernet_key, state, db_timeout, lock_timeout, api_url, api_timeout)
         selection = select(ctx, project, env, flags, output)
         workspace = make_workspace(find_target(selection), selection, backups=backups)
         prepared = plan_restore(backup, workspace)
@@ -67,6 +73,7 @@ def restore(
             workspace.target.close()
             raise
         written = carry_out(prepared, workspace)
+        noun = "row" if workspace.target.capabilities.transactional else "object"
         output.report(
-            f"Restore complete: {count(written, 'row')} written. Run dconn plan to see them against the TOML.\n"
+            f"Restore complete: {count(written, noun)} written. Run dconn plan to see them against the TOML.\n"
         )

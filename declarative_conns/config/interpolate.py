@@ -67,6 +67,12 @@ def unescape(text: str) -> str:
     return _TOKEN.sub(plain, text)
 
 
+def whole_var(text: str) -> str | None:
+    """Return the var a string names when it is exactly `${vars.NAME}` (the var's own type), else None."""
+    found = _WHOLE.fullmatch(text)
+    return found.group(1) if found else None
+
+
 def has_template(text: str) -> bool:
     """Tell whether a string holds a `${` that is not escaped as `$${`."""
     return any(m.group(0) != "$${" for m in _TOKEN.finditer(text))

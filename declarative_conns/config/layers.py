@@ -16,13 +16,20 @@ connection records which file each of its fields came from (DesiredConnection.or
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from declarative_conns.config.interpolate import InterpolationError, VarValue, has_template, interpolate
+from declarative_conns.config.findings import Finding, dotted_path
+from declarative_conns.config.interpolate import (
+    InterpolationError,
+    VarValue,
+    has_template,
+    interpolate,
+    whole_var,
+)
 from declarative_conns.config.layer_schema import layer_problems, merged_problems
 from declarative_conns.config.loader import (
     DesiredObject,
@@ -150,10 +157,11 @@ def _read_layer(
     layer = _Layer(files=files)
     for file in files:
         before = len(problems)
-        document = _fill(read_toml(file), (), file, variables, label, problems)
+        raw = read_toml(file)
+        document = _fill(raw, (), file, variables, label, problems)
         if len(problems) > before:
             continue  # an unfilled template would only be reported again, as a wrong type
-        file_problems = layer_problems(document, file)
+        file_problems = _naming_vars(layer_problems(document, file), raw, label)
         problems.extend(file_problems)
         if file_problems:
             continue
@@ -171,6 +179,34 @@ def _read_layer(
                 parsed = _parse_refs(fields, str(file.parent))
                 objects[key] = _Declared(parsed, file, {(name,): file for name in parsed})
     return layer
+
+
+def _naming_vars(problems: list[Any], raw: Mapping[str, Any], label: str) -> list[Any]:
+    """Say which var gave a faulty value written as exactly `"${vars.NAME}"` (a string for `port`)."""
+    whole = dict(_whole_vars(raw, ()))
+    if not whole:
+        return problems
+    where = f" of {label}" if label else ""
+    return [
+        replace(p, message=f"{p.message} (the value of ${{vars.{whole[p.path]}}}{where})")
+        if isinstance(p, Finding) and p.path in whole
+        else p
+        for p in problems
+    ]
+
+
+def _whole_vars(value: Any, path: tuple[str | int, ...]) -> Iterable[tuple[str, str]]:
+    """Yield (dotted path, var name) of every string that is exactly one `${vars.NAME}`."""
+    if isinstance(value, str):
+        name = whole_var(value)
+        if name is not None:
+            yield dotted_path(path), name
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _whole_vars(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _whole_vars(item, (*path, index))
 
 
 def _fill(

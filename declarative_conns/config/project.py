@@ -208,7 +208,8 @@ def pick_environment(
         if len(project.environments) == 1:
             return next(iter(project.environments.values()))
         raise UnknownEnvironment(
-            f"{project.path} has several environments ({names}): pick one with --env NAME or DCONN_ENV"
+            f"{project.path} has several environments ({names}): pick one with --env NAME or DCONN_ENV "
+            "(plan and validate also take --all-envs)"
         )
     if chosen not in project.environments:
         raise UnknownEnvironment(

@@ -52,6 +52,8 @@ class Flags:
     state: str | None = None
     db_timeout: float | None = None
     lock_timeout: float | None = None
+    api_url: str | None = None
+    api_timeout: float | None = None
 
     def __repr__(self) -> str:
         given = [name for name in vars(self) if getattr(self, name) is not None]
@@ -154,8 +156,7 @@ class Selection:
         if self.api_url is not None:
             assert env is not None
             raise TargetError(
-                f"{self.label} targets the REST API at {env.describe_target()[4:]}, which this version of "
-                "dconn cannot use yet: give it a database (db_url in dconn.toml, or --db-url)"
+                f"{self.label} targets the REST API at {env.describe_target()[4:]}, not a database"
             )
         url = self.flags.db_url
         url_source = "--db-url"

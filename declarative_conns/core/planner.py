@@ -186,6 +186,7 @@ def make_plan(
     target: Mapping[str, object],
     shape: str,
     rotate: bool = False,
+    sees_secrets: bool = True,
     ignore_changes: IgnoredPaths | None = None,
     targets: Collection[Address] | None = None,
 ) -> Planned:
@@ -226,7 +227,8 @@ def make_plan(
             recorded(known or digester),
             managed if targets is None else managed & frozenset(targets),
             kind_map,
-            compare_secrets=known is not None,
+            # A target that hides secrets shows whether one is there, never its value.
+            compare_secrets=known is not None and sees_secrets,
             current=current,
         )
         plan = replace(plan, drift=_drift_not_ignored(drift, ignoring))

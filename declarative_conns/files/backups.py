@@ -21,8 +21,22 @@ from declarative_conns.files.atomic import atomic_write, now
 BACKUP_FORMAT_VERSION = 2
 
 
+#: What an apply's backup holds, by whether the target showed its secrets (a database) or not (an API).
+_NOTES = {
+    True: "Objects as stored before a dconn apply. Encrypted values are Fernet tokens; "
+    "secrets stored in clear (no Fernet key) are replaced by digests.",
+    False: "Objects as the REST API showed them before a dconn apply: non-secret fields only; "
+    "`hidden` names the secrets the API never showed, which a restore cannot put back.",
+}
+
+
 def write_apply_backup(
-    folder: Path, state: State, rows: Sequence[Mapping[str, Any]], created: Sequence[Address] = ()
+    folder: Path,
+    state: State,
+    rows: Sequence[Mapping[str, Any]],
+    created: Sequence[Address] = (),
+    *,
+    sees_secrets: bool = True,
 ) -> Path | None:
     """Write the pre-images of an apply (before its commit); nothing when it overwrites and creates nothing."""
     if not rows and not created:
@@ -31,8 +45,7 @@ def write_apply_backup(
         "format_version": BACKUP_FORMAT_VERSION,
         "target": state.target,
         "taken_at": now(),
-        "note": "Objects as stored before a dconn apply. Encrypted values are Fernet tokens; "
-        "secrets stored in clear (no Fernet key) are replaced by digests.",
+        "note": _NOTES[sees_secrets],
         "rows": list(rows),
         "created": [{"kind": a.kind, "key": a.key} for a in sorted(created)],
     }

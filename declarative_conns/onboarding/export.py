@@ -78,6 +78,12 @@ def export_document(
     target: Target, *, include_secrets: bool = False, kinds: Sequence[str] | None = None
 ) -> Onboarded:
     """Read every object of the kinds (default: every kind the target has) and render them as a document."""
+    if include_secrets and not target.capabilities.sees_secrets:
+        target.close()
+        raise InputError(
+            f"--include-secrets cannot work with {target.display}: the REST API never shows secret values "
+            "(it answers ***), so they become { from_env = ... } references"
+        )
     try:
         info = target.open()
         chosen = _export_kinds(info, target.display, kinds)
@@ -85,6 +91,11 @@ def export_document(
     finally:
         target.close()
     notes = [why for _, why in snapshot.skipped]
+    if info.unseen.get("connection") and "connection" in chosen:
+        notes.append(
+            f"{target.display} (Airflow 2's REST API) never says whether a connection has a password: add "
+            'password = { from_env = "..." } to those that need one'
+        )
     result = export_rows(
         snapshot.objects, info, target.display, include_secrets=include_secrets, kinds=chosen
     )

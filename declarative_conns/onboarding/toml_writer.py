@@ -214,7 +214,7 @@ def _variable_lines(spec: VariableSpec, include_secrets: bool, namer: _Namer) ->
     lines = [f"[variables.{_key(key)}]"]
     text = str(spec["value"])
     value: Any = text
-    if is_sensitive_key(key) and not include_secrets:
+    if (is_sensitive_key(key) or text == "***") and not include_secrets:
         value = namer.reference(f"variables.{key}", "value", name=key)
     elif text[:1] in ("{", "["):
         value = _json_table(text)
@@ -301,8 +301,12 @@ def _without_reference_keys(value: Any, path: str, dropped: list[tuple[str, str]
 
 
 def _hide(value: Any, path: str, secret: bool, *, conn_id: str, namer: _Namer, refs: list[_Ref]) -> Any:
-    """Return value with every non-empty string at or under a sensitive key replaced by a reference."""
-    if secret and isinstance(value, str) and value:
+    """Return value with every non-empty string at or under a sensitive key replaced by a reference.
+
+    `***` is what a REST API shows for a key Airflow hides (its own list may name more keys than
+    dconn's): it becomes a reference too, never a value that would overwrite the secret.
+    """
+    if (secret or value == "***") and isinstance(value, str) and value:
         ref = namer.reference(conn_id, path)
         refs.append(ref)
         return ref

@@ -29,7 +29,7 @@ class PlanContext:
     """Describe what the plan was computed against, for its heading."""
 
     target: str
-    #: "Airflow 2.x table", "Airflow 3.3.2 REST API (/api/v2)".
+    #: "Airflow 2.x table", "Airflow 3.3.2 REST API /api/v2".
     description: str
     shape: str
     #: kind -> (objects, rows) the target holds, for every kind the plan manages.
@@ -39,6 +39,8 @@ class PlanContext:
     notes: tuple[str, ...] = ()
     #: Where objects live, as drift reports name it.
     where: str = "the database"
+    #: Whether the heading counts rows (a database may hold several rows of one key; an API cannot).
+    counts_rows: bool = True
     #: With -v: the file that set each planned change, by object and field path (layers).
     origins: Mapping[tuple[Address, Path], str] = field(default_factory=dict)
 
@@ -58,7 +60,7 @@ def heading(context: PlanContext) -> str:
     parts = []
     for kind, (objects, rows) in context.counts.items():
         text = count(objects, kind)
-        if rows != objects or kind == "connection":
+        if rows != objects or (kind == "connection" and context.counts_rows):
             text += f" in {count(rows, 'row')}"
         parts.append(text)
     description = context.description

@@ -46,6 +46,8 @@ class TargetInfo:
     description: str
     #: The fields each kind has here (columns, or what the API takes), in the kind's order.
     fields: Mapping[str, tuple[str, ...]]
+    #: Secret fields the target never returns, not even masked (Airflow 2 API's password), per kind.
+    unseen: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,13 @@ class WriteResult:
 class Session(Protocol):
     """One locked unit of work on a target: a transaction on a database, a lock on an API."""
 
-    def fingerprints(self, kinds: Sequence[str], digester: Digester) -> Mapping[Address, Seen]:
-        """Return what the plan's `expected` compares with: each stored object's row id and fingerprint."""
+    def fingerprints(
+        self, kinds: Sequence[str], digester: Digester, only: Sequence[Address] | None = None
+    ) -> Mapping[Address, Seen]:
+        """Return what the plan's `expected` compares with: each stored object's row id and fingerprint.
+
+        `only` names the objects the plan depends on, which a target may read alone (all else may be left out).
+        """
         ...
 
     def pre_images(

@@ -374,8 +374,10 @@ class DatabaseSession:
             self._current[kind] = self.target._raw_rows(self.conn, kind)
         return self._current[kind]
 
-    def fingerprints(self, kinds: Sequence[str], digester: Digester) -> Mapping[Address, Seen]:
-        """Return each stored row's id and fingerprint, grouped by address in id order."""
+    def fingerprints(
+        self, kinds: Sequence[str], digester: Digester, only: Sequence[Address] | None = None
+    ) -> Mapping[Address, Seen]:
+        """Return each stored row's id and fingerprint, grouped by address in id order (all rows: one read)."""
         found: dict[Address, list[tuple[int | None, str]]] = {}
         for kind in kinds:
             spec = KIND_TABLES[kind]
