@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from declarative_conns.config.loader import DesiredState, load_desired, resolve_desired
-from declarative_conns.config.secrets import resolve_secret
+from declarative_conns.config.loader import DesiredState, load_desired
+from declarative_conns.config.secrets import resolve_desired, resolve_secret
 from declarative_conns.core.crypto import Digester
 from declarative_conns.core.digests import run_digester
 from declarative_conns.core.kinds import BY_NAME

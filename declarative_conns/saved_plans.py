@@ -112,7 +112,7 @@ def load_plan(path: Path | str, workspace: Workspace, *, resolver: Resolver = re
 
 def _plan_record(run: PlannedRun) -> dict[str, Any]:
     """Return what a saved plan must still hold when it is applied: state, keys, secrets, objects, actions."""
-    from declarative_conns.config.loader import references
+    from declarative_conns.config.secrets import references
     from declarative_conns.output.report import plan_document
 
     digests: dict[str, str] = {}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from declarative_conns.config.loader import desired_from_dicts, load_desired, resolve_desired
-from declarative_conns.config.secrets import resolve_secret
+from declarative_conns.config.loader import desired_from_dicts, load_desired
+from declarative_conns.config.secrets import resolve_desired, resolve_secret
 from declarative_conns.core.model import Address, SecretRef
 from declarative_conns.errors import InputError, SecretError, ValidationFailed
 

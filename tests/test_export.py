@@ -598,7 +598,7 @@ conn_id_texts = st.text(alphabet="abcXYZ019_#!()-.:/\\é", min_size=1, max_size=
 
 def _holds_secret(value: Any, secret: bool = False) -> bool:
     """Tell whether a value holds a non-empty string at or under a sensitive key."""
-    from declarative_conns.core.sensitive import is_sensitive_key
+    from declarative_conns.core.sensitive_words import is_sensitive_key
 
     if isinstance(value, dict):
         return any(_holds_secret(v, secret or is_sensitive_key(k)) for k, v in value.items())
@@ -620,7 +620,8 @@ def _toml_cannot_hold(value: Any) -> bool:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_exported_rows_resolve_back_to_themselves(table: dict[str, dict[str, Any]]) -> None:
     """Any rows -> export -> load and resolve the document with the listed variables: the same values."""
-    from declarative_conns.config.loader import load_desired, resolve_desired
+    from declarative_conns.config.loader import load_desired
+    from declarative_conns.config.secrets import resolve_desired
     from declarative_conns.core.kinds import CONNECTION
     from declarative_conns.core.model import Address, StoredObject, Values, canonical_json
     from declarative_conns.onboarding.export import export_rows

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from declarative_conns.config.loader import load_desired, resolve_desired
-from declarative_conns.config.secrets import refusing_commands, resolve_secret
+from declarative_conns.config.loader import load_desired
+from declarative_conns.config.secrets import refusing_commands, resolve_desired, resolve_secret
 from declarative_conns.core.model import Address, SecretRef
 from declarative_conns.errors import SecretError
 from tests.helpers import run_dconn

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import declarative_conns as dc
-from declarative_conns.config.loader import DesiredConnection, resolve_desired
-from declarative_conns.config.secrets import resolve_secret
+from declarative_conns.config.loader import DesiredConnection
+from declarative_conns.config.secrets import resolve_desired, resolve_secret
 from declarative_conns.core.model import Address, SecretRef, StoredObject, Values
 
 CANARIES = {

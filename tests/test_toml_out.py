@@ -15,7 +15,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from declarative_conns.core.sensitive import is_sensitive_key
+from declarative_conns.core.sensitive_words import is_sensitive_key
 from declarative_conns.onboarding.toml_writer import (
     FIELD_ORDER,
     REFERENCE_KEYS,

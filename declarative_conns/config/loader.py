@@ -16,7 +16,6 @@ from typing import Any
 
 from declarative_conns.config.findings import Finding, dotted_path, errors_of, is_within
 from declarative_conns.config.schema import validate_document
-from declarative_conns.config.secrets import Resolver, references, resolve_desired
 from declarative_conns.core.kinds import BY_NAME, BY_PLURAL, KINDS
 from declarative_conns.core.lifecycle import parse_path
 from declarative_conns.core.model import (
@@ -41,15 +40,12 @@ __all__ = [
     "DesiredConnection",
     "DesiredObject",
     "DesiredState",
-    "Resolver",  # resolution lives with the resolvers (secrets.py); importable from here as before
     "check_document",
     "config_files",
     "desired_from_dicts",
     "ignore_findings",
     "load_desired",
     "read_desired",
-    "references",
-    "resolve_desired",
 ]
 
 _TOO_DEEP = f"nests deeper than {MAX_NESTING} levels, dconn's limit"

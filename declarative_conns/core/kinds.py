@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from declarative_conns.core.model import Address, Path
-from declarative_conns.core.sensitive import is_sensitive_key
+from declarative_conns.core.sensitive_words import is_sensitive_key
 
 
 @dataclass(frozen=True, eq=False)

@@ -43,7 +43,7 @@ from tomlkit.exceptions import InvalidStringError
 
 from declarative_conns.core.kinds import CONNECTION
 from declarative_conns.core.model import REF_KEYS
-from declarative_conns.core.sensitive import is_sensitive_key
+from declarative_conns.core.sensitive_words import is_sensitive_key
 
 ConnSpec = dict[str, Any]
 #: A variable as Airflow stores it: key, value (the stored text), description, team_name.
