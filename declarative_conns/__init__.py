@@ -45,7 +45,7 @@ _PUBLIC = {
     "TargetError": "declarative_conns.errors",
     "Update": "declarative_conns.core.operations",
     "ValidationFailed": "declarative_conns.errors",
-    "Workspace": "declarative_conns.api",
+    "Workspace": "declarative_conns.workspace",
     "apply": "declarative_conns.api",
     "check_types": "declarative_conns.config.typecheck",
     "desired_from_dicts": "declarative_conns.config.loader",
@@ -105,7 +105,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from declarative_conns.api import PlannedRun, Workspace, apply, load, plan
+    from declarative_conns.api import PlannedRun, apply, load, plan
     from declarative_conns.config.loader import (
         DesiredConnection,
         DesiredObject,
@@ -141,6 +141,7 @@ if TYPE_CHECKING:
     from declarative_conns.saved_plans import load_plan, save_plan
     from declarative_conns.targets.base import Target
     from declarative_conns.targets.discovery import DatabaseSettings, resolve_target
+    from declarative_conns.workspace import Workspace
 
 
 def __getattr__(name: str) -> Any:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from declarative_conns.api import Workspace
 from declarative_conns.errors import InputError, TargetError
+from declarative_conns.workspace import Workspace
 
 if TYPE_CHECKING:
     from declarative_conns.targets.api.restore import ApiRestorePlan

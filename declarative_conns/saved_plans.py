@@ -12,12 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from declarative_conns.api import PlannedRun, Resolver, Workspace, plan
+from declarative_conns.api import PlannedRun, Resolver, plan
 from declarative_conns.config.loader import DesiredState
 from declarative_conns.config.secrets import resolve_secret
 from declarative_conns.core.model import Address, Settings
 from declarative_conns.core.operations import Reencrypt
 from declarative_conns.errors import TargetError
+from declarative_conns.workspace import Workspace
 
 
 def save_plan(run: PlannedRun, path: Path | str) -> None:

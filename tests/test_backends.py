@@ -16,13 +16,14 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from declarative_conns.api import PlannedRun, Workspace, apply, plan
+from declarative_conns.api import PlannedRun, apply, plan
 from declarative_conns.config.loader import load_desired
 from declarative_conns.core.model import Address, Values
 from declarative_conns.core.operations import Create
 from declarative_conns.errors import DatabaseError, TargetError, ValidationFailed
 from declarative_conns.targets.database import connect, timeouts
 from declarative_conns.targets.discovery import mask_url, resolve_target
+from declarative_conns.workspace import Workspace
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
 from tests.helpers import open_target

@@ -21,12 +21,13 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from declarative_conns.api import PlannedRun, Workspace, apply, plan
+from declarative_conns.api import PlannedRun, apply, plan
 from declarative_conns.config.loader import load_desired
 from declarative_conns.core.model import Address
 from declarative_conns.errors import StateError
 from declarative_conns.output.report import action_name, reason_name
 from declarative_conns.targets.discovery import resolve_target
+from declarative_conns.workspace import Workspace
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
 from tests.helpers import run_dconn

@@ -15,11 +15,12 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 from jsonschema import Draft202012Validator
 
-from declarative_conns.api import Workspace, apply, plan
+from declarative_conns.api import apply, plan
 from declarative_conns.config.loader import desired_from_dicts, load_desired
 from declarative_conns.config.resources import load_schema
 from declarative_conns.errors import DatabaseError, ValidationFailed
 from declarative_conns.targets.discovery import resolve_target
+from declarative_conns.workspace import Workspace
 from tests.airflow_tables import create_kind_tables
 from tests.conftest import AirflowDb
 from tests.helpers import actions, run_dconn

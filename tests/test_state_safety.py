@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from declarative_conns.api import PlannedRun, Workspace, apply, plan
+from declarative_conns.api import PlannedRun, apply, plan
 from declarative_conns.config.loader import load_desired
 from declarative_conns.errors import ApplyInterrupted, InputError, PlanIsStale, StateError
 from declarative_conns.files.state import StateFile
 from declarative_conns.saved_plans import load_plan, save_plan
 from declarative_conns.targets.discovery import resolve_target
+from declarative_conns.workspace import Workspace
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
 from tests.helpers import run_dconn

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from declarative_conns.api import Workspace, apply, plan
+from declarative_conns.api import apply, plan
 from declarative_conns.config.loader import load_desired
 from declarative_conns.errors import InputError, PlanIsStale
 from declarative_conns.files.state import StateChanged
@@ -21,6 +21,7 @@ from declarative_conns.files.store import StateLocation, parse_state_location
 from declarative_conns.targets.base import Capabilities
 from declarative_conns.targets.database.state_table import DatabaseState
 from declarative_conns.targets.discovery import resolve_target
+from declarative_conns.workspace import Workspace
 from tests.airflow_tables import insert_raw
 from tests.conftest import AirflowDb
 from tests.test_safety import BACKENDS, REJECT_TRIGGER, dconn_args, document, env_for, run

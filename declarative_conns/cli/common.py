@@ -23,11 +23,11 @@ from declarative_conns.config.selection import (
 from declarative_conns.errors import ApplyRefused, DconnError, InputError
 
 if TYPE_CHECKING:
-    from declarative_conns.api import Workspace
     from declarative_conns.config.findings import Finding
     from declarative_conns.config.loader import DesiredState
     from declarative_conns.targets.api.settings import ApiSettings
     from declarative_conns.targets.base import Target
+    from declarative_conns.workspace import Workspace
 
 
 app = typer.Typer(
@@ -411,7 +411,7 @@ def make_workspace(
     backups: Path | None = None,
 ) -> Workspace:
     """Pair the target with where the state lives (`--state PATH`, or `db:NAME` in the target database)."""
-    from declarative_conns.api import Workspace
+    from declarative_conns.workspace import Workspace
 
     try:
         return Workspace(target, selection.state, selection.lock_timeout, read_only, backups)

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 if TYPE_CHECKING:
-    from declarative_conns.api import PlannedRun, Workspace
+    from declarative_conns.api import PlannedRun
     from declarative_conns.core.model import Address
+    from declarative_conns.workspace import Workspace
 
 from declarative_conns.cli.common import (
     ApiTimeoutOpt,
