@@ -10,6 +10,7 @@ missing environment or server skips, naming the cause; with CI=true they fail.
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,23 +197,28 @@ def test_airflows_own_exports_convert_to_a_document_that_plans_no_changes(
     airflow(venv, env, "variables", "export", str(tmp_path / "variables.json"))
     airflow(venv, env, "pools", "export", str(tmp_path / "pools.json"))
     (tmp_path / "conf").mkdir()
+
+    def plan_read_only(config: str) -> subprocess.CompletedProcess[str]:
+        """Plan a document against Airflow's database, writing nothing."""
+        return run_dconn(
+            "plan",
+            "-c",
+            config,
+            "--detailed-exitcode",
+            "--read-only",
+            cwd=tmp_path,
+            env={
+                "DCONN_DB_URL": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
+                "DCONN_FERNET_KEY": env["AIRFLOW__CORE__FERNET_KEY"],
+                "API_SECRET": CANARY,
+            },
+        )
+
     code, out = dconn(env, tmp_path, "convert", "--kind", "variables", "variables.json", "-o", "conf/v.toml")
     assert code == 0, out
     code, out = dconn(env, tmp_path, "convert", "pools.json", "-o", "conf/p.toml")
     assert code == 0, out
-    done = run_dconn(
-        "plan",
-        "-c",
-        "conf",
-        "--detailed-exitcode",
-        "--read-only",
-        cwd=tmp_path,
-        env={
-            "DCONN_DB_URL": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
-            "DCONN_FERNET_KEY": env["AIRFLOW__CORE__FERNET_KEY"],
-            "API_SECRET": CANARY,
-        },
-    )
+    done = plan_read_only("conf")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "4 variables unchanged." in done.stdout and "2 pools unchanged." in done.stdout
     # JSON that TOML cannot hold (a null) is exported as its exact text: still no changes.
@@ -220,17 +226,5 @@ def test_airflows_own_exports_convert_to_a_document_that_plans_no_changes(
     code, out = dconn(env, tmp_path, "export", "--kinds", "variables,pools", "-o", "exported.toml")
     assert code == 0, out
     assert CANARY not in (tmp_path / "exported.toml").read_text() + out
-    done = run_dconn(
-        "plan",
-        "-c",
-        "exported.toml",
-        "--detailed-exitcode",
-        "--read-only",
-        cwd=tmp_path,
-        env={
-            "DCONN_DB_URL": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
-            "DCONN_FERNET_KEY": env["AIRFLOW__CORE__FERNET_KEY"],
-            "API_SECRET": CANARY,
-        },
-    )
+    done = plan_read_only("exported.toml")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -6,12 +6,14 @@ Every file dconn writes — state, its backup, pending states, plans, row backup
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from declarative_conns.errors import StateError
+from declarative_conns.errors import InputError, StateError
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -65,3 +67,13 @@ def now() -> str:
 def stamp() -> str:
     """Return the current UTC time for a file name: 2026-12-01T101500Z."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """Read a JSON file dconn wrote (`what`: "plan file", "backup file"); one InputError line otherwise."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a readable dconn {what} ({type(exc).__name__})") from None

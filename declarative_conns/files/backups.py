@@ -16,7 +16,7 @@ from typing import Any
 from declarative_conns.core.model import Address
 from declarative_conns.core.state import State
 from declarative_conns.errors import InputError
-from declarative_conns.files.atomic import atomic_write, now
+from declarative_conns.files.atomic import atomic_write, now, read_json_file
 
 BACKUP_FORMAT_VERSION = 2
 
@@ -66,12 +66,7 @@ def _stamp() -> str:
 
 def read_backup(path: Path) -> dict[str, Any]:
     """Read a backup file (format 1, connections only, or 2); rows and created objects get their kind."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such backup file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not a readable dconn backup ({type(exc).__name__})") from None
+    document = read_json_file(path, "backup file")
     if (
         not isinstance(document, dict)
         or not isinstance(document.get("rows"), list)

@@ -24,7 +24,7 @@ from declarative_conns.core.kinds import BY_NAME
 from declarative_conns.core.model import Address, SecretRef
 from declarative_conns.core.sensitive import is_sensitive_path
 from declarative_conns.errors import InputError, PlanIsStale
-from declarative_conns.files.atomic import atomic_write, now
+from declarative_conns.files.atomic import atomic_write, now, read_json_file
 
 PLAN_FILE_KIND = "dconn-plan"
 PLAN_FILE_VERSION = 2
@@ -68,12 +68,7 @@ def write_plan(path: Path, document: dict[str, Any], keys: Sequence[bytes]) -> N
 
 def read_plan(path: Path, keys: Sequence[bytes]) -> dict[str, Any]:
     """Read a plan file and check its authentication before anything in it is used."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such plan file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not a readable dconn plan file ({type(exc).__name__})") from None
+    document = read_json_file(path, "plan file")
     if not isinstance(document, dict) or document.get("kind") != PLAN_FILE_KIND:
         raise InputError(f"{path}: not a dconn plan file (save one with `dconn plan --out FILE`)")
     if document.get("format_version") != PLAN_FILE_VERSION:
