@@ -635,7 +635,7 @@ def test_check_lengths_names_an_over_long_conn_id(make_db: Any) -> None:
     opened = open_target(db.url)
     address = Address("connection", "c" * 251)
     try:
-        problems = opened.check_writes([Create(address, Values({"conn_type": "http"}), ())])
+        problems = opened.check_writes([Create(address, Values({"conn_type": "http"}), ("conn_type",))])
     finally:
         opened.close()
     assert problems == [f'connection "{"c" * 57}..." field conn_id: 251 characters, the column holds 250']

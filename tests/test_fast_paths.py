@@ -169,3 +169,41 @@ def test_a_row_layout_gives_the_fingerprint_worked_out_per_row(kind_name: str) -
     layout = row_layout(spec, kind)
     assert fingerprint(raw, spec, kind, digester, layout) == fingerprint(raw, spec, kind, digester)
     assert [field for field, _ in layout.fields] == list(kind.fields)
+
+
+_JSONISH = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.text(max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=8,
+)
+
+
+@given(
+    st.sampled_from(["connection", "variable", "pool"]),
+    st.dictionaries(
+        st.sampled_from(
+            ["conn_type", "host", "login", "password", "extra", "port", "val", "description", "slots"]
+        ),
+        _JSONISH,
+        max_size=8,
+    ),
+    st.sets(st.sampled_from([("password",), ("login",), ("extra", "token"), ("val",)]), max_size=2),
+    st.booleans(),
+)
+def test_created_changes_are_the_changes_from_nothing(
+    kind_name: str, fields: dict[str, object], secret: set[tuple[str, ...]], beyond: bool
+) -> None:
+    from declarative_conns.core.diff import created_changes, field_changes
+    from declarative_conns.core.kinds import BY_NAME
+    from declarative_conns.core.model import Values
+
+    kind = BY_NAME[kind_name]
+    values = Values(fields, frozen_paths(secret))
+    names = (*kind.fields, "zzz") if beyond else kind.fields
+    if beyond:
+        values = Values({**fields, "zzz": 1}, values.secret_paths)
+    plain = field_changes(Values({}), values, kind, names)
+    assert created_changes(values, kind, names) == plain
+    assert [repr(c.after) for c in created_changes(values, kind, names)] == [repr(c.after) for c in plain]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import cache
 from operator import itemgetter
 from typing import Any
 
@@ -26,6 +27,28 @@ def field_changes(
         return ()  # (one side empty, the other not: a create or delete, different without a test)
     secret_paths = before.secret_paths | after.secret_paths
     return tuple(explain(old, new, secret_paths, kind))
+
+
+def created_changes(after: Values, kind: Kind, fields: Sequence[str]) -> tuple[FieldChange, ...]:
+    """Return what creating an object sets: `field_changes` from no values, without comparing.
+
+    The same changes in the same order (tests/test_fast_paths.py checks it): the fields in the
+    kind's reading order, a table's keys ordered by their paths' canonical JSON. A plan creating
+    many objects renders these for every one.
+    """
+    rank = _rank(kind)
+    names = [c for c in fields if after.fields.get(c) is not None]
+    if any(name not in rank for name in names) or len(set(names)) != len(names):
+        return field_changes(Values({}), after, kind, fields)  # fields beyond the kind's: the general way
+    names.sort(key=rank.__getitem__)
+    explainer = _Explainer(after.secret_paths, kind)
+    changes: list[FieldChange] = []
+    for name in names:
+        split = explainer.split((name,), None, after.fields[name], "add")
+        if len(split) > 1:
+            split.sort(key=lambda c: canonical_json(list(c.path)))
+        changes.extend(split)
+    return tuple(changes)
 
 
 def explain(
@@ -50,7 +73,7 @@ def _in_reading_order(changes: list[FieldChange], kind: Kind) -> list[FieldChang
     The JSON of a path only orders changes of the same field: a change alone at its rank (most
     are) needs none, which spares a JSON encoding per field of every object a plan creates.
     """
-    rank = {name: i for i, name in enumerate(kind.fields)}
+    rank = _rank(kind)
     ranks = [rank.get(str(c.path[0]), len(rank)) for c in changes]
     counts = Counter(ranks)
     if len(counts) == len(ranks):
@@ -61,6 +84,12 @@ def _in_reading_order(changes: list[FieldChange], kind: Kind) -> list[FieldChang
         for r, c in zip(ranks, changes, strict=True)
     ]
     return [c for _, c in sorted(keyed, key=itemgetter(0))]
+
+
+@cache
+def _rank(kind: Kind) -> dict[str, int]:
+    """Return each field's place in a kind's reading order."""
+    return {name: i for i, name in enumerate(kind.fields)}
 
 
 class _Explainer:

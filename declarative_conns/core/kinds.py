@@ -13,10 +13,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
-from declarative_conns.core.model import Address, Path
+from declarative_conns.core.model import NO_PATHS, Address, Path
 from declarative_conns.core.sensitive_words import is_sensitive_key
 
 
@@ -113,8 +113,8 @@ class Kind:
     def key_secret_paths(self, key: str) -> frozenset[Path]:
         """Return the paths secret because of the object's key (a variable named *_password)."""
         if self.secret_when_key_sensitive and is_sensitive_key(key):
-            return frozenset((name,) for name in self.secret_when_key_sensitive)
-        return frozenset()
+            return _key_secret_paths(self)
+        return NO_PATHS  # shared: every object of a plan asks
 
     def is_secret_by_name(self, path: Path) -> bool:
         """Tell whether a field path is secret by its names alone: a password, extra.api_key."""
@@ -128,6 +128,12 @@ class Kind:
     def can_delete(self, key: str) -> bool:
         """Tell whether dconn may delete the object of a key (never `default_pool`)."""
         return key not in self.protected
+
+
+@cache
+def _key_secret_paths(kind: Kind) -> frozenset[Path]:
+    """Return a kind's secret paths for a sensitive key, one set per kind."""
+    return frozenset((name,) for name in kind.secret_when_key_sensitive)
 
 
 @lru_cache(maxsize=8192)

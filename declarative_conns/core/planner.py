@@ -131,7 +131,7 @@ def _plan_declared(
 ) -> list[Operation]:
     """Plan one declared object: create it, or update its kept row and drop duplicates."""
     if not found:
-        return [Create(address, want, field_changes(Values({}), want, kind, fields))]
+        return [Create(address, want, tuple(fields))]
     kept = found[0]
     have = Values(kind.aligned(kept.values.fields, want.fields), kept.values.secret_paths)
     want = keep_ignored(want, have, ignored)
@@ -326,7 +326,9 @@ def state_after_apply(
             old = by_row.get((op.address, row_id))
             if old is not None:
                 new = {**old.values.fields, **{f: new.get(f) for f in _managed(op.address, fields)}}
-            written = Values(new, op.values.secret_paths)
+            # Stored as declared (a created connection): the declared values themselves, whose
+            # recorded form the snapshot then takes from `applied` instead of working it out again.
+            written = op.values if new is op.values.fields else Values(new, op.values.secret_paths)
             by_row[(op.address, row_id)] = StoredObject(
                 op.address, row_id, written, fingerprints[(op.address, row_id)], key_index
             )
