@@ -212,6 +212,10 @@ def _check_class(stub: ast.ClassDef, real: Any) -> None:
     assert inspect.isclass(real), f"{stub.name} is not a class"
     if "dataclass" in _decorators(stub):
         _check_dataclass(stub, real)
+    if any(ast.unparse(base) == "NamedTuple" for base in stub.bases):
+        assert issubclass(real, tuple) and hasattr(real, "_fields"), f"{stub.name} is not a NamedTuple"
+        names = [s.target.id for s in stub.body if isinstance(s, ast.AnnAssign)]  # type: ignore[union-attr]
+        assert names == list(real._fields), f"{stub.name}: the page lists {names}, the class {real._fields}"
     if issubclass(real, enum.Enum):
         members = {
             s.targets[0].id: ast.literal_eval(s.value)  # type: ignore[attr-defined]

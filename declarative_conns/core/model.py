@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 Path = tuple[str | int, ...]
 
@@ -93,15 +93,21 @@ class Values:
         return self.fields.get(name)
 
 
-@dataclass(frozen=True, order=True)
-class Address:
-    """Name one object: its kind and its key (`connection` `warehouse`)."""
+class Address(NamedTuple):
+    """Name one object: its kind and its key (`connection` `warehouse`).
+
+    A named tuple: plans use addresses as keys of many dicts and sets, and a tuple's hash,
+    equality and order (kind, then key) are the interpreter's own, with no Python call each.
+    """
 
     kind: str
     key: str
 
     def __str__(self) -> str:
         return f'{self.kind} "{self.key}"'
+
+    def __repr__(self) -> str:
+        return f"Address(kind={self.kind!r}, key={self.key!r})"
 
 
 #: A sort key giving addresses their own order (kind, then key) without a Python-level `<` per

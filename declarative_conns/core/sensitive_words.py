@@ -35,12 +35,13 @@ SENSITIVE_NAMES: tuple[str, ...] = (
 )
 
 _NON_WORD = re.compile(r"\W+")
-#: One search for every word at once: variable keys are all different, so the cache below
-#: helps extras (the same few keys in every connection) but not them.
+#: One search for every word at once.
 _ANY_WORD = re.compile("|".join(map(re.escape, SENSITIVE_NAMES)))
 
 
-@lru_cache(maxsize=4096)
+#: Extras repeat a few keys in every connection; a variable's key is asked about three times in
+#: a run (declared, resolved, read), so the cache holds as many keys as a large plan has.
+@lru_cache(maxsize=1 << 16)
 def is_sensitive_key(name: str) -> bool:
     """Tell whether an extra key or a variable's key names a secret, as Airflow's masker decides it."""
     return _ANY_WORD.search(_NON_WORD.sub("_", name.lower())) is not None
