@@ -38,10 +38,9 @@ def validity_check(schema: Mapping[str, Any]) -> Callable[[Any], bool]:
     validator whose errors dconn reports.
     """
     import jsonschema_rs
-    from jsonschema import Draft202012Validator
 
     fast = jsonschema_rs.Draft202012Validator(dict(schema))
-    slow: list[Draft202012Validator] = []
+    slow: list[Any] = []
 
     def is_valid(value: Any) -> bool:
         try:
@@ -50,6 +49,9 @@ def validity_check(schema: Mapping[str, Any]) -> Callable[[Any], bool]:
         except (ValueError, TypeError, OverflowError):
             pass  # a value jsonschema-rs cannot take (a Python object JSON lacks): jsonschema decides
         if not slow:
+            # Imported only here: a valid document never needs it (it costs ~40 ms to import).
+            from jsonschema import Draft202012Validator
+
             slow.append(Draft202012Validator(schema))
         return bool(slow[0].is_valid(value))
 

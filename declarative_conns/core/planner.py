@@ -197,7 +197,9 @@ def make_plan(
     kind_map = {name: BY_NAME[name] for name in fields}
     snapshot: dict[str, Any] = {
         "shape": shape,
-        "objects": snapshot_entries(stored, digester, kind_map, fields, declared),
+        "objects": snapshot_entries(
+            stored, digester, kind_map, fields, declared, previous=_previous_entries(previous, shape)
+        ),
     }
     managed = frozenset(previous.managed) if previous else frozenset()
     ignoring = ignore_changes or {}
@@ -247,6 +249,14 @@ def make_plan(
     state.digest_key = digest_key_record(digester)
     state.snapshot = snapshot
     return Planned(plan, state, tuple(warnings))
+
+
+def _previous_entries(previous: State | None, shape: str) -> list[Any]:
+    """Return the last snapshot's entries, when it was taken of a table of the same shape."""
+    if previous is None or previous.snapshot.get("shape") != shape:
+        return []
+    entries = previous.snapshot.get("objects", [])
+    return entries if isinstance(entries, list) else []
 
 
 def _drift_not_ignored(drift: Sequence[Drift], ignoring: IgnoredPaths) -> tuple[Drift, ...]:

@@ -87,17 +87,21 @@ def snapshot_entries(
     fields: Mapping[str, Sequence[str]],
     declared: Mapping[Any, Values] | None = None,
     recorded: Mapping[Any, Form] | None = None,
+    previous: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """Return the state's snapshot of every stored object: ids, fingerprints, fields (secrets digested).
 
     A stored object cannot tell which of its fields came from a secret reference; the declared
     object of the same address can, so its secret paths are digested in the stored one too.
     `recorded` holds declared objects already in recorded form: an object holding exactly those
-    declared values (one dconn just wrote) takes that form as it is.
+    declared values (one dconn just wrote) takes that form as it is. An entry equal to one of
+    `previous` (the last snapshot's) is that entry itself: a plan that finds nothing changed
+    keeps one copy of each, not two.
     """
     declared = declared or {}
     recorded = recorded or {}
-    entries = []
+    before = {(e["kind"], e["key"], e["id"]): e for e in previous}
+    entries: list[dict[str, Any]] = []
     for obj in objects:
         want = declared.get(obj.address)
         form = recorded.get(obj.address)
@@ -107,6 +111,15 @@ def snapshot_entries(
                 values = Values(values.fields, values.secret_paths | want.secret_paths)
             kind = kinds[obj.address.kind]
             form = recorded_form(values, digester, kind, fields[obj.address.kind])
+        old = before.get((obj.address.kind, obj.address.key, obj.row_id))
+        if (
+            old is not None
+            and old["fingerprint"] == obj.fingerprint
+            and old["fields"] == form
+            and repr(old["fields"]) == repr(form)  # types included: True is not 1
+        ):
+            entries.append(old)  # type: ignore[arg-type]
+            continue
         entries.append(
             {
                 "kind": obj.address.kind,

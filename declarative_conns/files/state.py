@@ -75,7 +75,12 @@ class StateFile:
 
     def load(self) -> State | None:
         """Return the state, None when there is none yet (a first run)."""
-        return _read(self.path, "state file")
+        state = _read(self.path, "state file")
+        if state is not None:
+            # An apply's pending file becomes the state file as it is; what it recorded of the
+            # rows before the apply only serves to settle a pending state, so it is not kept.
+            state.before_apply = {}
+        return state
 
     def load_pending(self) -> State | None:
         """Return the state of an apply that may not have been settled, if there is one."""
