@@ -207,3 +207,66 @@ def test_created_changes_are_the_changes_from_nothing(
     plain = field_changes(Values({}), values, kind, names)
     assert created_changes(values, kind, names) == plain
     assert [repr(c.after) for c in created_changes(values, kind, names)] == [repr(c.after) for c in plain]
+
+
+def _entry(key: str, fields: dict[str, object], fingerprint: str = "f1") -> dict[str, object]:
+    return {"kind": "connection", "key": key, "id": 1, "fingerprint": fingerprint, "fields": fields}
+
+
+def test_an_unchanged_snapshot_entry_is_the_last_one_a_changed_one_is_new() -> None:
+    from declarative_conns.core.crypto import Digester
+    from declarative_conns.core.kinds import BY_NAME
+    from declarative_conns.core.model import StoredObject, Values
+    from declarative_conns.core.recorded import snapshot_entries
+
+    kind = BY_NAME["connection"]
+    digester = Digester.from_secret(b"k", source="test")
+    fields = {"connection": ("conn_type", "port", "extra")}
+    stored = StoredObject(Address("connection", "a"), 1, Values({"conn_type": "http", "port": 1}), "f1")
+    plain = snapshot_entries([stored], digester, {"connection": kind}, fields)[0]
+    same = dict(plain)
+    assert snapshot_entries([stored], digester, {"connection": kind}, fields, previous=[same])[0] is same
+    for previous in (
+        {**plain, "fingerprint": "f0"},  # the row changed
+        {**plain, "fields": {"conn_type": "http", "port": True}},  # == but not the same JSON
+        {**plain, "id": 2},  # another row
+    ):
+        entry = snapshot_entries([stored], digester, {"connection": kind}, fields, previous=[previous])[0]
+        assert entry is not previous and entry == plain
+
+
+def test_a_snapshot_form_equal_to_its_record_is_read_as_that_record() -> None:
+    record = {"conn_type": "http", "extra": {"verify": True}}
+    document = State(
+        applied={Address("connection", "a"): record, Address("connection", "b"): record}
+    ).to_json()
+    document["snapshot"] = {
+        "shape": "2.x",
+        "objects": [
+            _entry("a", {"conn_type": "http", "extra": {"verify": True}}),
+            _entry("b", {"conn_type": "http", "extra": {"verify": 1}}),  # drifted: 1 == True, not the same
+            _entry("c", {"conn_type": "http"}),  # not managed
+        ],
+    }
+    state = State.from_json(json.loads(json.dumps(document)))
+    a, b, c = state.snapshot["objects"]
+    assert a["fields"] is state.applied[Address("connection", "a")]
+    assert (
+        b["fields"] is not state.applied[Address("connection", "b")] and b["fields"]["extra"]["verify"] == 1
+    )
+    assert c["fields"] == {"conn_type": "http"}
+
+
+def test_only_a_pending_state_keeps_what_the_rows_were_before_its_apply(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from declarative_conns.files.state import StateFile
+
+    store = StateFile(tmp_path / "state.json")
+    state = _state()
+    state.digest_key = {"id": "k", "source": "fernet"}
+    state.snapshot = {"shape": "2.x", "objects": []}
+    state.before_apply = {Address("connection", "a"): [[1, "f"]]}
+    store.path.write_text(json.dumps(state.to_json()), encoding="utf-8")
+    store.pending_path.write_text(json.dumps(state.to_json()), encoding="utf-8")
+    loaded, pending = store.load(), store.load_pending()
+    assert loaded is not None and loaded.before_apply == {}
+    assert pending is not None and pending.before_apply == {Address("connection", "a"): [[1, "f"]]}
