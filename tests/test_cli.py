@@ -273,8 +273,7 @@ def test_core_imports_no_adapters() -> None:
         (["plna"], "Error: No such command 'plna'. Did you mean 'plan'? (see `dconn --help`)"),
         (
             ["plan", "--lock-timeout", "soon"],
-            "Error: Invalid value for '--lock-timeout': Input should be a valid number, unable to parse "
-            "string as a number (see `dconn plan --help`)",
+            "Error: Invalid value for '--lock-timeout': 'soon' is not a valid float. (see `dconn plan --help`)",
         ),
     ],
 )

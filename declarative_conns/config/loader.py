@@ -24,6 +24,7 @@ from declarative_conns.core.model import (
     Address,
     SecretRef,
     Settings,
+    address_of,
     is_reference_table,
     nesting_exceeds,
 )
@@ -198,7 +199,7 @@ def _tables(document: Mapping[str, Any]) -> list[tuple[Address, dict[str, Any]]]
     for kind in KINDS:
         tables = document.get(kind.plural)
         if isinstance(tables, dict):
-            found += [(Address(kind.name, key), t) for key, t in tables.items() if isinstance(t, dict)]
+            found += [(address_of(kind.name, key), t) for key, t in tables.items() if isinstance(t, dict)]
     return found
 
 
@@ -279,7 +280,7 @@ def desired_from_dicts(
     for plural, table in tables.items():
         for key, fields in _python_value(table, refs=True, top=True).items():
             if isinstance(fields, dict):
-                address = Address(BY_PLURAL[plural].name, key)
+                address = address_of(BY_PLURAL[plural].name, key)
                 parsed[address] = _parse_object(address, fields, file, problems, base)
     if problems:
         raise ValidationFailed(_in_path_order(problems))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from operator import attrgetter
 from typing import Any, Literal, NamedTuple
 
@@ -39,8 +40,23 @@ NO_PATHS: frozenset[Path] = frozenset()
 
 
 def frozen_paths(paths: set[Path] | frozenset[Path]) -> frozenset[Path]:
-    """Return paths as a frozenset, the shared NO_PATHS when there are none."""
-    return frozenset(paths) if paths else NO_PATHS
+    """Return paths as a frozenset: the shared NO_PATHS when there are none, else one set per content.
+
+    Objects of a kind mostly have the same few secret paths (a password from a reference), so
+    each set is kept once (the first 1,024 different ones) rather than once per object.
+    """
+    if not paths:
+        return NO_PATHS
+    frozen = frozenset(paths)
+    shared = _SHARED_PATHS.get(frozen)
+    if shared is not None:
+        return shared
+    if len(_SHARED_PATHS) < 1024:
+        _SHARED_PATHS[frozen] = frozen
+    return frozen
+
+
+_SHARED_PATHS: dict[frozenset[Path], frozenset[Path]] = {}
 
 
 RefKind = Literal["env", "file", "command"]
@@ -108,6 +124,16 @@ class Address(NamedTuple):
 
     def __repr__(self) -> str:
         return f"Address(kind={self.kind!r}, key={self.key!r})"
+
+
+@lru_cache(maxsize=1 << 17)
+def address_of(kind: str, key: str) -> Address:
+    """Return the Address of an object, the same one each time it is asked for (within a bound).
+
+    A run names each object in several places (the document, the target's rows, the state);
+    one shared Address instead of one per place is fewer objects for the GC to walk.
+    """
+    return Address(kind, key)
 
 
 #: A sort key giving addresses their own order (kind, then key) without a Python-level `<` per

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from declarative_conns.core.model import Address, address_order
+from declarative_conns.core.model import Address, address_of, address_order
 from declarative_conns.core.recorded import Form
 
 STATE_FORMAT_VERSION = 2
@@ -74,7 +74,7 @@ class State:
             target=dict(document["target"]),
             digest_key=dict(document["digest_key"]),
             managed={
-                known.get((kind, key)) or Address(kind, key)
+                known.get((kind, key)) or address_of(kind, key)
                 for kind, keys in document["managed"].items()
                 for key in keys
             },
@@ -143,7 +143,7 @@ def _by_kind(items: Mapping[Address, Any], *, sort: bool = False) -> dict[str, A
 
 def _addressed(section: Mapping[str, Mapping[str, Any]]) -> dict[Address, Any]:
     """Read a kind -> key -> value section back into a mapping of addresses."""
-    return {Address(kind, key): value for kind, items in section.items() for key, value in items.items()}
+    return {address_of(kind, key): value for kind, items in section.items() for key, value in items.items()}
 
 
 def _from_format_1(document: Mapping[str, Any]) -> dict[str, Any]:

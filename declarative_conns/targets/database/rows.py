@@ -21,6 +21,7 @@ from declarative_conns.core.model import (
     Path,
     StoredObject,
     Values,
+    address_of,
     frozen_paths,
     nesting_exceeds,
 )
@@ -128,7 +129,7 @@ def decode_row(
             if isinstance(text, str) and text[:1] in ("[", "{") and _deep_json(text):
                 raise TooDeep(name)
     return StoredObject(
-        Address(kind.name, key),
+        address_of(kind.name, key),
         int(raw["id"]),
         Values(kind.normalize(fields), frozen_paths(secret_paths)),
         fingerprint(raw, spec, kind, digester, layout),
