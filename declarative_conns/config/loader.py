@@ -148,6 +148,7 @@ def read_desired(path: Path) -> tuple[DesiredState, list[Finding]]:
         document = _parse_toml(file, findings)
         if document is None:
             continue
+        base = str(file.parent)  # where its references' relative paths start, worked out once
         document, problems = check_document(document, file)
         if not any(is_within(p.path, "settings") for p in problems):
             _merge_settings(document.get("settings", {}), file, settings_seen, problems)
@@ -158,7 +159,7 @@ def read_desired(path: Path) -> tuple[DesiredState, list[Finding]]:
                 message = f"{label} {json.dumps(address.key)} is also declared in {objects[address].source}"
                 problems.append(Finding(file, dotted_path([_plural(address), address.key]), message))
                 continue
-            objects[address] = _parse_object(address, table, file, problems)
+            objects[address] = _parse_object(address, table, file, problems, base)
         findings.extend(_in_path_order(problems))
     settings = _settings(settings_seen)
     return _desired(objects, settings, tuple(files), kinds), findings
