@@ -127,3 +127,20 @@ def test_a_variable_under_a_sensitive_key_prints_masked(tmp_path: Path) -> None:
             assert "canary-repr-var" not in text, text
         assert "(sensitive value)" in repr(fields)
     assert "eu-west-1" in repr(desired.objects[Address("variable", "region")].fields)
+
+
+def test_only_tables_holding_a_secret_are_masked(tmp_path: Path) -> None:
+    """A table without a secret key inside prints as the plain dict it is (one object fewer to keep)."""
+    from declarative_conns.core.sensitive import MaskedFields
+
+    (tmp_path / "c.toml").write_text(
+        '[connections.plain]\nconn_type = "http"\nextra = { timeout = 3, nested = { a = 1 } }\n'
+        f'[connections.secret]\nconn_type = "http"\nextra = {{ a = {{ token = "{CANARIES["nested"]}" }} }}\n'
+    )
+    desired = dc.load(tmp_path / "c.toml")
+    plain = desired.connections["plain"].fields
+    assert type(plain) is MaskedFields and type(plain["extra"]) is dict
+    assert repr(plain["extra"]) == "{'timeout': 3, 'nested': {'a': 1}}"
+    extra = desired.connections["secret"].fields["extra"]
+    assert type(extra) is dict and type(extra["a"]) is MaskedFields
+    assert_hidden(repr(extra), "an extra holding a masked table")

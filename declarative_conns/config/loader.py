@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -432,13 +433,18 @@ def _parse_extra_json(text: Any) -> tuple[dict[str, Any] | None, str]:
     return value, ""
 
 
+#: One SecretRef per reference however many objects name it (they are immutable): a document
+#: often takes many secrets from the same few variables or files.
+_reference = lru_cache(maxsize=4096)(SecretRef)
+
+
 def _parse_refs(value: Any, base: str) -> Any:
     """Replace every `{ from_... = ... }` table by a SecretRef, at any depth."""
     if isinstance(value, dict):
         if is_reference_table(value):
             key, target = next(iter(value.items()))
             if isinstance(target, (str, list)):
-                return SecretRef(REF_KEYS[key], tuple(target) if isinstance(target, list) else target, base)
+                return _reference(REF_KEYS[key], tuple(target) if isinstance(target, list) else target, base)
         return {k: _parse_refs(v, base) for k, v in value.items()}
     if isinstance(value, list):
         return [_parse_refs(v, base) for v in value]

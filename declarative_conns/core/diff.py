@@ -21,8 +21,9 @@ def field_changes(
     before: Values, after: Values, kind: Kind, fields: Sequence[str]
 ) -> tuple[FieldChange, ...]:
     """Return the field-level differences between two values of one kind, over `fields`."""
-    old = {c: before.fields.get(c) for c in fields if before.fields.get(c) is not None}
-    new = {c: after.fields.get(c) for c in fields if after.fields.get(c) is not None}
+    got, want = before.fields.get, after.fields.get
+    old = {c: v for c in fields if (v := got(c)) is not None}
+    new = {c: v for c in fields if (v := want(c)) is not None}
     if (not old and not new) or (old and new and canonical_json(old) == canonical_json(new)):
         return ()  # (one side empty, the other not: a create or delete, different without a test)
     secret_paths = before.secret_paths | after.secret_paths

@@ -55,15 +55,15 @@ class Kind:
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Return field values in canonical form: "" is None in text fields, ports are ints."""
         out: dict[str, Any] = {}
-        for name in self.fields:
+        for name, rule in _rules(self):
             value = raw.get(name)
-            if name in self.text_fields:
+            if rule is _TEXT:
                 value = None if value is None or value == "" else value
-            elif name in self.integer_fields:
+            elif rule is _INTEGER:
                 value = _integer(value)
-            elif name in self.boolean_fields:
+            elif rule is _BOOLEAN:
                 value = bool(value) if value is not None else False
-            elif name in self.empty_is_unset and value in ({}, ""):
+            elif rule is _EMPTY_IS_UNSET and value in ({}, ""):
                 value = None  # an empty extra is no extra
             out[name] = value
         if "conn_type" in out:
@@ -128,6 +128,28 @@ class Kind:
     def can_delete(self, key: str) -> bool:
         """Tell whether dconn may delete the object of a key (never `default_pool`)."""
         return key not in self.protected
+
+
+_TEXT, _INTEGER, _BOOLEAN, _EMPTY_IS_UNSET, _AS_IS = "text", "integer", "boolean", "empty-is-unset", "as-is"
+
+
+@cache
+def _rules(kind: Kind) -> tuple[tuple[str, str], ...]:
+    """Return each field of a kind with the rule `normalize` applies to it (decided once per kind)."""
+    rules = []
+    for name in kind.fields:
+        if name in kind.text_fields:
+            rule = _TEXT
+        elif name in kind.integer_fields:
+            rule = _INTEGER
+        elif name in kind.boolean_fields:
+            rule = _BOOLEAN
+        elif name in kind.empty_is_unset:
+            rule = _EMPTY_IS_UNSET
+        else:
+            rule = _AS_IS
+        rules.append((name, rule))
+    return tuple(rules)
 
 
 @cache

@@ -7,6 +7,7 @@ HMAC (core.crypto.Digester), so files can tell whether a secret changed without 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from declarative_conns.core.crypto import Digester
@@ -26,6 +27,7 @@ def recorded_form(values: Values, digester: Digester, kind: Kind, fields: Sequen
     """Return the values as files record them: secrets become keyed digests."""
     out: Form = {}
     secret_paths = values.secret_paths
+    secret = _secret_fields(kind, secret_paths, tuple(fields))
 
     def digest(value: object) -> object:
         return {DIGEST_KEY: digester.digest(value)}
@@ -34,16 +36,24 @@ def recorded_form(values: Values, digester: Digester, kind: Kind, fields: Sequen
         value = values.fields.get(name)
         if value is None:
             continue
-        path = (name,)
-        if is_sensitive_path(path, secret_paths, kind):
+        if name in secret:
             out[name] = digest(value)
             if name in kind.json_text_fields and isinstance(value, (dict, list)):
                 out[name][JSON_MARK] = True  # stored as text: parse it to compare
         elif value.__class__ in JSON_SCALARS:
             out[name] = value
         else:
-            out[name] = redact(value, path, secret_paths, kind, digest)
+            out[name] = redact(value, (name,), secret_paths, kind, digest)
     return out
+
+
+@lru_cache(maxsize=1024)
+def _secret_fields(kind: Kind, secret_paths: frozenset[Path], fields: tuple[str, ...]) -> frozenset[str]:
+    """Return the fields whose whole value is secret for objects with these secret paths.
+
+    Objects of a plan share a few sets of secret paths, so this is worked out once per set.
+    """
+    return frozenset(name for name in fields if is_sensitive_path((name,), secret_paths, kind))
 
 
 def is_digest(value: Any) -> bool:

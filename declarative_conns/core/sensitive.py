@@ -108,21 +108,25 @@ def masked_tree(
     path: tuple[PathItem, ...] = (),
     secret_paths: frozenset[tuple[PathItem, ...]] = frozenset(),
 ) -> Any:
-    """Return a value with each dict in it (at any depth) a MaskedFields of its path.
+    """Return a value with each dict in it that holds a secret (at any depth) a MaskedFields of its path.
 
-    `secret_paths` adds what is secret for this object only (a variable's value under a key
-    named like a secret), beside what its kind names secret.
+    The top level is always one. A table below it with no secret key inside (most extras) is a
+    plain dict: its repr shows nothing to hide, and a dict of plain values is one object fewer
+    for the cyclic GC to walk. `secret_paths` adds what is secret for this object only (a
+    variable's value under a key named like a secret), beside what its kind names secret.
     """
     if isinstance(value, dict):
-        return MaskedFields(
-            {
-                k: v if v.__class__ in _SCALARS else masked_tree(v, kind, (*path, k), secret_paths)
-                for k, v in value.items()
-            },
-            path,
-            secret_paths,
-            kind=kind,
-        )
+        fields = {
+            k: v if v.__class__ in _SCALARS else masked_tree(v, kind, (*path, k), secret_paths)
+            for k, v in value.items()
+        }
+        if path:
+            from declarative_conns.core.kinds import BY_NAME  # kinds builds on this module
+
+            rules = BY_NAME[kind]
+            if not any(is_sensitive_path((*path, k), secret_paths, rules) for k in fields):
+                return fields
+        return MaskedFields(fields, path, secret_paths, kind=kind)
     if isinstance(value, list):
         return [
             v if v.__class__ in _SCALARS else masked_tree(v, kind, (*path, i), secret_paths)
