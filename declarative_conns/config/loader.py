@@ -72,7 +72,8 @@ class DesiredObject:
         if not isinstance(self.fields, MaskedFields):
             kind, key = self.address.kind, self.address.key
             secret = BY_NAME[kind].key_secret_paths(key)
-            object.__setattr__(self, "fields", masked_tree(dict(self.fields), kind, secret_paths=secret))
+            fields = self.fields if type(self.fields) is dict else dict(self.fields)  # masked_tree copies it
+            object.__setattr__(self, "fields", masked_tree(fields, kind, secret_paths=secret))
 
     @property
     def key(self) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from declarative_conns.core.crypto import Digester, KeyRing
 from declarative_conns.core.kinds import BY_NAME
-from declarative_conns.core.model import Address, StoredObject, Values
+from declarative_conns.core.model import Address, StoredObject, Values, address_of
 from declarative_conns.core.operations import Create, Delete, Operation, Reencrypt, Seen, Update
 from declarative_conns.errors import DatabaseError, TargetError
 from declarative_conns.targets.base import Capabilities, Progress, Snapshot, TargetInfo, WriteResult
@@ -281,6 +281,10 @@ class DatabaseTarget:
         self._encoded[address] = (values, row)
         return row
 
+    def forget_encoded(self) -> None:
+        """Drop the rows `encode` made (after they are written)."""
+        self._encoded.clear()
+
     # -- writing ---------------------------------------------------------------------------
 
     @contextmanager
@@ -450,9 +454,9 @@ class DatabaseSession:
                     progress(done, total)
         created = [op.address for op in operations if isinstance(op, Create)]
         new_ids = self._new_ids(created)
-        return WriteResult(
-            tuple(operations), new_ids, self._fingerprints_after(operations, new_ids, digester)
-        )
+        fingerprints = self._fingerprints_after(operations, new_ids, digester)
+        target.forget_encoded()  # written: the encrypted rows are no longer needed
+        return WriteResult(tuple(operations), new_ids, fingerprints)
 
     def _fingerprints_after(
         self, operations: Sequence[Operation], new_ids: Mapping[Address, int | None], digester: Digester
@@ -544,5 +548,5 @@ class DatabaseSession:
                     .where(key.in_(keys[start : start + BATCH]))
                     .group_by(key)
                 )
-                found.update({Address(kind, str(k)): int(i) for k, i in self.conn.execute(query)})
+                found.update({address_of(kind, str(k)): int(i) for k, i in self.conn.execute(query)})
         return found
