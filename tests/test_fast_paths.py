@@ -270,3 +270,20 @@ def test_only_a_pending_state_keeps_what_the_rows_were_before_its_apply(tmp_path
     loaded, pending = store.load(), store.load_pending()
     assert loaded is not None and loaded.before_apply == {}
     assert pending is not None and pending.before_apply == {Address("connection", "a"): [[1, "f"]]}
+
+
+def test_resolving_keeps_tables_without_references_and_copies_the_others(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import declarative_conns as dc
+    from declarative_conns.config.secrets import resolve_desired, resolve_secret
+
+    monkeypatch.setenv("FAST_PATH_TOKEN", "t-1")
+    (tmp_path / "c.toml").write_text(
+        '[connections.plain]\nconn_type = "http"\nextra = { timeout = 3, hosts = ["a", "b"] }\n'
+        '[connections.ref]\nconn_type = "http"\nextra = { timeout = 3, auth = { from_env = "FAST_PATH_TOKEN" } }\n'
+    )
+    desired = dc.load(tmp_path / "c.toml")
+    values = resolve_desired(desired, resolve_secret)
+    plain, ref = Address("connection", "plain"), Address("connection", "ref")
+    assert values[plain].fields["extra"] is desired.objects[plain].fields["extra"]
+    assert values[ref].fields["extra"] == {"timeout": 3, "auth": "t-1"}
+    assert values[ref].fields["extra"] is not desired.objects[ref].fields["extra"]

@@ -244,13 +244,17 @@ def _resolve_value(
                 return None
         return cache[value]
     if isinstance(value, dict):
-        return {
+        resolved = {
             k: _resolve_value(v, (*path, k), address, resolver, cache, secret_paths, problems)
             for k, v in value.items()
         }
+        # A plain table with no reference inside is kept as it is: one copy fewer to hold.
+        unchanged = type(value) is dict and all(resolved[k] is v for k, v in value.items())
+        return value if unchanged else resolved
     if isinstance(value, list):
-        return [
+        items = [
             _resolve_value(v, (*path, i), address, resolver, cache, secret_paths, problems)
             for i, v in enumerate(value)
         ]
+        return value if type(value) is list and all(a is b for a, b in zip(items, value, strict=True)) else items
     return value
