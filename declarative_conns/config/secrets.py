@@ -256,5 +256,7 @@ def _resolve_value(
             _resolve_value(v, (*path, i), address, resolver, cache, secret_paths, problems)
             for i, v in enumerate(value)
         ]
-        return value if type(value) is list and all(a is b for a, b in zip(items, value, strict=True)) else items
+        return (
+            value if type(value) is list and all(a is b for a, b in zip(items, value, strict=True)) else items
+        )
     return value
