@@ -1,5 +1,5 @@
 """Run dconn as `python -m declarative_conns`."""
 
-from declarative_conns.cli import main
+from declarative_conns.console import main
 
 main()

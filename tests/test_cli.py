@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+import declarative_conns as dc
 from declarative_conns.config.resources import load_schema
 from tests.airflow_tables import insert_raw
 from tests.helpers import run_dconn
@@ -72,6 +73,16 @@ def test_version_and_help(tmp_path: Path) -> None:
     assert result.returncode == 0 and result.stdout.startswith("dconn ")
     for command in ("validate", "plan", "apply"):
         assert dconn(command, "--help", cwd=tmp_path).returncode == 0
+
+
+def test_version_alone_loads_no_command_line() -> None:
+    """`dconn --version` is answered before typer, the commands or SQLAlchemy are imported."""
+    code = (
+        "import sys\nfrom declarative_conns.console import main\nsys.argv = ['dconn', '--version']\nmain()\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('typer', 'declarative_conns.cli', 'sqlalchemy'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [f"dconn {dc.__version__}", "[]"]
 
 
 def test_plan_prints_the_plan(project: Any) -> None:
