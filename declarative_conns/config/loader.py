@@ -8,12 +8,14 @@ none of the three manages connections, as every document did before variables an
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+# tomli, which Python's tomllib is taken from, in its compiled form (pyproject.toml says why).
+import tomli as tomllib
 
 from declarative_conns.config.findings import Finding, dotted_path, errors_of, is_within
 from declarative_conns.config.schema import validate_document
@@ -32,11 +34,6 @@ from declarative_conns.core.model import (
 from declarative_conns.core.planner import is_ignored
 from declarative_conns.core.sensitive import MaskedFields, masked_tree
 from declarative_conns.errors import InputError, ValidationFailed
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 __all__ = [
     "DesiredConnection",
