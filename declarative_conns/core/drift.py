@@ -11,7 +11,7 @@ from typing import Any
 
 from declarative_conns.core.diff import explain
 from declarative_conns.core.kinds import Kind, plan_order
-from declarative_conns.core.model import Address, FieldChange, StoredObject, Values, canonical_json
+from declarative_conns.core.model import Address, FieldChange, StoredObject, Values, canonical_json, same_json
 from declarative_conns.core.operations import Drift
 from declarative_conns.core.recorded import DIGEST_KEY, Form, is_digest, with_recorded_secrets
 from declarative_conns.core.sensitive import HIDDEN
@@ -71,9 +71,8 @@ def detect_drift(
 
 def _identical(form: Mapping[str, Any] | None, record: Mapping[str, Any]) -> bool:
     """Tell whether two recorded forms are the same JSON, types included (True is not 1)."""
-    if form is record:
-        return True  # one object: the state read the snapshot's form and the record as one
-    return form is not None and form == record and repr(form) == repr(record)
+    # One object when the state read the snapshot's form and the record as one.
+    return form is not None and same_json(form, record)
 
 
 def _recorded_changes(

@@ -199,6 +199,15 @@ JSON_SCALARS = frozenset({str, int, float, bool})
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
 
 
+def same_json(a: object, b: object) -> bool:
+    """Tell whether two JSON-like values are the same JSON, types included (`1` is not `True`).
+
+    `==` alone takes 1 for True and 1.0 for 1; equal reprs as well rule that out (a different
+    key order only makes it answer no, never wrongly yes).
+    """
+    return a is b or (a == b and repr(a) == repr(b))
+
+
 def canonical_json(value: object) -> str:
     """Return a stable JSON text for comparing values semantically (key order ignored)."""
     return _CANONICAL.encode(value)

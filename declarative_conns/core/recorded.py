@@ -12,7 +12,7 @@ from typing import Any
 
 from declarative_conns.core.crypto import Digester
 from declarative_conns.core.kinds import Kind
-from declarative_conns.core.model import JSON_SCALARS, Path, StoredObject, Values
+from declarative_conns.core.model import JSON_SCALARS, Path, StoredObject, Values, same_json
 from declarative_conns.core.sensitive import is_sensitive_path, redact
 
 #: The key of a digest object: {"$digest": "<hex>"}.
@@ -122,12 +122,7 @@ def snapshot_entries(
             kind = kinds[obj.address.kind]
             form = recorded_form(values, digester, kind, fields[obj.address.kind])
         old = before.get((obj.address.kind, obj.address.key, obj.row_id))
-        if (
-            old is not None
-            and old["fingerprint"] == obj.fingerprint
-            and old["fields"] == form
-            and repr(old["fields"]) == repr(form)  # types included: True is not 1
-        ):
+        if old is not None and old["fingerprint"] == obj.fingerprint and same_json(old["fields"], form):
             entries.append(old)  # type: ignore[arg-type]
             continue
         entries.append(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from declarative_conns.core.model import Address, address_of, address_order
+from declarative_conns.core.model import Address, address_of, address_order, same_json
 from declarative_conns.core.recorded import Form
 
 STATE_FORMAT_VERSION = 2
@@ -125,9 +125,7 @@ def _share_applied_forms(snapshot: dict[str, Any], applied: Mapping[Address, Any
         return
     for entry in objects:
         record = applied.get((entry.get("kind"), entry.get("key")))  # type: ignore[call-overload]
-        fields = entry.get("fields")
-        # The same JSON, types included (True is not 1): repr tells what == does not.
-        if record is not None and fields == record and repr(fields) == repr(record):
+        if record is not None and same_json(entry.get("fields"), record):
             entry["fields"] = record
 
 
