@@ -466,7 +466,7 @@ def test_restore_keeps_a_clear_secret_and_its_flag_together(kinds_db: Any, tmp_p
 
 
 def test_a_plan_after_an_apply_leaves_the_state_as_the_apply_wrote_it(kinds_db: Any, tmp_path: Path) -> None:
-    """The apply records a variable's table as the JSON text the next read finds: the next plan rewrites nothing."""
+    """The apply records a variable's table as the next plan reads it (its JSON text parsed): the plan rewrites nothing."""
     db = kinds_db()
     apply_doc(db, tmp_path, DOC)
     state = tmp_path / ".dconn" / "state.json"
@@ -478,3 +478,22 @@ def test_a_plan_after_an_apply_leaves_the_state_as_the_apply_wrote_it(kinds_db: 
         difflib.unified_diff(written.decode().splitlines(), state.read_text().splitlines(), lineterm="", n=0)
     )
     assert state.read_bytes() == written, "\n".join(diff[:40])
+
+
+def test_a_table_variable_is_recorded_as_the_table_it_is(kinds_db: Any, tmp_path: Path) -> None:
+    """The snapshot keeps a table variable as parsed JSON, the applied record's form: its text reformatted in
+    Airflow (other whitespace, other key order) is neither drift nor a change, and the snapshot stays the record."""
+    db = kinds_db()
+    apply_doc(db, tmp_path, DOC)
+    fernet = Fernet(db.db.fernet_key.encode())
+    reformatted = '{"regions": ["eu", "us"], "max_rows": 5000,   "enabled": true}'
+    db.execute(
+        db.variable.update()
+        .where(db.variable.c.key == "feature_flags")
+        .values(val=fernet.encrypt(reformatted.encode()).decode(), is_encrypted=True)
+    )
+    assert no_changes(db, tmp_path, DOC)
+    state = json.loads((tmp_path / ".dconn" / "state.json").read_text())
+    (entry,) = [o for o in state["snapshot"]["objects"] if o["key"] == "feature_flags"]
+    table = {"enabled": True, "max_rows": 5000, "regions": ["eu", "us"]}
+    assert entry["fields"]["value"] == table == state["applied"]["variable"]["feature_flags"]["value"]

@@ -13,7 +13,7 @@ from operator import itemgetter
 from typing import Any
 
 from declarative_conns.core.kinds import Kind
-from declarative_conns.core.model import ChangeKind, FieldChange, Path, Values, canonical_json
+from declarative_conns.core.model import ChangeKind, FieldChange, Path, Values, canonical_json, same_json
 from declarative_conns.core.sensitive import HIDDEN, is_sensitive_path, redact
 
 
@@ -24,10 +24,19 @@ def field_changes(
     got, want = before.fields.get, after.fields.get
     old = {c: v for c in fields if (v := got(c)) is not None}
     new = {c: v for c in fields if (v := want(c)) is not None}
-    if (not old and not new) or (old and new and canonical_json(old) == canonical_json(new)):
+    if (not old and not new) or (old and new and _same(old, new)):
         return ()  # (one side empty, the other not: a create or delete, different without a test)
     secret_paths = before.secret_paths | after.secret_paths
     return tuple(explain(old, new, secret_paths, kind))
+
+
+def _same(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Tell whether two field mappings are the same JSON, key order ignored.
+
+    Most compared objects are unchanged and hold their keys in one order: `same_json` (== and
+    repr) answers those without the two canonical encodings.
+    """
+    return same_json(old, new) or canonical_json(old) == canonical_json(new)
 
 
 def created_changes(after: Values, kind: Kind, fields: Sequence[str]) -> tuple[FieldChange, ...]:

@@ -81,7 +81,7 @@ def _recorded_changes(
     """Compare two recorded (digested) forms of an object field by field."""
     old = {k: v for k, v in old.items() if v is not None}
     new = {k: v for k, v in new.items() if v is not None}
-    if canonical_json(old) == canonical_json(new):
+    if same_json(old, new) or canonical_json(old) == canonical_json(new):
         return ()
     old = {k: _flatten_digests(v, compare_secrets) for k, v in old.items()}
     new = {k: _flatten_digests(v, compare_secrets) for k, v in new.items()}

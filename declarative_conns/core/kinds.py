@@ -99,17 +99,6 @@ class Kind:
         """
         return json.dumps(value, indent=2) if self.json_text_fields else json.dumps(value)
 
-    def as_stored(self, fields: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Return declared fields as a target reads them back: a variable's table as its JSON text."""
-        if not any(isinstance(fields.get(n), (dict, list)) for n in self.json_text_fields):
-            return fields
-        return {
-            name: self.stored_text(value)
-            if name in self.json_text_fields and isinstance(value, (dict, list))
-            else value
-            for name, value in fields.items()
-        }
-
     def key_secret_paths(self, key: str) -> frozenset[Path]:
         """Return the paths secret because of the object's key (a variable named *_password)."""
         if self.secret_when_key_sensitive and is_sensitive_key(key):

@@ -163,6 +163,25 @@ def _reencryptions(
     ]
 
 
+def read_as_declared(stored: Sequence[StoredObject], declared: Mapping[Address, Values]) -> list[StoredObject]:
+    """Return the stored objects with each declared one's fields read as its declaration reads them.
+
+    A variable declared as a table is stored as JSON text: parsed here once, the plan, the drift
+    check and the snapshot all compare it as the table it is (key order and whitespace are not
+    changes), and the snapshot records the same form as the applied record.
+    """
+    out: list[StoredObject] = []
+    for obj in stored:
+        want = declared.get(obj.address)
+        kind = BY_NAME[obj.address.kind]
+        if want is not None and kind.json_text_fields:
+            fields = kind.aligned(obj.values.fields, want.fields)
+            if fields is not obj.values.fields:
+                obj = replace(obj, values=Values(fields, obj.values.secret_paths))
+        out.append(obj)
+    return out
+
+
 @dataclass(frozen=True)
 class Planned:
     """Hold a plan and the state a plan run records (its snapshot refreshed)."""
@@ -195,6 +214,7 @@ def make_plan(
     Drift at a path an object's `ignore_changes` names is not reported.
     """
     kind_map = {name: BY_NAME[name] for name in fields}
+    stored = read_as_declared(stored, declared)
     snapshot: dict[str, Any] = {
         "shape": shape,
         "objects": snapshot_entries(
@@ -330,9 +350,10 @@ def state_after_apply(
             by_row.pop((op.address, op.row_id), None)
         elif isinstance(op, (Create, Update)):
             row_id = new_ids.get(op.address) if isinstance(op, Create) else op.row_id
-            # As the next read will find it (a variable's table as its JSON text; default_pool's
-            # unmanaged description as it was), so the next plan's snapshot equals this one.
-            new = kind_map[op.address.kind].as_stored(op.values.fields)
+            # As the next plan will read it (default_pool's unmanaged description as it was; a
+            # variable's table as the table: read_as_declared parses its text), so the next
+            # plan's snapshot equals this one.
+            new = op.values.fields
             old = by_row.get((op.address, row_id))
             if old is not None:
                 new = {**old.values.fields, **{f: new.get(f) for f in _managed(op.address, fields)}}
@@ -347,7 +368,7 @@ def state_after_apply(
             by_row[(op.address, op.row_id)] = StoredObject(
                 op.address, op.row_id, old.values, fingerprints[(op.address, op.row_id)], 0
             )
-    after = sorted(by_row.values(), key=snapshot_order)
+    after = read_as_declared(sorted(by_row.values(), key=snapshot_order), declared)
     present = {o.address for o in after}
     failed = {op.address for op in plan.operations} - {op.address for op in done}
     adopted = {a for a in declared if a in present and a not in failed and plan.in_scope(a)}
