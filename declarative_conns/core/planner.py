@@ -177,7 +177,8 @@ def read_as_declared(stored: Sequence[StoredObject], declared: Mapping[Address, 
         if want is not None and kind.json_text_fields:
             fields = kind.aligned(obj.values.fields, want.fields)
             if fields is not obj.values.fields:
-                obj = replace(obj, values=Values(fields, obj.values.secret_paths))
+                out.append(replace(obj, values=Values(fields, obj.values.secret_paths)))
+                continue
         out.append(obj)
     return out
 
