@@ -384,7 +384,9 @@ def compile_package() -> str:
     """
     package = ROOT / "declarative_conns"
     ok = compileall.compile_dir(str(package), quiet=1)
-    return f"bytecode of {package.name} written, as an install does" if ok else "bytecode: some modules failed"
+    return (
+        f"bytecode of {package.name} written, as an install does" if ok else "bytecode: some modules failed"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -163,7 +163,9 @@ def _reencryptions(
     ]
 
 
-def read_as_declared(stored: Sequence[StoredObject], declared: Mapping[Address, Values]) -> list[StoredObject]:
+def read_as_declared(
+    stored: Sequence[StoredObject], declared: Mapping[Address, Values]
+) -> list[StoredObject]:
     """Return the stored objects with each declared one's fields read as its declaration reads them.
 
     A variable declared as a table is stored as JSON text: parsed here once, the plan, the drift
