@@ -22,6 +22,7 @@ from declarative_conns.config.schema import validate_document
 from declarative_conns.core.kinds import BY_NAME, BY_PLURAL, KINDS
 from declarative_conns.core.lifecycle import parse_path
 from declarative_conns.core.model import (
+    JSON_SCALARS,
     MAX_NESTING,
     REF_KEYS,
     Address,
@@ -406,7 +407,7 @@ def _parse_object(
             elif extra is not None:
                 fields["extra"] = _parse_refs(extra, base)
         else:
-            fields[name] = _parse_refs(value, base)
+            fields[name] = value if value.__class__ in JSON_SCALARS else _parse_refs(value, base)
     return DesiredObject(address, file, fields, ignore_changes=lifecycle)
 
 
@@ -443,7 +444,10 @@ def _parse_refs(value: Any, base: str) -> Any:
             key, target = next(iter(value.items()))
             if isinstance(target, (str, list)):
                 return _reference(REF_KEYS[key], tuple(target) if isinstance(target, list) else target, base)
-        return {k: _parse_refs(v, base) for k, v in value.items()}
+        parsed = {k: v if v.__class__ in JSON_SCALARS else _parse_refs(v, base) for k, v in value.items()}
+        # A table with no reference inside is kept as it is (masked_tree copies it anyway).
+        return value if all(parsed[k] is v for k, v in value.items()) else parsed
     if isinstance(value, list):
-        return [_parse_refs(v, base) for v in value]
+        items = [v if v.__class__ in JSON_SCALARS else _parse_refs(v, base) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     return value

@@ -198,9 +198,10 @@ def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[Address, 
     cache: dict[SecretRef, str] = {}
     problems: list[str] = []
     resolved: dict[Address, Values] = {}
-    for address, obj in sorted(desired.objects.items(), key=by_address):
+    for address, obj in sorted(desired.objects.items()):
         kind = BY_NAME[address.kind]
-        secret_paths: set[tuple[str | int, ...]] = set(kind.key_secret_paths(address.key))
+        key_paths = kind.key_secret_paths(address.key)
+        secret_paths: set[tuple[str | int, ...]] = set(key_paths)
         fields = {
             # Most fields are plain strings and numbers: no call for those (this runs per field).
             name: value
@@ -208,9 +209,13 @@ def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[Address, 
             else _resolve_value(value, (name,), address, resolver, cache, secret_paths, problems)
             for name, value in obj.fields.items()
         }
-        paths = frozen_paths(secret_paths)
-        # The fields hold resolved secrets: a MaskedFields, so printing them shows none.
-        resolved[address] = Values(MaskedFields(kind.normalize(fields), (), paths, kind.name), paths)
+        paths = key_paths if len(secret_paths) == len(key_paths) else frozen_paths(secret_paths)
+        normalized = kind.normalize(fields)
+        if paths or kind.secret_fields or kind.named_secret_fields:
+            # The fields hold secrets: a MaskedFields, so printing them shows none.
+            resolved[address] = Values(MaskedFields(normalized, (), paths, kind.name), paths)
+        else:
+            resolved[address] = Values(normalized, paths)  # nothing secret to hide (a pool, a plain variable)
     if problems:
         raise SecretError(
             "could not resolve "

@@ -40,6 +40,8 @@ def check_types(
     """
     strict = strict or desired.settings.strict
     user_rules = desired.settings.type_rules
+    if not desired.connections and not user_rules:
+        return []  # nothing to check: the conn_type rules are not even compiled
     rules = load_type_rules(Path(user_rules) if user_rules else None)
     findings = []
     for conn_id, conn in desired.connections.items():

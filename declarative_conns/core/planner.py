@@ -103,10 +103,7 @@ def compute_plan(
     if rotate:
         operations.extend(_reencryptions(in_scope_stored, operations, settings))
     considered = set(declared) | {op.address for op in operations}
-    expected = {
-        a: tuple((o.row_id, o.fingerprint) for o in groups.get(a, []))
-        for a in sorted(considered, key=address_order)
-    }
+    expected = {a: tuple((o.row_id, o.fingerprint) for o in groups.get(a, [])) for a in sorted(considered)}
     return Plan(
         operations=tuple(operations),
         kinds=tuple(k for k in BY_NAME if k in in_scope),

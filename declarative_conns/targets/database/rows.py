@@ -120,9 +120,11 @@ def decode_row(
         if value and raw.get(flag):
             fields[name], index = keyring.decrypt(value, owner=owner, what=name)
             key_index = max(key_index or 0, index)
-    secret_paths: set[Path] = set(kind.key_secret_paths(key))
+    paths = kind.key_secret_paths(key)  # shared sets: most objects add nothing to them
     if "extra" in fields and kind.name == "connection":
+        secret_paths: set[Path] = set(paths)
         fields["extra"] = _parse_extra(fields["extra"], secret_paths)
+        paths = frozen_paths(secret_paths)
     elif kind.json_text_fields:
         for name in kind.json_text_fields:
             text = fields.get(name)
@@ -131,7 +133,7 @@ def decode_row(
     return StoredObject(
         address_of(kind.name, key),
         int(raw["id"]),
-        Values(kind.normalize(fields), frozen_paths(secret_paths)),
+        Values(kind.normalize(fields), paths),
         fingerprint(raw, spec, kind, digester, layout),
         key_index,
     )
