@@ -130,7 +130,8 @@ def _plan_declared(
     if not found:
         return [Create(address, want, tuple(fields))]
     kept = found[0]
-    have = Values(kind.aligned(kept.values.fields, want.fields), kept.values.secret_paths)
+    aligned = kind.aligned(kept.values.fields, want.fields)  # as read_as_declared left it, mostly
+    have = kept.values if aligned is kept.values.fields else Values(aligned, kept.values.secret_paths)
     want = keep_ignored(want, have, ignored)
     operations: list[Operation] = []
     changes = field_changes(have, want, kind, fields)

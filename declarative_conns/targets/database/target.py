@@ -232,7 +232,9 @@ class DatabaseTarget:
             *spec.encrypted.values(),
         ]
         query = sa.select(*(table.c[n] for n in dict.fromkeys(wanted) if n in table.c)).order_by(table.c.id)
-        return [dict(row._mapping) for row in conn.execute(query)]
+        result = conn.execute(query)
+        columns = tuple(result.keys())
+        return [dict(zip(columns, row, strict=True)) for row in result]  # a third of row._mapping's time
 
     # -- checks ----------------------------------------------------------------------------
 
