@@ -24,7 +24,7 @@ from declarative_conns.core.digests import digest_key_record, state_digester
 from declarative_conns.core.drift import detect_drift, group_by_address, rekey_applied
 from declarative_conns.core.kinds import BY_NAME, Kind, plan_order
 from declarative_conns.core.lifecycle import IgnoredPaths, keep_ignored, without_ignored
-from declarative_conns.core.model import Address, Settings, StoredObject, Values, address_order
+from declarative_conns.core.model import Address, Settings, StoredObject, Values, address_order, same_json
 from declarative_conns.core.model import Path as PathType
 from declarative_conns.core.operations import (
     Create,
@@ -177,6 +177,13 @@ def read_as_declared(
         if want is not None and kind.json_text_fields:
             fields = kind.aligned(obj.values.fields, want.fields)
             if fields is not obj.values.fields:
+                # A parsed table equal to the declared one is that one: one copy alive, not two.
+                fields = {
+                    name: want.fields[name]
+                    if name in kind.json_text_fields and same_json(value, want.fields.get(name))
+                    else value
+                    for name, value in fields.items()
+                }
                 out.append(replace(obj, values=Values(fields, obj.values.secret_paths)))
                 continue
         out.append(obj)
