@@ -287,3 +287,29 @@ def test_resolving_keeps_tables_without_references_and_copies_the_others(tmp_pat
     assert values[plain].fields["extra"] is desired.objects[plain].fields["extra"]
     assert values[ref].fields["extra"] == {"timeout": 3, "auth": "t-1"}
     assert values[ref].fields["extra"] is not desired.objects[ref].fields["extra"]
+
+
+def test_objects_with_nothing_secret_hold_plain_dicts() -> None:
+    """A pool or a variable under a plain key holds plain dicts (untracked by the cyclic GC when
+    their values are plain), declared and resolved; a variable under a sensitive key keeps hiding
+    its value in every repr."""
+    from declarative_conns.config.loader import desired_from_dicts
+    from declarative_conns.config.secrets import resolve_desired
+    from declarative_conns.core.model import Address
+    from declarative_conns.core.sensitive import MaskedFields
+
+    canary = "canary-7f3a-secret"
+    desired = desired_from_dicts(
+        variables={"bucket": {"value": "s3://b"}, "api_token": {"value": canary}},
+        pools={"etl": {"slots": 4}},
+    )
+    resolved = resolve_desired(desired, lambda ref: "unused")
+    for address in (Address("variable", "bucket"), Address("pool", "etl")):
+        assert type(desired.objects[address].fields) is dict
+        assert type(resolved[address].fields) is dict
+    secret = Address("variable", "api_token")
+    assert isinstance(desired.objects[secret].fields, MaskedFields)
+    assert isinstance(resolved[secret].fields, MaskedFields)
+    assert resolved[secret].fields["value"] == canary
+    for shown in (repr(desired.objects[secret].fields), repr(resolved[secret]), str(resolved[secret].fields)):
+        assert canary not in shown

@@ -58,7 +58,8 @@ class DesiredObject:
     address: Address
     source: Path
     #: Declared fields; a connection's `extra` is a dict (from `extra` or `extra_json`); refs are
-    #: SecretRefs. Dicts whose repr hides literal secrets (MaskedFields), whoever builds the object.
+    #: SecretRefs. Dicts whose repr hides literal secrets (MaskedFields), whoever builds the object;
+    #: a plain dict where nothing can be secret (a pool, a variable under a plain key).
     fields: Mapping[str, Any]
     #: Where each field came from when layers were merged: field path -> file; a path absent
     #: here (and every path of an object read from one file) came from `source`.
@@ -69,7 +70,13 @@ class DesiredObject:
     def __post_init__(self) -> None:
         if not isinstance(self.fields, MaskedFields):
             kind, key = self.address.kind, self.address.key
-            secret = BY_NAME[kind].key_secret_paths(key)
+            rules = BY_NAME[kind]
+            secret = rules.key_secret_paths(key)
+            if not secret and not rules.secret_fields and not rules.named_secret_fields:
+                # Nothing here can be a literal secret (a reference shows as itself): a plain dict,
+                # which the cyclic GC does not track when its values are plain.
+                object.__setattr__(self, "fields", dict(self.fields))
+                return
             fields = self.fields if type(self.fields) is dict else dict(self.fields)  # masked_tree copies it
             object.__setattr__(self, "fields", masked_tree(fields, kind, secret_paths=secret))
 
