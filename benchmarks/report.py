@@ -80,7 +80,7 @@ LINEAR_TOLERANCE = 1.25
 
 def _targets(rows: list[Row], startup: dict[str, Measurement], round_trips: list[RoundTrips]) -> list[str]:
     """Return the issue's targets, each with its measured value and whether it is met."""
-    out = ["## Targets (issue #15)", "", "| target | measured | met |", "| --- | --- | :---: |"]
+    out = ["## Targets (issues #15 and #17)", "", "| target | measured | met |", "| --- | --- | :---: |"]
     for r in rows:
         limit = RATIO_TARGETS.get(r.operation.removesuffix(" (variables)"))  # the same targets for variables
         if r.backend == "sqlite" and r.n == 10_000 and limit is not None:
@@ -95,15 +95,24 @@ def _targets(rows: list[Row], startup: dict[str, Measurement], round_trips: list
         late, early = steps.get(("sqlite", operation, 100_000)), steps.get(("sqlite", operation, 10_000))
         if late is None or early is None:
             continue
-        for what, index, unit in (("time (CPU)", 1, "ms"), ("memory", 2, "KB")):
-            before, after = early.dconn[index], late.dconn[index]
-            wall = f"; wall {late.dconn[0]:.2f} ms vs {early.dconn[0]:.2f} ms" if index == 1 else ""
-            out.append(
-                f"| sqlite `{operation}` linear in {what} to 100k "
-                f"(per added connection ≤ {LINEAR_TOLERANCE}× of 1k → 10k) "
-                f"| {after:.2f} {unit} vs {before:.2f} {unit}: {after / before:.2f}×{wall} "
-                f"| {_yes(after <= LINEAR_TOLERANCE * before)} |"
-            )
+        before, after = early.dconn[1], late.dconn[1]
+        # The raw process's own cost per row grows from 10k to 100k on a machine (caches, memory):
+        # dconn's time is judged by its growth beyond that one.
+        raw_growth = max(1.0, late.raw[1] / early.raw[1])
+        out.append(
+            f"| sqlite `{operation}` linear in time (CPU) to 100k (per added connection, 10k → 100k "
+            f"over 1k → 10k, ≤ {LINEAR_TOLERANCE}× the raw process's own growth) "
+            f"| {after:.2f} ms vs {before:.2f} ms: {after / before:.2f}× (raw process "
+            f"{late.raw[1] / early.raw[1]:.2f}×: {after / before / raw_growth:.2f}× of it; "
+            f"wall {late.dconn[0]:.2f} ms vs {early.dconn[0]:.2f} ms) "
+            f"| {_yes(after <= LINEAR_TOLERANCE * raw_growth * before)} |"
+        )
+        before, after = early.dconn[2], late.dconn[2]
+        out.append(
+            f"| sqlite `{operation}` linear in memory to 100k (per added connection ≤ {LINEAR_TOLERANCE}× "
+            f"of 1k → 10k) | {after:.2f} KB vs {before:.2f} KB: {after / before:.2f}× "
+            f"| {_yes(after <= LINEAR_TOLERANCE * before)} |"
+        )
     if "dconn --version" in startup:
         s = startup["dconn --version"].seconds
         out.append(f"| `dconn --version` ≤ {VERSION_TARGET} s | {s:.3f} s | {_yes(s <= VERSION_TARGET)} |")
