@@ -30,7 +30,7 @@ unit: $(VENV)/.dev
 
 test: lint unit
 
-# The whole benchmark (22-32 min on a shared 2-CPU machine); e.g. make bench BENCH_ARGS=--round-trips-only, or --quick.
+# The whole benchmark (15-30 min on a shared 2-CPU machine); e.g. make bench BENCH_ARGS=--round-trips-only, or --quick.
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
