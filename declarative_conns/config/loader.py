@@ -184,8 +184,10 @@ def check_document(document: dict[str, Any], file: Path) -> tuple[dict[str, Any]
     would exhaust Python's stack; the rest of the document is still checked.
     """
     problems: list[Finding] = []
-    for address, table in _tables(document):
-        if nesting_exceeds(table, MAX_NESTING + 1):  # one walk per table; its fields only when deep
+    # One walk of the whole document (its tables are two levels down); each table's only when deep.
+    deep = nesting_exceeds(document, MAX_NESTING + 3)
+    for address, table in _tables(document) if deep else ():
+        if nesting_exceeds(table, MAX_NESTING + 1):  # its fields only when this table is the deep one
             problems.extend(
                 Finding(file, dotted_path([_plural(address), address.key, name]), _TOO_DEEP)
                 for name, value in table.items()
