@@ -72,7 +72,7 @@ class DesiredObject:
             kind, key = self.address.kind, self.address.key
             rules = BY_NAME[kind]
             secret = rules.key_secret_paths(key)
-            if not secret and not rules.secret_fields and not rules.named_secret_fields:
+            if not secret and not rules.names_secrets:
                 # Nothing here can be a literal secret (a reference shows as itself): a plain dict,
                 # which the cyclic GC does not track when its values are plain.
                 object.__setattr__(self, "fields", dict(self.fields))

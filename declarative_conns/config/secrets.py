@@ -211,7 +211,7 @@ def resolve_desired(desired: DesiredState, resolver: Resolver) -> dict[Address, 
         }
         paths = key_paths if len(secret_paths) == len(key_paths) else frozen_paths(secret_paths)
         normalized = kind.normalize(fields)
-        if paths or kind.secret_fields or kind.named_secret_fields:
+        if paths or kind.names_secrets:
             # The fields hold secrets: a MaskedFields, so printing them shows none.
             resolved[address] = Values(MaskedFields(normalized, (), paths, kind.name), paths)
         else:

@@ -24,13 +24,13 @@ def field_changes(
     got, want = before.fields.get, after.fields.get
     old = {c: v for c in fields if (v := got(c)) is not None}
     new = {c: v for c in fields if (v := want(c)) is not None}
-    if (not old and not new) or (old and new and _same(old, new)):
+    if (not old and not new) or (old and new and same_fields(old, new)):
         return ()  # (one side empty, the other not: a create or delete, different without a test)
     secret_paths = before.secret_paths | after.secret_paths
     return tuple(explain(old, new, secret_paths, kind))
 
 
-def _same(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+def same_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Tell whether two field mappings are the same JSON, key order ignored.
 
     Most compared objects are unchanged and hold their keys in one order: `same_json` (== and

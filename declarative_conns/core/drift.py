@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from declarative_conns.core.diff import explain
+from declarative_conns.core.diff import explain, same_fields
 from declarative_conns.core.kinds import Kind, plan_order
-from declarative_conns.core.model import Address, FieldChange, StoredObject, Values, canonical_json, same_json
+from declarative_conns.core.model import Address, FieldChange, StoredObject, Values, same_json
 from declarative_conns.core.operations import Drift
 from declarative_conns.core.recorded import DIGEST_KEY, Form, is_digest, with_recorded_secrets
 from declarative_conns.core.sensitive import HIDDEN
@@ -81,11 +81,11 @@ def _recorded_changes(
     """Compare two recorded (digested) forms of an object field by field."""
     old = {k: v for k, v in old.items() if v is not None}
     new = {k: v for k, v in new.items() if v is not None}
-    if same_json(old, new) or canonical_json(old) == canonical_json(new):
+    if same_fields(old, new):
         return ()
     old = {k: _flatten_digests(v, compare_secrets) for k, v in old.items()}
     new = {k: _flatten_digests(v, compare_secrets) for k, v in new.items()}
-    if canonical_json(old) == canonical_json(new):
+    if same_fields(old, new):
         return ()
     return tuple(
         FieldChange(

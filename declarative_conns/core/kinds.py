@@ -105,6 +105,12 @@ class Kind:
             return _key_secret_paths(self)
         return NO_PATHS  # shared: every object of a plan asks
 
+    @property
+    def names_secrets(self) -> bool:
+        """Tell whether the kind makes fields secret by their names (a connection's password, its
+        extra's `api_key`), so that an object holds a secret without any reference or sensitive key."""
+        return bool(self.secret_fields or self.named_secret_fields)
+
     def is_secret_by_name(self, path: Path) -> bool:
         """Tell whether a field path is secret by its names alone: a password, extra.api_key."""
         return _secret_by_name(self, path)
